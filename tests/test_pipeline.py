@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+
+from ferpipe.pipeline import Pipeline, Settings
+from ferpipe.errors import ModelError
+
+
+def test_one_face_id_through_wolfganglanger_every_frame(pipeline_factory, samples, store):
+    result = pipeline_factory(sample_fps=None).process(str(samples["WolfgangLanger_Pexels.mp4"]))
+    assert result.status == "done"
+    assert result.frames_analyzed == 472
+    assert result.faces == 1
+    assert result.observations == 472
+    obs = store.timeline(result.run_id)
+    assert obs["face_id"].unique().to_list() == [1]
+    assert obs["frame_index"].to_list() == list(range(472))
+    probs = obs.select("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral").to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-3)
+    face = store.query("SELECT * FROM faces WHERE run_id = ?", [result.run_id]).row(0, named=True)
+    assert face["n_obs"] == 472 and face["first_seen_ms"] == 0 and face["mean_score"] > 0.9
+
+
+def test_no_face_clip_is_stored_with_zero_faces(pipeline_factory, samples, store):
+    result = pipeline_factory().process(str(samples["no_face.mp4"]))
+    assert result.status == "done" and result.faces == 0 and result.observations == 0
+    assert result.frames_analyzed > 15
+    assert "no faces found" in result.message
+    assert store.clips()["clip_id"].to_list() == [result.clip_id]
+
+
+def test_audience_grid_has_many_simultaneous_faces(pipeline_factory, samples, store):
+    result = pipeline_factory(sample_fps=2.0).process(str(samples["audience_grid.mp4"]), tags={"group": "A"})
+    obs = store.timeline(result.run_id)
+    per_frame = obs.group_by("frame_index").len()["len"]
+    assert per_frame.max() >= 8  # five in the group photo plus the single-person tiles
+    # people stay one id each: far fewer ids than detections
+    assert result.faces <= 16
+    tags = store.query("SELECT key, value FROM clip_tags").rows()
+    assert tags == [("group", "A")]
+
+
+def test_reingest_is_idempotent(pipeline_factory, samples, store):
+    p = pipeline_factory()
+    first = p.process(str(samples["single_face.mp4"]), title="one")
+    second = p.process(str(samples["single_face.mp4"]), title="one")
+    assert second.reused and second.run_id == first.run_id
+    assert store.query("SELECT count(*) AS n FROM clips")["n"][0] == 1
+    assert store.query("SELECT count(*) AS n FROM observations")["n"][0] == first.observations
+    redo = p.process(str(samples["single_face.mp4"]), reprocess=True)
+    assert redo.run_id != first.run_id
+    assert store.query("SELECT count(*) AS n FROM observations")["n"][0] == redo.observations
+
+
+def test_face_enters_midway(pipeline_factory, samples, store):
+    result = pipeline_factory().process(str(samples["noface_face.mov"]))
+    face = store.query("SELECT * FROM faces WHERE run_id = ?", [result.run_id]).row(0, named=True)
+    assert result.faces == 1 and face["first_seen_ms"] > 2000
+
+
+def test_unknown_model_fails_before_any_work(store):
+    with pytest.raises(ModelError, match="unknown model 'nope'"):
+        Pipeline(store, Settings(model="nope"))
+    with pytest.raises(ValueError, match="sample_fps"):
+        Settings(sample_fps=-1)

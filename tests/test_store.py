@@ -1,0 +1,130 @@
+import threading
+import time
+
+import duckdb
+import polars as pl
+import pytest
+
+from ferpipe.store import MIGRATIONS, OBS_COLUMNS, SCHEMA_VERSION, ObservationSink, Store
+
+
+def _rows(run_id, frames, faces=(1,)):
+    data = {c: [] for c in OBS_COLUMNS}
+    for f in frames:
+        for face in faces:
+            row = dict.fromkeys(OBS_COLUMNS, 0.0)
+            row.update(run_id=run_id, face_id=face, frame_index=f, timestamp_ms=f * 40.0, det_score=0.9, neutral=1.0)
+            for c in OBS_COLUMNS:
+                data[c].append(row[c])
+    return pl.DataFrame(data)
+
+
+def _progress(frames):
+    return {"frames_done": len(frames), "last_frame_index": frames[-1], "last_timestamp_ms": frames[-1] * 40.0,
+            "seconds": 1.0, "tracker_state": {"next_id": 2}}  # fmt: skip
+
+
+def _clip(store, cid="c1"):
+    store.upsert_clip(cid, {"sha256": cid * 8, "path": f"/x/{cid}.mp4", "title": cid, "duration_s": 10.0}, {"group": "A"})
+
+
+def test_migrations_bring_old_files_up_to_date(db_path):
+    con = duckdb.connect(str(db_path))
+    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    con.execute(MIGRATIONS[0])
+    con.execute("INSERT INTO schema_version VALUES (1)")
+    con.close()
+    assert Store(db_path).migrate() == SCHEMA_VERSION
+    cols = Store(db_path).query("DESCRIBE clips")["column_name"].to_list()
+    assert "stimulus_clip_id" in cols
+    assert Store(db_path).migrate() == SCHEMA_VERSION  # idempotent
+
+
+def test_sink_commits_in_batches_with_progress(store):
+    _clip(store)
+    run_id, _ = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)
+    with ObservationSink(store, run_id, batch_rows=10, batch_seconds=60) as sink:
+        sink.append(_rows(run_id, range(0, 6)), _progress(list(range(0, 6))))
+        assert store.run(run_id)["observations"] == 0  # not yet committed
+        sink.append(_rows(run_id, range(6, 12)), _progress(list(range(0, 12))))
+        assert store.run(run_id)["observations"] == 12
+        sink.append(_rows(run_id, range(12, 14)), _progress(list(range(0, 14))))
+    run = store.run(run_id)
+    assert run["observations"] == 14 and run["frames_done"] == 14 and run["faces"] == 1
+    face = store.query("SELECT * FROM faces").row(0, named=True)
+    assert face["n_obs"] == 14 and face["first_seen_ms"] == 0 and face["last_seen_ms"] == 13 * 40.0
+    assert sink.commits == 2
+
+
+def test_failure_drops_uncommitted_rows_and_marks_run(store):
+    _clip(store)
+    run_id, _ = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)
+    with pytest.raises(RuntimeError):
+        with ObservationSink(store, run_id, batch_rows=1000, batch_seconds=60) as sink:
+            sink.append(_rows(run_id, range(5)), _progress(list(range(5))))
+            raise RuntimeError("decoder crashed")
+    run = store.run(run_id)
+    assert run["status"] == "failed" and run["error"] == "decoder crashed" and run["observations"] == 0
+    # an unfinished run with the same settings is resumed, not duplicated
+    again, _ = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)
+    assert again == run_id or store.run(again)["status"] == "running"
+
+
+def test_unfinished_run_is_resumed(store):
+    _clip(store)
+    run_id, _ = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)
+    store.finish_run(run_id, "interrupted")
+    resumed, run = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)
+    assert resumed == run_id and run["status"] == "running"
+    other, _ = store.start_run("c1", "m", "mtcnn", {"a": 2}, 100)
+    assert other != run_id
+
+
+def test_readers_and_writer_share_the_file(store):
+    """A reader in a loop never sees 'database is locked' while a writer commits batches."""
+    _clip(store)
+    run_id, _ = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)
+    errors, seen = [], []
+    stop = threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                seen.append(Store(store.path).query("SELECT count(*) AS n FROM observations")["n"][0])
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    with ObservationSink(store, run_id, batch_rows=5, batch_seconds=60) as sink:
+        for k in range(10):
+            sink.append(_rows(run_id, range(k * 5, k * 5 + 5)), _progress(list(range(k * 5 + 5))))
+            time.sleep(0.02)
+    time.sleep(0.1)
+    stop.set()
+    t.join()
+    assert not errors
+    assert seen == sorted(seen) and seen[-1] == 50
+
+
+def test_delete_clip_removes_everything(store, tmp_path):
+    media = tmp_path / "c1.mp4"
+    media.write_bytes(b"x")
+    store.upsert_clip("c1", {"sha256": "c1" * 8, "path": str(media), "title": "c1", "duration_s": 1.0}, {"g": "A"})
+    run_id, _ = store.start_run("c1", "m", "mtcnn", {}, 10)
+    store.commit_batch(run_id, _rows(run_id, range(3)), _progress([0, 1, 2]))
+    store.delete_clip("c1")
+    for table in ("clips", "clip_tags", "runs", "faces", "observations"):
+        assert store.query(f"SELECT count(*) AS n FROM {table}")["n"][0] == 0
+    assert not media.exists()
+
+
+def test_bad_arguments(store, tmp_path):
+    with pytest.raises(ValueError, match="not a video"):
+        Store(tmp_path / "clip.mp4")
+    with pytest.raises(ValueError, match="status"):
+        store.finish_run(1, "exploded")
+    with pytest.raises(ValueError, match="unknown clip"):
+        store.clip("nope")
+    with pytest.raises(ValueError, match="batch_rows"):
+        ObservationSink(store, 1, batch_rows=0)
