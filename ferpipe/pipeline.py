@@ -184,15 +184,13 @@ class Pipeline:
         return self.analyse(item.sha256[:12], progress=progress, reprocess=reprocess)
 
     def analyse(self, clip_id: str, progress: Progress | None = None, reprocess: bool = False) -> RunResult:
+        """Analyse a clip already in the library (resume, reuse or start a run, see Store.start_run)."""
         clip = self.store.clip(clip_id)
-        key = self.settings.key()
-        done_run = self.store.find_done_run(clip_id, key)
-        if done_run is not None:
-            if not reprocess:
-                return self._result(clip_id, done_run, clip["title"], reused=True)
-            self.store.delete_run(done_run)
-        info_total = expected_samples(clip["duration_s"] or 0.0, int(clip["frame_count"] or 0), self.settings.sample_fps)
-        run_id, run = self.store.start_run(clip_id, self.settings.model, self.detector.name, key, info_total)
+        total = expected_samples(clip["duration_s"] or 0.0, int(clip["frame_count"] or 0), self.settings.sample_fps)
+        run = self.store.start_run(clip_id, self.settings.model, self.detector.name, self.settings.key(), total, reprocess)
+        if run["status"] == "done":
+            return self._result(clip, run, reused=True)
+        run_id = int(run["run_id"])
         resumed = run["frames_done"] > 0
         tracker = FaceTracker(lost_buffer_ms=self.settings.lost_buffer_ms)
         if resumed and run["tracker_state"]:
@@ -220,13 +218,12 @@ class Pipeline:
                     self._emit(sink, run_id, pending, state, tracker, t0)
                     pending = []
                 if progress:
-                    progress("analyse", state["frames_done"], info_total)
+                    progress("analyse", state["frames_done"], total)
             self._emit(sink, run_id, pending, state, tracker, t0)
-        seconds = time.perf_counter() - t0
-        self.store.finish_run(run_id, "done", seconds=seconds)
+        final = self.store.finish_run(run_id, "done", seconds=time.perf_counter() - t0)
         if progress:
             progress("analyse", state["frames_done"], state["frames_done"])
-        return self._result(clip_id, run_id, clip["title"], resumed=resumed)
+        return self._result(clip, final, resumed=resumed)
 
     def _detect(self, frame: Frame, tracker: FaceTracker, last_full: float) -> Detections | None:
         """Full detection when one is due, else None."""
@@ -250,10 +247,10 @@ class Pipeline:
         progress = dict(state, seconds=time.perf_counter() - t0, tracker_state=tracker.state_dict())
         sink.append(rows, progress)
 
-    def _result(self, clip_id: str, run_id: int, title: str, resumed: bool = False, reused: bool = False) -> RunResult:
-        run = self.store.run(run_id)
+    @staticmethod
+    def _result(clip: dict, run: dict, resumed: bool = False, reused: bool = False) -> RunResult:
         return RunResult(
-            clip_id=clip_id, run_id=run_id, title=title, status=run["status"],
+            clip_id=clip["clip_id"], run_id=int(run["run_id"]), title=clip["title"], status=run["status"],
             frames_analyzed=int(run["frames_done"]), faces=int(run["faces"]),
             observations=int(run["observations"]), seconds=round(float(run["seconds"]), 3),
             resumed=resumed, reused=reused,

@@ -118,6 +118,13 @@ def _is_lock_error(exc: Exception) -> bool:
     return any(marker in text for marker in _BUSY_MARKERS)
 
 
+def _row(con: duckdb.DuckDBPyConnection, sql: str, params: list) -> dict:
+    rows = con.sql(sql, params=params).pl()
+    if rows.is_empty():
+        raise ValueError("no such row")
+    return rows.row(0, named=True)
+
+
 class Store:
     """One DuckDB file. Connections are short-lived; see the module docstring."""
 
@@ -252,13 +259,29 @@ class Store:
             for key, value in tags.items():
                 con.execute("INSERT OR REPLACE INTO clip_tags VALUES (?, ?, ?)", [clip_id, key, value])
 
-    def start_run(self, clip_id: str, model: str, detector: str, settings: dict, frames_expected: int) -> tuple[int, dict]:
-        """A run to write into: an unfinished run with the same settings is resumed, else a new one."""
+    def start_run(self, clip_id: str, model: str, detector: str, settings: dict, frames_expected: int,
+                  reprocess: bool = False) -> dict:  # fmt: skip
+        """The run to write into, in one transaction.
+
+        A finished run with the same settings is returned as is (status 'done'), or
+        deleted first when ``reprocess``; an unfinished one is resumed; else a new run.
+        """
         key = json.dumps(settings, sort_keys=True)
         with self.transaction() as con:
+            if not con.execute("SELECT 1 FROM clips WHERE clip_id = ?", [clip_id]).fetchone():
+                raise ValueError(f"unknown clip {clip_id!r}")
+            done = con.execute(
+                "SELECT run_id FROM runs WHERE clip_id = ? AND settings_key = ? AND status = 'done' ORDER BY run_id DESC",
+                [clip_id, key],
+            ).fetchall()
+            if done and not reprocess:
+                return _row(con, "SELECT * FROM runs WHERE run_id = ?", [done[0][0]])
+            for (old,) in done:
+                for table in ("observations", "faces", "runs"):
+                    con.execute(f"DELETE FROM {table} WHERE run_id = ?", [old])
             row = con.execute(
                 """SELECT run_id, status, pid FROM runs
-                   WHERE clip_id = ? AND settings_key = ? AND status IN ('running', 'interrupted')
+                   WHERE clip_id = ? AND settings_key = ? AND status IN ('running', 'interrupted', 'failed')
                    ORDER BY run_id DESC LIMIT 1""",
                 [clip_id, key],
             ).fetchone()
@@ -278,17 +301,10 @@ class Store:
                         [clip_id, model, detector, json.dumps(settings), key, frames_expected, os.getpid()],
                     ).fetchone()[0]
                 )
-        return run_id, self.run(run_id)
+            return _row(con, "SELECT * FROM runs WHERE run_id = ?", [run_id])
 
-    def find_done_run(self, clip_id: str, settings: dict) -> int | None:
-        key = json.dumps(settings, sort_keys=True)
-        df = self.query(
-            "SELECT run_id FROM runs WHERE clip_id = ? AND settings_key = ? AND status = 'done' ORDER BY run_id DESC LIMIT 1",
-            [clip_id, key],
-        )
-        return None if df.is_empty() else int(df["run_id"][0])
-
-    def finish_run(self, run_id: int, status: str, error: str | None = None, seconds: float | None = None) -> None:
+    def finish_run(self, run_id: int, status: str, error: str | None = None, seconds: float | None = None) -> dict:
+        """Close a run; returns its final row."""
         if status not in ("done", "failed", "interrupted"):
             raise ValueError(f"status must be done, failed or interrupted, got {status!r}")
         with self.transaction() as con:
@@ -297,11 +313,7 @@ class Store:
                    finished_at = now(), updated_at = now() WHERE run_id = ?""",
                 [status, error, seconds, run_id],
             )
-
-    def delete_run(self, run_id: int) -> None:
-        with self.transaction() as con:
-            for table in ("observations", "faces", "runs"):
-                con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+            return _row(con, "SELECT * FROM runs WHERE run_id = ?", [run_id])
 
     def delete_clip(self, clip_id: str, delete_media: bool = True) -> None:
         """Remove a clip, its runs, faces, observations and tags; then its media file."""

@@ -42,7 +42,7 @@ def test_migrations_bring_old_files_up_to_date(db_path):
 
 def test_sink_commits_in_batches_with_progress(store):
     _clip(store)
-    run_id, _ = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)
+    run_id = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)["run_id"]
     with ObservationSink(store, run_id, batch_rows=10, batch_seconds=60) as sink:
         sink.append(_rows(run_id, range(0, 6)), _progress(list(range(0, 6))))
         assert store.run(run_id)["observations"] == 0  # not yet committed
@@ -58,7 +58,7 @@ def test_sink_commits_in_batches_with_progress(store):
 
 def test_failure_drops_uncommitted_rows_and_marks_run(store):
     _clip(store)
-    run_id, _ = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)
+    run_id = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)["run_id"]
     with pytest.raises(RuntimeError):
         with ObservationSink(store, run_id, batch_rows=1000, batch_seconds=60) as sink:
             sink.append(_rows(run_id, range(5)), _progress(list(range(5))))
@@ -66,24 +66,24 @@ def test_failure_drops_uncommitted_rows_and_marks_run(store):
     run = store.run(run_id)
     assert run["status"] == "failed" and run["error"] == "decoder crashed" and run["observations"] == 0
     # an unfinished run with the same settings is resumed, not duplicated
-    again, _ = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)
-    assert again == run_id or store.run(again)["status"] == "running"
+    again = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)["run_id"]
+    assert again == run_id and store.run(again)["status"] == "running"
 
 
 def test_unfinished_run_is_resumed(store):
     _clip(store)
-    run_id, _ = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)
+    run_id = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)["run_id"]
     store.finish_run(run_id, "interrupted")
-    resumed, run = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)
-    assert resumed == run_id and run["status"] == "running"
-    other, _ = store.start_run("c1", "m", "mtcnn", {"a": 2}, 100)
+    run = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)
+    assert run["run_id"] == run_id and run["status"] == "running"
+    other = store.start_run("c1", "m", "mtcnn", {"a": 2}, 100)["run_id"]
     assert other != run_id
 
 
 def test_readers_and_writer_share_the_file(store):
     """A reader in a loop never sees 'database is locked' while a writer commits batches."""
     _clip(store)
-    run_id, _ = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)
+    run_id = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)["run_id"]
     errors, seen = [], []
     stop = threading.Event()
 
@@ -111,7 +111,7 @@ def test_delete_clip_removes_everything(store, tmp_path):
     media = tmp_path / "c1.mp4"
     media.write_bytes(b"x")
     store.upsert_clip("c1", {"sha256": "c1" * 8, "path": str(media), "title": "c1", "duration_s": 1.0}, {"g": "A"})
-    run_id, _ = store.start_run("c1", "m", "mtcnn", {}, 10)
+    run_id = store.start_run("c1", "m", "mtcnn", {}, 10)["run_id"]
     store.commit_batch(run_id, _rows(run_id, range(3)), _progress([0, 1, 2]))
     store.delete_clip("c1")
     for table in ("clips", "clip_tags", "runs", "faces", "observations"):
