@@ -37,51 +37,70 @@ def t_interval(mean: np.ndarray, sd: np.ndarray, n: np.ndarray, level: float = 0
     return np.asarray(mean) - half, np.asarray(mean) + half
 
 
-def aggregate_frame(obs: pl.DataFrame, bin_s: float = 1.0, signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:
-    """Per time bin: faces in view and, per signal, the mean over face means with a 95% CI.
-
-    obs needs face_id, timestamp_ms and the signal columns. Columns out: bin, t_s (bin
-    start), n_faces, and <signal>_mean / _lo / _hi for each signal.
+def _face_bins_sql(source: str, bin_s: float, signals: tuple[str, ...], where: str = "", keys: str = "face_id") -> str:
+    means = ", ".join(f"avg({s})::DOUBLE AS {s}" for s in signals)
+    return f"""
+        SELECT floor(timestamp_ms / 1000.0 / {float(bin_s)})::BIGINT AS bin, {keys}, count(*) AS n_obs, {means}
+        FROM {source} {where} GROUP BY ALL ORDER BY ALL
     """
+
+
+def face_bins_frame(obs: pl.DataFrame, bin_s: float = 1.0, signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:
+    """Per (time bin, face): number of observations and the mean of each signal."""
     if bin_s <= 0:
         raise ValueError(f"bin_s must be > 0, got {bin_s}")
     signals = _check_signals(signals)
-    if obs.height == 0:
+    con = duckdb.connect()
+    try:
+        keys = ["clip_id"] if "clip_id" in obs.columns else []
+        con.register("obs", obs.select(*keys, "face_id", "timestamp_ms", *signals).to_arrow())
+        return con.sql(_face_bins_sql("obs", bin_s, signals, keys=", ".join([*keys, "face_id"]))).pl()
+    finally:
+        con.close()
+
+
+def face_bins(store: Store, run_id: int, bin_s: float = 1.0, signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:
+    """face_bins_frame computed inside the database file (only the small result leaves DuckDB)."""
+    if bin_s <= 0:
+        raise ValueError(f"bin_s must be > 0, got {bin_s}")
+    signals = _check_signals(signals)
+    return store.query(_face_bins_sql("observations", bin_s, signals, f"WHERE run_id = {int(run_id)}"))
+
+
+def aggregate_face_bins(fb: pl.DataFrame, bin_s: float, signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:
+    """Per bin: faces in view and, per signal, the mean of face means with a Student-t 95% CI.
+
+    Columns: bin, t_s (bin start), n_faces, and <signal>_mean / _lo / _hi.
+    """
+    signals = _check_signals(signals)
+    if fb.height == 0:
         cols = {"bin": pl.Int64, "t_s": pl.Float64, "n_faces": pl.Int64}
         cols.update({f"{s}_{k}": pl.Float64 for s in signals for k in ("mean", "lo", "hi")})
         return pl.DataFrame(schema=cols)
-    con = duckdb.connect()
-    con.register("obs", obs.select("face_id", "timestamp_ms", *signals).to_arrow())
-    per_face = ", ".join(f"avg({s}) AS {s}" for s in signals)
-    per_bin = ", ".join(f"avg({s}) AS {s}_mean, coalesce(stddev_samp({s}), 0) AS {s}_sd" for s in signals)
-    df = con.sql(
-        f"""
-        WITH f AS (
-            SELECT floor(timestamp_ms / 1000.0 / {float(bin_s)})::BIGINT AS bin, face_id, {per_face}
-            FROM obs GROUP BY ALL
-        )
-        SELECT bin, bin * {float(bin_s)} AS t_s, count(*) AS n_faces, {per_bin}
-        FROM f GROUP BY bin ORDER BY bin
-        """
-    ).pl()
-    con.close()
+    df = (
+        fb.group_by("bin")
+        .agg(pl.len().alias("n_faces"), *[pl.col(s).mean().alias(f"{s}_mean") for s in signals],
+             *[pl.col(s).std(ddof=1).fill_null(0).alias(f"{s}_sd") for s in signals])  # fmt: skip
+        .sort("bin")
+        .with_columns((pl.col("bin") * bin_s).alias("t_s"))
+    )
     n = df["n_faces"].to_numpy()
-    out = df.select("bin", "t_s", "n_faces")
     cols = []
     for s in signals:
         mean = df[f"{s}_mean"].to_numpy()
         lo, hi = t_interval(mean, df[f"{s}_sd"].to_numpy(), n)
         cols += [pl.Series(f"{s}_mean", mean), pl.Series(f"{s}_lo", lo), pl.Series(f"{s}_hi", hi)]
-    return out.with_columns(cols)
+    return df.select("bin", "t_s", "n_faces").with_columns(cols)
+
+
+def aggregate_frame(obs: pl.DataFrame, bin_s: float = 1.0, signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:
+    """Aggregate curves of raw observations (needs face_id, timestamp_ms and the signals)."""
+    return aggregate_face_bins(face_bins_frame(obs, bin_s, signals), bin_s, signals)
 
 
 def aggregate(store: Store, run_id: int, bin_s: float = 1.0, signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:
-    """aggregate_frame over one run, computed inside DuckDB's file."""
-    signals = _check_signals(signals)
-    obs = store.query(
-        f"SELECT face_id, timestamp_ms, {', '.join(signals)} FROM observations WHERE run_id = ?", [run_id]
-    )
-    return aggregate_frame(obs, bin_s, signals)
+    """Aggregate curves of one stored run."""
+    return aggregate_face_bins(face_bins(store, run_id, bin_s, signals), bin_s, signals)
 
 
 def timeline_export(store: Store, clip_id: str, run_id: int) -> pl.DataFrame:
@@ -94,3 +113,183 @@ def timeline_export(store: Store, clip_id: str, run_id: int) -> pl.DataFrame:
         """,
         [clip_id, run_id],
     )
+
+
+def smooth(agg: pl.DataFrame, window_bins: int, signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:
+    """Centred rolling mean of each signal's mean and CI bounds over ``window_bins`` bins (1 = none)."""
+    if window_bins < 1:
+        raise ValueError(f"window_bins must be >= 1, got {window_bins}")
+    if window_bins == 1 or agg.height == 0:
+        return agg
+    cols = [c for s in _check_signals(signals) for c in (f"{s}_mean", f"{s}_lo", f"{s}_hi") if c in agg.columns]
+    return agg.with_columns(
+        pl.col(c).rolling_mean(window_size=window_bins, center=True, min_samples=1) for c in cols
+    )
+
+
+def top_expression_share(fb: pl.DataFrame, bin_s: float = 1.0) -> pl.DataFrame:
+    """Per bin, the share of faces in view whose top expression (of their bin mean) is each expression.
+
+    fb: face_bins output. Columns: t_s, n_faces and <expression>_share in [0, 1], summing to 1 per bin.
+    """
+    if bin_s <= 0:
+        raise ValueError(f"bin_s must be > 0, got {bin_s}")
+    schema = {"t_s": pl.Float64, "n_faces": pl.Int64, **{f"{e}_share": pl.Float64 for e in EXPRESSIONS}}
+    if fb.height == 0:
+        return pl.DataFrame(schema=schema)
+    top = fb.select("bin", pl.concat_list(EXPRESSIONS).list.arg_max().alias("top"))
+    out = top.group_by("bin").agg(
+        pl.len().alias("n_faces"), *[(pl.col("top") == k).mean().alias(f"{e}_share") for k, e in enumerate(EXPRESSIONS)]
+    )
+    return out.sort("bin").with_columns((pl.col("bin") * bin_s).alias("t_s")).select(list(schema))
+
+
+def face_means(obs: pl.DataFrame, signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:
+    """One row per face: its number of observations, first/last time and mean of each signal."""
+    signals = _check_signals(signals)
+    keys = [c for c in ("clip_id", "group") if c in obs.columns]
+    return (
+        obs.group_by(*keys, "face_id")
+        .agg(
+            pl.len().alias("n_obs"),
+            (pl.col("timestamp_ms").min() / 1000).alias("first_s"),
+            (pl.col("timestamp_ms").max() / 1000).alias("last_s"),
+            *[pl.col(s).mean() for s in signals],
+        )
+        .sort(*keys, "face_id")
+    )
+
+
+def dominant_share(fm: pl.DataFrame) -> dict[str, float]:
+    """Share of faces whose top expression (of their mean over the clip) is each expression.
+
+    fm: one row per face with the seven expression columns (face_means or face_means_from_bins).
+    """
+    if fm.height == 0:
+        return dict.fromkeys(EXPRESSIONS, 0.0)
+    top = fm.select(pl.concat_list(EXPRESSIONS).list.arg_max().alias("top"))["top"].to_numpy()
+    return {e: float((top == k).mean()) for k, e in enumerate(EXPRESSIONS)}
+
+
+def peaks(agg: pl.DataFrame, signal: str, k: int = 5, min_gap_s: float = 2.0) -> pl.DataFrame:
+    """The k highest local maxima of a signal's mean curve, at least ``min_gap_s`` apart.
+
+    Columns: t_s, value, n_faces, ordered by value (highest first).
+    """
+    _check_signals((signal,))
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    schema = {"t_s": pl.Float64, "value": pl.Float64, "n_faces": pl.Int64}
+    if agg.height == 0:
+        return pl.DataFrame(schema=schema)
+    from scipy.signal import find_peaks
+
+    y = agg[f"{signal}_mean"].to_numpy().astype(np.float64)
+    t = agg["t_s"].to_numpy()
+    step = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
+    padded = np.concatenate([[-np.inf], y, [-np.inf]])  # let the first and last bins be peaks
+    idx, _ = find_peaks(padded, distance=max(1, int(round(min_gap_s / step))))
+    idx = idx - 1
+    idx = idx[np.argsort(-y[idx], kind="stable")][:k]
+    return pl.DataFrame(
+        {"t_s": t[idx].astype(np.float64), "value": y[idx], "n_faces": agg["n_faces"].to_numpy()[idx].astype(np.int64)},
+        schema=schema,
+    )
+
+
+def summary(agg: pl.DataFrame, obs: pl.DataFrame, signal: str, threshold: float = 0.5) -> dict:
+    """Mean over bins, peak value and time, seconds above threshold, and number of faces."""
+    _check_signals((signal,))
+    if agg.height == 0:
+        return {"mean": float("nan"), "peak": float("nan"), "peak_t_s": float("nan"), "time_above_s": 0.0,
+                "n_faces": 0}  # fmt: skip
+    y = agg[f"{signal}_mean"].to_numpy()
+    t = agg["t_s"].to_numpy()
+    step = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
+    i = int(np.nanargmax(y))
+    keys = [c for c in ("clip_id",) if c in obs.columns]
+    n_faces = obs.select(*keys, "face_id").unique().height if obs.height else 0
+    return {"mean": float(np.nanmean(y)), "peak": float(y[i]), "peak_t_s": float(t[i]),
+            "time_above_s": float((y > threshold).sum() * step), "n_faces": int(n_faces)}  # fmt: skip
+
+
+def compare_groups(a: np.ndarray, b: np.ndarray, method: str = "welch", n_resamples: int = 9999, seed: int = 0) -> dict:
+    """Face-level comparison of two groups: p-value, Hedges' g, and the n behind it.
+
+    method: "welch" (Welch's unequal-variance t-test) or "permutation" (two-sided,
+    difference of means). NaN p-value when a group has fewer than 2 faces.
+    """
+    if method not in ("welch", "permutation"):
+        raise ValueError(f"method must be 'welch' or 'permutation', got {method!r}")
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    out = {"n_a": int(len(a)), "n_b": int(len(b)), "mean_a": float(np.mean(a)) if len(a) else float("nan"),
+           "mean_b": float(np.mean(b)) if len(b) else float("nan"), "p_value": float("nan"),
+           "hedges_g": float("nan"), "method": method}  # fmt: skip
+    if len(a) < 2 or len(b) < 2:
+        return out
+    if method == "welch":
+        out["p_value"] = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    else:
+        res = stats.permutation_test(
+            (a, b), lambda x, y: np.mean(x) - np.mean(y), n_resamples=n_resamples,
+            alternative="two-sided", random_state=seed,
+        )  # fmt: skip
+        out["p_value"] = float(res.pvalue)
+    na, nb = len(a), len(b)
+    pooled = np.sqrt(((na - 1) * a.var(ddof=1) + (nb - 1) * b.var(ddof=1)) / (na + nb - 2))
+    d = (a.mean() - b.mean()) / pooled if pooled > 0 else 0.0
+    out["hedges_g"] = float(d * (1 - 3 / (4 * (na + nb) - 9)))
+    return out
+
+
+def compare_table(faces_a: pl.DataFrame, faces_b: pl.DataFrame, method: str = "welch",
+                  signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:  # fmt: skip
+    """compare_groups for every signal over two face_means frames."""
+    rows = []
+    for s in _check_signals(signals):
+        r = compare_groups(faces_a[s].to_numpy(), faces_b[s].to_numpy(), method)
+        rows.append({"signal": s, **r})
+    return pl.DataFrame(rows)
+
+
+def normalise_time(obs: pl.DataFrame, durations: dict[str, float]) -> pl.DataFrame:
+    """Observations on a 0-100% clock: timestamp_ms becomes percent of the clip x 1000.
+
+    Binning the result with bin_s=1 then gives 1% bins, so clips of different lengths line up.
+    """
+    bad = {k: v for k, v in durations.items() if not v or v <= 0}
+    if bad:
+        raise ValueError(f"clip durations must be > 0, got {bad}")
+    dur = pl.col("clip_id").replace_strict(durations, return_dtype=pl.Float64)
+    return obs.with_columns((pl.col("timestamp_ms") / 1000.0 / dur * 100 * 1000).alias("timestamp_ms"))
+
+
+def face_means_from_bins(fb: pl.DataFrame, signals: tuple[str, ...] = EXPRESSIONS) -> pl.DataFrame:
+    """One row per face: observation-weighted mean of its bin means (equals its overall mean)."""
+    signals = _check_signals(signals)
+    keys = [c for c in ("clip_id",) if c in fb.columns]
+    w = pl.col("n_obs")
+    return fb.group_by(*keys, "face_id").agg(
+        w.sum().alias("n_obs"), *[((pl.col(s) * w).sum() / w.sum()).alias(s) for s in signals]
+    )
+
+
+def clip_observations(store: Store, clip_ids: list[str], signals: tuple[str, ...] = SIGNALS,
+                      model: str | None = None) -> pl.DataFrame:  # fmt: skip
+    """Observations of the shown run of each clip, with a clip_id column."""
+    signals = _check_signals(signals)
+    parts = []
+    for cid in clip_ids:
+        run_id = store.best_run(cid, model)
+        if run_id is None:
+            continue
+        parts.append(
+            store.query(
+                f"SELECT ? AS clip_id, face_id, timestamp_ms, {', '.join(signals)} FROM observations WHERE run_id = ?",
+                [cid, run_id],
+            )
+        )
+    if not parts:
+        return pl.DataFrame(schema={"clip_id": pl.String, "face_id": pl.Int64, "timestamp_ms": pl.Float64,
+                                    **{s: pl.Float32 for s in signals}})  # fmt: skip
+    return pl.concat(parts)

@@ -26,6 +26,7 @@ from rich.table import Table
 from . import CAVEAT
 from .config import default_db_path
 from .errors import FerpipeError
+from .ingest import parse_tags
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Facial-expression timelines from audience videos.")
 models_app = typer.Typer(no_args_is_help=True, help="List and fetch registered models.")
@@ -53,17 +54,6 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what t
         format="%(message)s",
         handlers=[RichHandler(console=err, show_path=False)],
     )
-
-
-def parse_tags(tags: list[str]) -> dict[str, str]:
-    """KEY=VALUE strings to a dict; ValueError names a malformed one."""
-    out_tags = {}
-    for tag in tags:
-        key, sep, value = tag.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise ValueError(f"tag {tag!r} is not KEY=VALUE")
-        out_tags[key.strip()] = value.strip()
-    return out_tags
 
 
 def _progress() -> Progress:
@@ -215,6 +205,32 @@ def export(
         return
     _write(df, fmt, out_path)
     err.print(f"wrote {df.height} rows to {out_path}")
+
+
+@app.command()
+def report(
+    db: Optional[Path] = DB_OPT,
+    clip: list[str] = typer.Option(..., "--clip", help="Clip id; repeat to compare clips."),
+    fmt: str = typer.Option("html", "--format", help="html, pdf, csv or parquet."),
+    out_path: Path = typer.Option(..., "--out", help="Output file."),
+    bin_s: float = typer.Option(1.0, "--bin-s", help="Bin width in seconds."),
+    method: str = typer.Option("welch", "--test", help="welch or permutation, for comparisons."),
+) -> None:
+    """Write an aggregated report for one clip or a comparison of several."""
+    from .report import build_report, render
+    from .store import Store
+
+    path = _db(db)
+    if not path.exists():
+        _fail(f"no database at {path}")
+    try:
+        payload = render(build_report(Store(path), clip, bin_s=bin_s, method=method), fmt)
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_bytes(payload)
+    err.print(f"wrote {out_path} ({len(payload) / 1024:.0f} KiB)")
 
 
 @models_app.command("list")

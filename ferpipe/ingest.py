@@ -6,7 +6,6 @@ recording ingested twice (from two paths or a URL) is one clip.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
 import os
@@ -172,5 +171,14 @@ def ingest(source: str, library: Path, title: str | None = None, progress: Downl
     return ingest_file(source, library, title)
 
 
-def content_hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def parse_tags(tags: list[str] | str) -> dict[str, str]:
+    """KEY=VALUE strings (a list, or one comma-separated string) to a dict; ValueError names a bad one."""
+    if isinstance(tags, str):
+        tags = [t for t in (x.strip() for x in tags.split(",")) if t]
+    out = {}
+    for tag in tags:
+        key, sep, value = tag.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"tag {tag!r} is not KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out

@@ -1,0 +1,55 @@
+"""Helpers shared by the dashboard pages: the store, the caveat, clip pickers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from ferpipe import CAVEAT
+from ferpipe.config import default_db_path
+from ferpipe.store import Store
+
+
+def db_path() -> Path:
+    return Path(os.environ.get("FERPIPE_DB") or default_db_path())
+
+
+@st.cache_resource
+def _store(path: str) -> Store:
+    store = Store(path)
+    store.migrate()
+    return store
+
+
+def store() -> Store:
+    return _store(str(db_path()))
+
+
+def caveat() -> None:
+    st.caption(f"⚠️ {CAVEAT} Valence and arousal are derived from the seven probabilities, not measured.")
+
+
+def clip_picker(label: str = "Clip", key: str = "clip", with_faces: bool = False) -> dict | None:
+    """A selectbox of clips (remembered across pages); None when the library is empty."""
+    clips = store().clips()
+    if with_faces:
+        clips = clips.filter(clips["faces"].fill_null(0) > 0)
+    if clips.is_empty():
+        st.info("No clips yet. Add videos on the Library page.")
+        return None
+    ids = clips["clip_id"].to_list()
+    names = {r["clip_id"]: f"{r['title']}  ·  {r['clip_id']}" for r in clips.iter_rows(named=True)}
+    default = st.query_params.get("clip") or st.session_state.get("current_clip")
+    index = ids.index(default) if default in ids else 0
+    chosen = st.selectbox(label, ids, index=index, format_func=names.get, key=key)
+    st.session_state["current_clip"] = chosen
+    return clips.filter(clips["clip_id"] == chosen).row(0, named=True)
+
+
+def fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "estimating…"
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m {s:02d}s" if m else f"{s}s"

@@ -1,0 +1,88 @@
+"""Plotly figures shared by the dashboard and the HTML report."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import polars as pl
+from plotly.subplots import make_subplots
+
+from .types import EXPRESSIONS
+
+COLORS = {
+    "angry": "#d62728", "disgust": "#8c564b", "fear": "#9467bd", "happy": "#2ca02c",
+    "sad": "#1f77b4", "surprise": "#ff7f0e", "neutral": "#7f7f7f", "valence": "#17becf", "arousal": "#bcbd22",
+}  # fmt: skip
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    r, g, b = (int(h[i : i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def curves_figure(agg: pl.DataFrame, signals: list[str], x: str = "t_s", title: str = "",
+                  x_title: str = "video time (s)", marker_t: float | None = None) -> go.Figure:  # fmt: skip
+    """Mean curves with 95% CI bands, and the number of faces in view underneath."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.78, 0.22], vertical_spacing=0.04)
+    t = agg[x].to_list()
+    for s in signals:
+        color = COLORS.get(s, "#333333")
+        lo, hi = agg[f"{s}_lo"].fill_nan(None).to_list(), agg[f"{s}_hi"].fill_nan(None).to_list()
+        fig.add_trace(go.Scatter(x=t + t[::-1], y=hi + lo[::-1], fill="toself", fillcolor=_rgba(color, 0.15),
+                                 line={"width": 0}, hoverinfo="skip", showlegend=False, legendgroup=s), 1, 1)  # fmt: skip
+        fig.add_trace(go.Scatter(x=t, y=agg[f"{s}_mean"].to_list(), name=s, line={"color": color, "width": 2},
+                                 legendgroup=s, hovertemplate=f"{s} %{{y:.2f}} at %{{x:.1f}}<extra></extra>"), 1, 1)  # fmt: skip
+    fig.add_trace(go.Bar(x=t, y=agg["n_faces"].to_list(), name="faces in view", marker_color="#bbbbbb",
+                         showlegend=False, hovertemplate="%{y} faces<extra></extra>"), 2, 1)  # fmt: skip
+    if marker_t is not None:
+        fig.add_vline(x=marker_t, line_dash="dash", line_color="#444")
+    fig.update_yaxes(title_text="mean probability", row=1, col=1)
+    fig.update_yaxes(title_text="faces", row=2, col=1)
+    fig.update_xaxes(title_text=x_title, row=2, col=1)
+    fig.update_layout(title=title or None, height=460, margin={"l": 50, "r": 20, "t": 40 if title else 10, "b": 40},
+                      legend={"orientation": "h", "y": 1.08})  # fmt: skip
+    return fig
+
+
+def share_figure(shares: pl.DataFrame, expressions: list[str] | None = None) -> go.Figure:
+    """Stacked area: % of faces in view whose top expression is each expression."""
+    fig = go.Figure()
+    for e in expressions or list(EXPRESSIONS):
+        fig.add_trace(go.Scatter(x=shares["t_s"].to_list(), y=(shares[f"{e}_share"] * 100).to_list(), name=e,
+                                 stackgroup="one", line={"color": COLORS[e], "width": 0.5}))  # fmt: skip
+    fig.update_layout(height=300, yaxis_title="% of faces showing", xaxis_title="video time (s)",
+                      margin={"l": 50, "r": 20, "t": 10, "b": 40}, yaxis_range=[0, 100])  # fmt: skip
+    return fig
+
+
+def face_figure(obs: pl.DataFrame, face_ids: list[int], signals: list[str]) -> go.Figure:
+    """Small multiples: one row per face, its raw per-frame probabilities."""
+    face_ids = face_ids or []
+    fig = make_subplots(rows=max(1, len(face_ids)), cols=1, shared_xaxes=True,
+                        subplot_titles=[f"face {f}" for f in face_ids], vertical_spacing=0.06)  # fmt: skip
+    for row, fid in enumerate(face_ids, start=1):
+        part = obs.filter(pl.col("face_id") == fid).sort("timestamp_ms")
+        t = (part["timestamp_ms"] / 1000).to_list()
+        for s in signals:
+            fig.add_trace(go.Scatter(x=t, y=part[s].to_list(), name=s, line={"color": COLORS.get(s), "width": 1.5},
+                                     legendgroup=s, showlegend=row == 1), row, 1)  # fmt: skip
+        fig.update_yaxes(range=[0, 1], row=row, col=1)
+    fig.update_layout(height=max(220, 170 * len(face_ids)), margin={"l": 50, "r": 20, "t": 30, "b": 40})
+    fig.update_xaxes(title_text="video time (s)", row=max(1, len(face_ids)), col=1)
+    return fig
+
+
+def overlay_figure(aggs: dict[str, pl.DataFrame], signal: str, x: str = "t_s", x_title: str = "video time (s)") -> go.Figure:
+    """One signal's mean curve (with CI band) for several clips or segments."""
+    fig = go.Figure()
+    for k, (label, agg) in enumerate(aggs.items()):
+        color = PALETTE[k % len(PALETTE)]
+        t = agg[x].to_list()
+        lo, hi = agg[f"{signal}_lo"].fill_nan(None).to_list(), agg[f"{signal}_hi"].fill_nan(None).to_list()
+        fig.add_trace(go.Scatter(x=t + t[::-1], y=hi + lo[::-1], fill="toself", fillcolor=_rgba(color, 0.12),
+                                 line={"width": 0}, hoverinfo="skip", showlegend=False))  # fmt: skip
+        fig.add_trace(go.Scatter(x=t, y=agg[f"{signal}_mean"].to_list(), name=label, line={"color": color, "width": 2}))
+    fig.update_layout(height=380, xaxis_title=x_title, yaxis_title=f"mean {signal}",
+                      margin={"l": 50, "r": 20, "t": 10, "b": 40}, legend={"orientation": "h", "y": 1.1})  # fmt: skip
+    return fig

@@ -1,0 +1,62 @@
+"""End to end in a real browser: upload a clip, watch it process, see the curves, download the HTML report."""
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "dashboard"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def _screenshot_module():
+    spec = importlib.util.spec_from_file_location("dashboard_screenshot", DASHBOARD / "screenshot.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.slow
+def test_upload_process_view_and_download_report(tmp_path, samples):
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is required for the browser test (.ci/run installs it)")
+    from playwright.sync_api import expect, sync_playwright
+
+    shot = _screenshot_module()
+    ARTIFACTS.mkdir(exist_ok=True)
+    db = tmp_path / "e2e.duckdb"
+    clip = tmp_path / "panel.mp4"
+    shutil.copy(samples["WolfgangLanger_Pexels.mp4"], clip)
+    with shot.serve(db) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=shot.CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page.goto(url)
+        expect(page.get_by_role("heading", name="Library")).to_be_visible(timeout=60000)
+        page.locator("input[type=file]").set_input_files(str(clip))
+        expect(page.get_by_text("panel.mp4")).to_be_visible(timeout=30000)
+        page.get_by_placeholder("group=A, stimulus=ad_3").fill("group=A")
+        page.get_by_role("button", name="Process").click()
+        # the progress panel refreshes every 2 s and reports the finished job
+        expect(page.get_by_text("1 faces,")).to_be_visible(timeout=180000)
+        page.screenshot(path=str(ARTIFACTS / "e2e_library.png"))
+
+        page.get_by_role("link", name="Clip view").click()
+        chart = page.locator(".js-plotly-plot").first
+        expect(chart).to_be_visible(timeout=60000)
+        expect(page.locator(".js-plotly-plot .scatterlayer .trace").first).to_be_attached(timeout=30000)
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(ARTIFACTS / "e2e_clip_view.png"))
+
+        page.get_by_role("link", name="Export").click()
+        button = page.get_by_role("button", name="HTML report")
+        expect(button).to_be_visible(timeout=60000)
+        with page.expect_download(timeout=60000) as info:
+            button.click()
+        report = ARTIFACTS / "e2e_report.html"
+        info.value.save_as(str(report))
+        browser.close()
+    text = report.read_text()
+    assert "<html" in text and "Plotly" in text and "panel" in text
+    assert "not what people feel" in text
