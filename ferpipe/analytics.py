@@ -137,11 +137,33 @@ def top_expression_share(fb: pl.DataFrame, bin_s: float = 1.0) -> pl.DataFrame:
     schema = {"t_s": pl.Float64, "n_faces": pl.Int64, **{f"{e}_share": pl.Float64 for e in EXPRESSIONS}}
     if fb.height == 0:
         return pl.DataFrame(schema=schema)
-    top = fb.select("bin", pl.concat_list(EXPRESSIONS).list.arg_max().alias("top"))
+    top = fb.select("bin").with_columns(pl.Series("top", fb.select(EXPRESSIONS).to_numpy().argmax(axis=1)))
     out = top.group_by("bin").agg(
         pl.len().alias("n_faces"), *[(pl.col("top") == k).mean().alias(f"{e}_share") for k, e in enumerate(EXPRESSIONS)]
     )
     return out.sort("bin").with_columns((pl.col("bin") * bin_s).alias("t_s")).select(list(schema))
+
+
+def downsample(obs: pl.DataFrame, max_points: int = 1000) -> pl.DataFrame:
+    """Per face, at most ``max_points`` rows: means over equal time slices (for drawing long timelines)."""
+    if max_points < 2:
+        raise ValueError(f"max_points must be >= 2, got {max_points}")
+    if obs.height == 0:
+        return obs
+    span = float(obs["timestamp_ms"].max() - obs["timestamp_ms"].min()) or 1.0
+    per_face = obs.group_by("face_id").len()["len"].max()
+    if per_face <= max_points:
+        return obs
+    step = span / max_points
+    t0 = float(obs["timestamp_ms"].min())
+    cols = [c for c in obs.columns if c not in ("face_id", "timestamp_ms")]
+    return (
+        obs.with_columns(((pl.col("timestamp_ms") - t0) / step).floor().alias("_slice"))
+        .group_by("face_id", "_slice")
+        .agg(pl.col("timestamp_ms").mean(), *[pl.col(c).mean() for c in cols])
+        .drop("_slice")
+        .sort("face_id", "timestamp_ms")
+    )
 
 
 def face_means(obs: pl.DataFrame, signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:
@@ -167,7 +189,7 @@ def dominant_share(fm: pl.DataFrame) -> dict[str, float]:
     """
     if fm.height == 0:
         return dict.fromkeys(EXPRESSIONS, 0.0)
-    top = fm.select(pl.concat_list(EXPRESSIONS).list.arg_max().alias("top"))["top"].to_numpy()
+    top = fm.select(EXPRESSIONS).to_numpy().argmax(axis=1)
     return {e: float((top == k).mean()) for k, e in enumerate(EXPRESSIONS)}
 
 

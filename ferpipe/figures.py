@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 from plotly.subplots import make_subplots
@@ -25,15 +26,16 @@ def curves_figure(agg: pl.DataFrame, signals: list[str], x: str = "t_s", title: 
                   x_title: str = "video time (s)", marker_t: float | None = None) -> go.Figure:  # fmt: skip
     """Mean curves with 95% CI bands, and the number of faces in view underneath."""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.78, 0.22], vertical_spacing=0.04)
-    t = agg[x].to_list()
+    t = agg[x].to_numpy()
     for s in signals:
         color = COLORS.get(s, "#333333")
-        lo, hi = agg[f"{s}_lo"].fill_nan(None).to_list(), agg[f"{s}_hi"].fill_nan(None).to_list()
-        fig.add_trace(go.Scatter(x=t + t[::-1], y=hi + lo[::-1], fill="toself", fillcolor=_rgba(color, 0.15),
-                                 line={"width": 0}, hoverinfo="skip", showlegend=False, legendgroup=s), 1, 1)  # fmt: skip
-        fig.add_trace(go.Scatter(x=t, y=agg[f"{s}_mean"].to_list(), name=s, line={"color": color, "width": 2},
+        lo, hi = agg[f"{s}_lo"].to_numpy(), agg[f"{s}_hi"].to_numpy()
+        fig.add_trace(go.Scatter(x=np.concatenate([t, t[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself",
+                                 fillcolor=_rgba(color, 0.15), line={"width": 0}, hoverinfo="skip", showlegend=False,
+                                 legendgroup=s), 1, 1)  # fmt: skip
+        fig.add_trace(go.Scatter(x=t, y=agg[f"{s}_mean"].to_numpy(), name=s, line={"color": color, "width": 2},
                                  legendgroup=s, hovertemplate=f"{s} %{{y:.2f}} at %{{x:.1f}}<extra></extra>"), 1, 1)  # fmt: skip
-    fig.add_trace(go.Bar(x=t, y=agg["n_faces"].to_list(), name="faces in view", marker_color="#bbbbbb",
+    fig.add_trace(go.Bar(x=t, y=agg["n_faces"].to_numpy(), name="faces in view", marker_color="#bbbbbb",
                          showlegend=False, hovertemplate="%{y} faces<extra></extra>"), 2, 1)  # fmt: skip
     if marker_t is not None:
         fig.add_vline(x=marker_t, line_dash="dash", line_color="#444")
@@ -49,7 +51,7 @@ def share_figure(shares: pl.DataFrame, expressions: list[str] | None = None) -> 
     """Stacked area: % of faces in view whose top expression is each expression."""
     fig = go.Figure()
     for e in expressions or list(EXPRESSIONS):
-        fig.add_trace(go.Scatter(x=shares["t_s"].to_list(), y=(shares[f"{e}_share"] * 100).to_list(), name=e,
+        fig.add_trace(go.Scatter(x=shares["t_s"].to_numpy(), y=(shares[f"{e}_share"] * 100).to_numpy(), name=e,
                                  stackgroup="one", line={"color": COLORS[e], "width": 0.5}))  # fmt: skip
     fig.update_layout(height=300, yaxis_title="% of faces showing", xaxis_title="video time (s)",
                       margin={"l": 50, "r": 20, "t": 10, "b": 40}, yaxis_range=[0, 100])  # fmt: skip
@@ -63,9 +65,9 @@ def face_figure(obs: pl.DataFrame, face_ids: list[int], signals: list[str]) -> g
                         subplot_titles=[f"face {f}" for f in face_ids], vertical_spacing=0.06)  # fmt: skip
     for row, fid in enumerate(face_ids, start=1):
         part = obs.filter(pl.col("face_id") == fid).sort("timestamp_ms")
-        t = (part["timestamp_ms"] / 1000).to_list()
+        t = (part["timestamp_ms"] / 1000).to_numpy()
         for s in signals:
-            fig.add_trace(go.Scatter(x=t, y=part[s].to_list(), name=s, line={"color": COLORS.get(s), "width": 1.5},
+            fig.add_trace(go.Scatter(x=t, y=part[s].to_numpy(), name=s, line={"color": COLORS.get(s), "width": 1.5},
                                      legendgroup=s, showlegend=row == 1), row, 1)  # fmt: skip
         fig.update_yaxes(range=[0, 1], row=row, col=1)
     fig.update_layout(height=max(220, 170 * len(face_ids)), margin={"l": 50, "r": 20, "t": 30, "b": 40})
@@ -78,11 +80,11 @@ def overlay_figure(aggs: dict[str, pl.DataFrame], signal: str, x: str = "t_s", x
     fig = go.Figure()
     for k, (label, agg) in enumerate(aggs.items()):
         color = PALETTE[k % len(PALETTE)]
-        t = agg[x].to_list()
-        lo, hi = agg[f"{signal}_lo"].fill_nan(None).to_list(), agg[f"{signal}_hi"].fill_nan(None).to_list()
-        fig.add_trace(go.Scatter(x=t + t[::-1], y=hi + lo[::-1], fill="toself", fillcolor=_rgba(color, 0.12),
-                                 line={"width": 0}, hoverinfo="skip", showlegend=False))  # fmt: skip
-        fig.add_trace(go.Scatter(x=t, y=agg[f"{signal}_mean"].to_list(), name=label, line={"color": color, "width": 2}))
+        t = agg[x].to_numpy()
+        lo, hi = agg[f"{signal}_lo"].to_numpy(), agg[f"{signal}_hi"].to_numpy()
+        fig.add_trace(go.Scatter(x=np.concatenate([t, t[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself",
+                                 fillcolor=_rgba(color, 0.12), line={"width": 0}, hoverinfo="skip", showlegend=False))  # fmt: skip
+        fig.add_trace(go.Scatter(x=t, y=agg[f"{signal}_mean"].to_numpy(), name=label, line={"color": color, "width": 2}))
     fig.update_layout(height=380, xaxis_title=x_title, yaxis_title=f"mean {signal}",
                       margin={"l": 50, "r": 20, "t": 10, "b": 40}, legend={"orientation": "h", "y": 1.1})  # fmt: skip
     return fig

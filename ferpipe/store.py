@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import random
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -133,6 +134,23 @@ class Store:
         if self.path.suffix.lower() in VIDEO_EXTENSIONS:
             raise ValueError(f"--db must be a database file, not a video: {self.path}")
         self.timeout_s = timeout_s
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator["Store"]:
+        """Share one read-only connection among the queries of a block (one page render).
+
+        Keep such blocks short: while they last, a writer in another process waits.
+        """
+        if getattr(self._local, "con", None) is not None:
+            yield self
+            return
+        with self.connect(read_only=True) as con:
+            self._local.con = con
+            try:
+                yield self
+            finally:
+                self._local.con = None
 
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -190,7 +208,10 @@ class Store:
 
     # ---- reads -------------------------------------------------------------------------
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
-        """A read-only query as a Polars frame."""
+        """A read-only query as a Polars frame (on the block's connection inside ``reading()``)."""
+        shared = getattr(self._local, "con", None)
+        if shared is not None:
+            return shared.sql(sql, params=params or None).pl()
         with self.connect(read_only=True) as con:
             return con.sql(sql, params=params or None).pl()
 

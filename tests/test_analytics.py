@@ -39,3 +39,97 @@ def test_empty_and_bad_arguments():
         aggregate_frame(empty, signals=("joy",))
     with pytest.raises(ValueError, match="level"):
         t_interval(np.zeros(1), np.zeros(1), np.ones(1), level=1.5)
+
+
+from ferpipe.analytics import (  # noqa: E402
+    compare_groups,
+    dominant_share,
+    face_bins_frame,
+    face_means_from_bins,
+    normalise_time,
+    peaks,
+    smooth,
+    summary,
+    top_expression_share,
+)
+from ferpipe.types import EXPRESSIONS  # noqa: E402
+
+
+def _obs(rows):
+    """rows: (face_id, t_ms, top expression, prob of it); the rest of the mass goes to neutral."""
+    data = {"face_id": [], "timestamp_ms": [], **{e: [] for e in EXPRESSIONS}}
+    for face, t, e, p in rows:
+        data["face_id"].append(face)
+        data["timestamp_ms"].append(t)
+        for x in EXPRESSIONS:
+            data[x].append(p if x == e else 0.0)
+        data["neutral"][-1] += 1 - p if e != "neutral" else 0
+    return pl.DataFrame(data)
+
+
+def test_share_of_faces_by_top_expression():
+    obs = _obs([(1, 100, "happy", 0.9), (2, 200, "happy", 0.6), (3, 300, "sad", 0.7), (4, 400, "happy", 0.3),
+                (1, 1100, "sad", 0.8)])  # fmt: skip
+    fb = face_bins_frame(obs, 1.0, EXPRESSIONS)
+    sh = top_expression_share(fb, 1.0)
+    assert sh["n_faces"].to_list() == [4, 1]
+    assert sh["happy_share"][0] == pytest.approx(0.5)  # faces 1 and 2; face 4 is mostly neutral
+    assert sh["sad_share"][0] == pytest.approx(0.25) and sh["neutral_share"][0] == pytest.approx(0.25)
+    assert sh["sad_share"][1] == 1.0
+    dom = dominant_share(face_means_from_bins(fb))
+    # face 1 over the clip: happy .45, sad .4 -> happy; faces: happy 1,2; sad 3; neutral 4
+    assert dom["happy"] == pytest.approx(0.5) and dom["sad"] == pytest.approx(0.25) and dom["neutral"] == 0.25
+
+
+def test_peaks_are_local_maxima_apart():
+    agg = pl.DataFrame({"t_s": [0.0, 1, 2, 3, 4, 5, 6], "n_faces": [3] * 7,
+                        "happy_mean": [0.1, 0.5, 0.2, 0.1, 0.9, 0.3, 0.6]})  # fmt: skip
+    pk = peaks(agg, "happy", k=5, min_gap_s=1.0)
+    assert pk["t_s"].to_list() == [4.0, 6.0, 1.0] and pk["value"].to_list() == [0.9, 0.6, 0.5]
+    assert peaks(agg, "happy", k=1)["t_s"].to_list() == [4.0]
+    with pytest.raises(ValueError, match="k must be"):
+        peaks(agg, "happy", k=0)
+
+
+def test_summary_time_above_and_peak():
+    agg = pl.DataFrame({"t_s": [0.0, 1, 2, 3], "n_faces": [1] * 4, "happy_mean": [0.2, 0.6, 0.8, 0.4]})
+    obs = pl.DataFrame({"face_id": [1, 2]})
+    s = summary(agg, obs, "happy", threshold=0.5)
+    assert s == {"mean": pytest.approx(0.5), "peak": 0.8, "peak_t_s": 2.0, "time_above_s": 2.0, "n_faces": 2}
+
+
+def test_smoothing_is_a_centred_rolling_mean():
+    agg = pl.DataFrame({"t_s": [0.0, 1, 2], "happy_mean": [0.0, 0.3, 0.9], "happy_lo": [0.0] * 3, "happy_hi": [1.0] * 3})
+    out = smooth(agg, 3, ("happy",))
+    assert out["happy_mean"].to_list() == pytest.approx([0.15, 0.4, 0.6])
+    assert smooth(agg, 1, ("happy",)).equals(agg)
+    with pytest.raises(ValueError, match="window_bins"):
+        smooth(agg, 0)
+
+
+def test_welch_and_permutation_match_scipy_and_effect_size():
+    a = np.array([0.2, 0.3, 0.4, 0.5])
+    b = np.array([0.5, 0.6, 0.7, 0.8, 0.9])
+    w = compare_groups(a, b, "welch")
+    assert w["p_value"] == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    pooled = np.sqrt((3 * a.var(ddof=1) + 4 * b.var(ddof=1)) / 7)
+    assert w["hedges_g"] == pytest.approx((a.mean() - b.mean()) / pooled * (1 - 3 / (4 * 9 - 9)))
+    p = compare_groups(a, b, "permutation", n_resamples=999)
+    assert 0 < p["p_value"] < 0.05 and p["n_a"] == 4 and p["n_b"] == 5
+    assert np.isnan(compare_groups(a[:1], b, "welch")["p_value"])
+    with pytest.raises(ValueError, match="method"):
+        compare_groups(a, b, "ttest")
+
+
+def test_normalised_time_puts_clips_on_one_clock():
+    obs = pl.DataFrame({"clip_id": ["a", "b"], "face_id": [1, 1], "timestamp_ms": [5000.0, 10000.0]})
+    out = normalise_time(obs, {"a": 10.0, "b": 20.0})
+    assert out["timestamp_ms"].to_list() == [50000.0, 50000.0]  # both at 50%
+    with pytest.raises(ValueError, match="durations"):
+        normalise_time(obs, {"a": 0.0, "b": 1.0})
+
+
+def test_faces_of_different_clips_are_not_merged():
+    obs = pl.DataFrame({"clip_id": ["a", "b"], "face_id": [1, 1], "timestamp_ms": [0.0, 0.0], "happy": [0.2, 0.8]})
+    agg = aggregate_frame(obs, 1.0, ("happy",))
+    assert agg["n_faces"].to_list() == [2] and agg["happy_mean"][0] == pytest.approx(0.5)

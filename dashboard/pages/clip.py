@@ -16,12 +16,12 @@ clip = clip_picker()
 if clip is None:
     st.stop()
 s = store()
-runs = s.query("SELECT run_id, model, status, started_at FROM runs WHERE clip_id = ? ORDER BY run_id DESC",
-               [clip["clip_id"]])  # fmt: skip
+runs = s.query("SELECT run_id, model, status, started_at FROM runs WHERE clip_id = ? ORDER BY (status = 'done') DESC, "
+               "run_id DESC", [clip["clip_id"]])  # fmt: skip
 if runs.is_empty():
     st.info("This clip has not been processed yet.")
     st.stop()
-best = s.best_run(clip["clip_id"])
+best = int(runs["run_id"][0])
 labels = {r["run_id"]: f"run {r['run_id']} · {r['model']} · {r['status']}" for r in runs.iter_rows(named=True)}
 run_ids = list(labels)
 
@@ -34,8 +34,9 @@ run_id = c4.selectbox("Run", run_ids, index=run_ids.index(best), format_func=lab
 offset = float(clip["stimulus_offset_s"] or 0)
 stimulus = clip["stimulus_clip_id"]
 with st.expander("Stimulus sync" + (f" (linked, offset {offset:g} s)" if stimulus else "")):
-    others = [c for c in s.clips()["clip_id"].to_list() if c != clip["clip_id"]]
-    titles = dict(zip(s.clips()["clip_id"].to_list(), s.clips()["title"].to_list()))
+    all_clips = s.clips()
+    others = [c for c in all_clips["clip_id"].to_list() if c != clip["clip_id"]]
+    titles = dict(zip(all_clips["clip_id"].to_list(), all_clips["title"].to_list()))
     choice = st.selectbox("Stimulus this audience watched", [None, *others], index=([None, *others].index(stimulus)
                           if stimulus in others else 0), format_func=lambda c: "— none —" if c is None else titles[c])  # fmt: skip
     new_offset = st.number_input("Offset: stimulus time = clip time − offset (s)", value=offset, step=0.5)
@@ -45,9 +46,17 @@ with st.expander("Stimulus sync" + (f" (linked, offset {offset:g} s)" if stimulu
 on_stimulus = bool(stimulus) and st.toggle("Plot against stimulus time", value=bool(stimulus))
 
 
-@st.fragment(run_every=3 if s.run(run_id)["status"] == "running" else None)
+RUN = s.run(run_id)
+
+
+@st.fragment(run_every=3 if RUN["status"] == "running" else None)
 def curves() -> None:
-    run = s.run(run_id)
+    with s.reading():
+        _curves()
+
+
+def _curves() -> None:
+    run = s.run(run_id) if RUN["status"] == "running" else RUN
     if run["status"] == "running":
         st.info(f"Processing: {run['frames_done']}/{run['frames_expected']} frames so far; the curves grow as it runs.")
     fb = an.face_bins(s, run_id, bin_s)
@@ -127,17 +136,17 @@ def show_moment(video_t: float) -> None:
 curves()
 
 st.subheader("Per-face timelines")
-faces = s.query("SELECT face_id, n_obs, first_seen_ms, last_seen_ms FROM faces WHERE run_id = ? ORDER BY n_obs DESC",
-                [run_id])  # fmt: skip
-if faces.is_empty():
-    st.caption("No faces.")
-else:
+with s.reading():
+    faces = s.query("SELECT face_id, n_obs, first_seen_ms, last_seen_ms FROM faces WHERE run_id = ? ORDER BY n_obs DESC",
+                    [run_id])  # fmt: skip
     ids = faces["face_id"].to_list()
-    chosen = st.multiselect("Faces", ids, default=ids[:3], format_func=lambda f: f"face {f}")
-    if chosen:
-        obs = s.query(
-            f"SELECT face_id, timestamp_ms, {', '.join(EXPRESSIONS)} FROM observations WHERE run_id = ? "
-            f"AND face_id IN ({', '.join(str(int(f)) for f in chosen)}) ORDER BY timestamp_ms",
-            [run_id],
-        )
-        st.plotly_chart(face_figure(obs, chosen, exprs or ["neutral"]), key="faces")
+    chosen = st.multiselect("Faces", ids, default=ids[:3], format_func=lambda f: f"face {f}") if ids else []
+    obs = s.query(
+        f"SELECT face_id, timestamp_ms, {', '.join(EXPRESSIONS)} FROM observations WHERE run_id = ? "
+        f"AND face_id IN ({', '.join(str(int(f)) for f in chosen)}) ORDER BY timestamp_ms",
+        [run_id],
+    ) if chosen else None  # fmt: skip
+if not ids:
+    st.caption("No faces.")
+elif obs is not None:
+    st.plotly_chart(face_figure(an.downsample(obs, 1000), chosen, exprs or ["neutral"]), key="faces")
