@@ -32,6 +32,8 @@ def serve(db: Path, env: dict | None = None, timeout: float = 60.0):
     port = free_port()
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", "127.0.0.1", "--server.port",
            str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]  # fmt: skip
+    if env and "FERPIPE_MAX_UPLOAD_MB" in env:
+        cmd += ["--server.maxUploadSize", env["FERPIPE_MAX_UPLOAD_MB"]]
     proc = subprocess.Popen(cmd, env=dict(os.environ, FERPIPE_DB=str(db), **(env or {})), stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -61,12 +63,18 @@ def main() -> None:
     ap.add_argument("--db", required=True, type=Path)
     ap.add_argument("--out", default=Path("docs"), type=Path)
     ap.add_argument("--chromium", default="/usr/bin/chromium")
+    ap.add_argument("--clip", default=None, help="Clip id for the clip view (default: the one with most faces).")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.clip is None:
+        from ferpipe.store import Store
+
+        clips = Store(args.db).clips().sort("faces", descending=True, nulls_last=True)
+        args.clip = clips["clip_id"][0]
     with serve(args.db) as url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        for name, path in (("library", ""), ("clip_view", "clip")):
+        for name, path in (("library", ""), ("clip_view", f"clip?clip={args.clip}")):
             page.goto(f"{url}/{path}")
             page.wait_for_selector("[data-testid='stMain']", timeout=30000)
             if name == "clip_view":

@@ -70,7 +70,8 @@ def face_bins(store: Store, run_id: int, bin_s: float = 1.0, signals: tuple[str,
 def aggregate_face_bins(fb: pl.DataFrame, bin_s: float, signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:
     """Per bin: faces in view and, per signal, the mean of face means with a Student-t 95% CI.
 
-    Columns: bin, t_s (bin start), n_faces, and <signal>_mean / _lo / _hi.
+    Columns: bin, t_s (bin start), n_faces, and <signal>_mean / _lo / _hi. Bounds are clipped
+    to the signal's range ([0, 1] for probabilities, [-1, 1] for valence and arousal).
     """
     signals = _check_signals(signals)
     if fb.height == 0:
@@ -89,6 +90,8 @@ def aggregate_face_bins(fb: pl.DataFrame, bin_s: float, signals: tuple[str, ...]
     for s in signals:
         mean = df[f"{s}_mean"].to_numpy()
         lo, hi = t_interval(mean, df[f"{s}_sd"].to_numpy(), n)
+        floor = -1.0 if s in ("valence", "arousal") else 0.0
+        lo, hi = np.clip(lo, floor, 1.0), np.clip(hi, floor, 1.0)
         cols += [pl.Series(f"{s}_mean", mean), pl.Series(f"{s}_lo", lo), pl.Series(f"{s}_hi", hi)]
     return df.select("bin", "t_s", "n_faces").with_columns(cols)
 

@@ -24,7 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from . import CAVEAT
-from .config import default_db_path
+from .config import default_db_path, max_upload_mb
 from .errors import FerpipeError
 from .ingest import parse_tags
 
@@ -358,7 +358,7 @@ def _serve(db_path: Path, port: int, headless: bool = True, address: str = "127.
     env = dict(os.environ, FERPIPE_DB=str(db_path))
     cmd = [sys.executable, "-m", "streamlit", "run", str(app_file), "--server.address", address,
            "--server.port", str(port), "--server.headless", "true" if headless else "false",
-           "--browser.gatherUsageStats", "false"]  # fmt: skip
+           "--browser.gatherUsageStats", "false", "--server.maxUploadSize", str(max_upload_mb())]  # fmt: skip
     out.print(f"dashboard: http://{address}:{port}  (Ctrl+C to stop)")
     try:
         raise typer.Exit(subprocess.call(cmd, env=env))

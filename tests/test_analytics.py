@@ -18,10 +18,20 @@ def test_bins_average_face_means_not_rows():
     assert agg["n_faces"].to_list() == [2, 1]
     assert agg["happy_mean"][0] == pytest.approx(0.6)  # (0.4 + 0.8) / 2
     sd = np.std([0.4, 0.8], ddof=1)
-    half = stats.t.ppf(0.975, 1) * sd / np.sqrt(2)
-    assert agg["happy_lo"][0] == pytest.approx(0.6 - half)
-    assert agg["happy_hi"][0] == pytest.approx(0.6 + half)
+    half = stats.t.ppf(0.975, 1) * sd / np.sqrt(2)  # 2.54: wider than the probability range
+    assert agg["happy_lo"][0] == pytest.approx(max(0.0, 0.6 - half)) == 0.0
+    assert agg["happy_hi"][0] == pytest.approx(min(1.0, 0.6 + half)) == 1.0
     assert np.isnan(agg["happy_lo"][1])  # one face: no interval
+
+
+def test_ci_of_many_faces_is_not_clipped():
+    rng = np.random.default_rng(1)
+    vals = rng.uniform(0.3, 0.7, 30)
+    obs = pl.DataFrame({"face_id": range(30), "timestamp_ms": [0.0] * 30, "happy": vals})
+    agg = aggregate_frame(obs, 1.0, ("happy",))
+    half = stats.t.ppf(0.975, 29) * vals.std(ddof=1) / np.sqrt(30)
+    assert agg["happy_lo"][0] == pytest.approx(vals.mean() - half)
+    assert agg["happy_hi"][0] == pytest.approx(vals.mean() + half)
 
 
 def test_t_interval_known_value():

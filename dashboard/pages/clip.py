@@ -66,12 +66,20 @@ def _curves() -> None:
     if agg.is_empty():
         st.warning("No faces found in this clip." if run["status"] == "done" else "No faces yet.")
         return
+    pk = pl.concat([an.peaks(agg, e, k=3).with_columns(pl.lit(e).alias("expression")) for e in (exprs or ["neutral"])])
+    pk = pk.select("expression", "t_s", "value", "n_faces").sort("value", descending=True)
+    picked = st.session_state.get("peaks")
+    rows = picked.selection.rows if picked is not None and hasattr(picked, "selection") else []
+    if rows and rows[0] < pk.height and st.session_state.get("peak_row") != rows[0]:
+        st.session_state["peak_row"] = rows[0]  # a newly clicked peak moves the moment shown
+        st.session_state["t_sel"] = float(pk["t_s"][rows[0]])
     t_sel = st.session_state.get("t_sel", float(agg["t_s"][0]))
     left, right = st.columns([3, 2])
     xt = "stimulus time (s)" if on_stimulus else "video time (s)"
     left.plotly_chart(curves_figure(agg, exprs or ["neutral"], x_title=xt, marker_t=t_sel), key="curves")
     with right:
-        t_sel = st.slider("Moment (s)", float(agg["t_s"].min()), float(agg["t_s"].max() + bin_s), float(t_sel), 0.1)
+        lo_t, hi_t = float(agg["t_s"].min()), float(agg["t_s"].max() + bin_s)
+        t_sel = st.slider("Moment (s)", lo_t, hi_t, min(max(float(t_sel), lo_t), hi_t), 0.1)
         st.session_state["t_sel"] = t_sel
         video_t = t_sel + shift
         show_moment(video_t)
@@ -91,13 +99,8 @@ def _curves() -> None:
     for col, e in zip(cols, EXPRESSIONS):
         col.metric(e, f"{dom[e] * 100:.0f}%")
     st.subheader("Peak moments")
-    pk = pl.concat([an.peaks(agg, e, k=3).with_columns(pl.lit(e).alias("expression")) for e in (exprs or ["neutral"])])
-    pk = pk.select("expression", "t_s", "value", "n_faces").sort("value", descending=True)
-    picked = st.dataframe(pk, hide_index=True, on_select="rerun", selection_mode="single-row", key="peaks")
-    rows = picked.selection.rows if picked else []
-    if rows:
-        st.session_state["t_sel"] = float(pk["t_s"][rows[0]])
-        st.caption(f"Showing the moment at {st.session_state['t_sel']:.1f} s (slider above).")
+    st.caption("Click a row to show that moment beside the curves.")
+    st.dataframe(pk, hide_index=True, on_select="rerun", selection_mode="single-row", key="peaks")
     st.subheader("Valence and arousal (derived)")
     st.caption("Derived from the seven probabilities through Russell's circumplex; not a measurement.")
     st.plotly_chart(curves_figure(agg, ["valence", "arousal"], x_title=xt), key="va")
