@@ -84,6 +84,7 @@ def process(
     detector_model: Optional[Path] = typer.Option(None, "--detector-model", help="ONNX file for --detector yunet."),
     min_face: Optional[int] = typer.Option(None, "--min-face", help="Smallest face in pixels (default: auto)."),
     detect_every_ms: float = typer.Option(1000.0, "--detect-every-ms", help="Full detection interval; tracked in between."),
+    smooth_ms: float = typer.Option(0.0, "--smooth-ms", help="Per-face exponential smoothing time constant (0: raw)."),
     reprocess: bool = typer.Option(False, "--reprocess", help="Analyse again even if an equal run is done."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per source on stdout."),
 ) -> None:
@@ -101,6 +102,7 @@ def process(
             detector=detector,
             detect_every_ms=detect_every_ms,
             min_face_size=min_face,
+            smooth_ms=smooth_ms,
         )
         get_spec(settings.model, task="expression")
         det = None
@@ -296,6 +298,59 @@ def evaluate(
     for name, r in report["per_class"].items():
         table.add_row(name, f"{r['recall']:.3f}", str(r["n"]))
     out.print(table)
+
+
+@app.command()
+def train(
+    data: Path = typer.Option(..., "--data", help="FER2013-layout Parquet, or a folder with one subfolder per expression."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder for checkpoints and the exported model (resumes if present)."),
+    name: str = typer.Option("ferpipe-cnn", "--name", help="Registry name of the exported model."),
+    arch: str = typer.Option("vgg", "--arch", help="vgg (CNN)."),
+    width: int = typer.Option(48, "--width", help="CNN width (channels of the first block)."),
+    epochs: int = typer.Option(40, "--epochs"),
+    batch_size: int = typer.Option(128, "--batch-size"),
+    lr: float = typer.Option(0.05, "--lr", help="Peak learning rate of the one-cycle schedule."),
+    patience: int = typer.Option(12, "--patience", help="Early stopping: epochs without a better selection accuracy."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use a random subset of N images per split."),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int = typer.Option(0, "--threads", help="Torch threads (0: all cores)."),
+    no_bf16: bool = typer.Option(False, "--no-bf16", help="Train in float32 instead of bf16 autocast."),
+    train_split: str = typer.Option("train", "--train-split"),
+    select_split: str = typer.Option("public_test", "--select-split", help="Split for early stopping and calibration."),
+    no_register: bool = typer.Option(False, "--no-register", help="Do not add the model to the cache registry."),
+) -> None:
+    """Train an expression classifier, export it to ONNX with its registry spec, and register it."""
+    try:
+        from .train import TrainConfig, finish_cnn, register, train_cnn
+
+        config = TrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+                             seed=seed, bf16=not no_bf16, threads=threads, train_split=train_split,
+                             select_split=select_split, limit=limit, flip_tta=False)  # fmt: skip
+        if arch != "vgg":
+            raise ValueError(f"--arch {arch!r} is not trainable from the CLI yet; use vgg")
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("ETA"), TimeRemainingColumn(), console=err, disable=not err.is_terminal) as bar:  # fmt: skip
+            epochs_task = bar.add_task("epochs", total=config.epochs)
+            steps_task = bar.add_task("steps", total=None)
+
+            def on_step(step: int, steps: int) -> None:
+                bar.update(steps_task, completed=step, total=steps)
+
+            def on_epoch(epoch: int, total: int, m: dict) -> None:
+                bar.update(epochs_task, completed=epoch)
+                err.print(f"epoch {epoch}/{total}: loss {m['loss']:.3f}, {config.select_split} accuracy "
+                          f"{m['select_acc']:.4f} ({m['seconds']:.0f}s)")  # fmt: skip
+
+            result = train_cnn(data, out_dir, config, on_step=on_step, on_epoch=on_epoch)
+        metrics = finish_cnn(result, Path(out_dir), name, config)
+    except (ValueError, FerpipeError, OSError, ImportError) as exc:
+        _fail(str(exc))
+        return
+    spec = None if no_register else register(Path(out_dir), name)
+    out.print(f"{name}: {config.select_split} accuracy {metrics['accuracy']:.4f}, ECE {metrics['ece']:.4f} "
+              f"(temperature {metrics['temperature']:.2f}, best epoch {metrics['best_epoch']})")  # fmt: skip
+    if spec:
+        out.print(f"registered as {name!r} ({spec}); use --model {name}")
 
 
 @app.command()

@@ -16,13 +16,14 @@ import polars as pl
 
 from .config import media_dir
 from .detect import FaceDetector, create_detector
-from .expression import ExpressionModel
+from .expression import ExpressionModel, circumplex
 from .frames import expected_samples, iter_frames
 from .ingest import DownloadProgress, Ingested, ingest
 from .registry import default_expression_model, get_spec
 from .store import OBS_COLUMNS, ObservationSink, Store
+from .temporal import EmaSmoother
 from .track import FaceTracker
-from .types import EXPRESSIONS, Detections, Frame
+from .types import EXPRESSIONS, Detections, Expressions, Frame
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class Settings:
     sample_fps: analysis rate in frames per second of video; None analyses every frame.
     detect_every_ms: full detection at least this often (video time); between full
     detections the detector only re-locates tracked faces, which is much cheaper.
+    smooth_ms: time constant of per-face exponential smoothing of the probabilities (0: raw).
     """
 
     sample_fps: float | None = 5.0
@@ -45,6 +47,7 @@ class Settings:
     detect_every_ms: float = 1000.0
     min_face_size: int | None = None
     lost_buffer_ms: float = 3000.0
+    smooth_ms: float = 0.0
     batch_frames: int = 32
 
     def __post_init__(self) -> None:
@@ -56,6 +59,8 @@ class Settings:
             raise ValueError(f"batch_frames must be >= 1, got {self.batch_frames}")
         if self.min_face_size is not None and self.min_face_size < 12:
             raise ValueError(f"min_face_size must be >= 12, got {self.min_face_size}")
+        if self.smooth_ms < 0:
+            raise ValueError(f"smooth_ms must be >= 0, got {self.smooth_ms}")
 
     def key(self) -> dict:
         """What identifies equivalent runs (batching is not part of it)."""
@@ -193,8 +198,11 @@ class Pipeline:
         run_id = int(run["run_id"])
         resumed = run["frames_done"] > 0
         tracker = FaceTracker(lost_buffer_ms=self.settings.lost_buffer_ms)
+        smoother = EmaSmoother(self.settings.smooth_ms)
         if resumed and run["tracker_state"]:
-            tracker.load_state(json.loads(run["tracker_state"]))
+            saved = json.loads(run["tracker_state"])
+            tracker.load_state(saved)
+            smoother.load_state(saved.get("smoother", {}))
             log.info("resuming run %d of %s after frame %d", run_id, clip_id, run["last_frame_index"])
         t0 = time.perf_counter() - (run["seconds"] or 0.0)
         state = {"frames_done": int(run["frames_done"]), "last_frame_index": int(run["last_frame_index"]),
@@ -215,11 +223,11 @@ class Pipeline:
                 state.update(frames_done=state["frames_done"] + 1, last_frame_index=frame.index,
                              last_timestamp_ms=frame.timestamp_ms)  # fmt: skip
                 if len(pending) >= self.settings.batch_frames:
-                    self._emit(sink, run_id, pending, state, tracker, t0)
+                    self._emit(sink, run_id, pending, state, tracker, smoother, t0)
                     pending = []
                 if progress:
                     progress("analyse", state["frames_done"], total)
-            self._emit(sink, run_id, pending, state, tracker, t0)
+            self._emit(sink, run_id, pending, state, tracker, smoother, t0)
         final = self.store.finish_run(run_id, "done", seconds=time.perf_counter() - t0)
         if progress:
             progress("analyse", state["frames_done"], state["frames_done"])
@@ -237,14 +245,18 @@ class Pipeline:
         return tracker.update(dets, frame.timestamp_ms)
 
     def _emit(self, sink: ObservationSink, run_id: int, pending: list, state: dict, tracker: FaceTracker,
-              t0: float) -> None:  # fmt: skip
+              smoother: EmaSmoother, t0: float) -> None:  # fmt: skip
         crops = [c for _, d, c in pending if c is not None]
         dets = Detections.concat([d for _, d, _ in pending])
         expr = self.model.predict_crops(np.concatenate(crops)) if crops else None
         frame_idx = np.concatenate([np.full(len(d), f.index) for f, d, _ in pending]) if pending else np.zeros(0)
         ts = np.concatenate([np.full(len(d), f.timestamp_ms) for f, d, _ in pending]) if pending else np.zeros(0)
+        if expr is not None and smoother.tau_ms > 0:
+            probs = smoother(dets.track_ids, ts, expr.probs)
+            expr = Expressions(probs, *circumplex(probs))
         rows = observation_frame(run_id, frame_idx, ts, dets, expr)
-        progress = dict(state, seconds=time.perf_counter() - t0, tracker_state=tracker.state_dict())
+        tracker_state = dict(tracker.state_dict(), smoother=smoother.state_dict())
+        progress = dict(state, seconds=time.perf_counter() - t0, tracker_state=tracker_state)
         sink.append(rows, progress)
 
     @staticmethod

@@ -22,7 +22,6 @@ from typing import Callable
 
 import cv2
 import numpy as np
-import polars as pl
 
 from .calibrate import fit_temperature
 from .evaluate import load_crops, summarise
@@ -332,5 +331,14 @@ def finish_cnn(result: dict, out_dir: Path, name: str, config: TrainConfig, defa
     return metrics
 
 
-def results_table(rows: list[dict]) -> pl.DataFrame:
-    return pl.DataFrame(rows)
+def register(out_dir: Path, name: str, registry_dir: Path | None = None) -> Path:
+    """Copy an exported model and its spec into the cache registry, so --model NAME finds it."""
+    import shutil
+
+    from .config import cache_dir
+
+    dest = registry_dir or cache_dir() / "registry"
+    dest.mkdir(parents=True, exist_ok=True)
+    for suffix in (".onnx", ".json"):
+        shutil.copy2(out_dir / f"{name}{suffix}", dest / f"{name}{suffix}")
+    return dest / f"{name}.json"
