@@ -305,7 +305,8 @@ def train(
     data: Path = typer.Option(..., "--data", help="FER2013-layout Parquet, or a folder with one subfolder per expression."),
     out_dir: Path = typer.Option(..., "--out", help="Folder for checkpoints and the exported model (resumes if present)."),
     name: str = typer.Option("ferpipe-cnn", "--name", help="Registry name of the exported model."),
-    arch: str = typer.Option("vgg", "--arch", help="vgg (CNN)."),
+    arch: str = typer.Option("vgg", "--arch", help="vgg (CNN), svm-hog (HOG + linear SVM) or cnn-svm."),
+    cnn_checkpoint: Optional[Path] = typer.Option(None, "--cnn-checkpoint", help="best.pt of a CNN, for cnn-svm."),
     width: int = typer.Option(48, "--width", help="CNN width (channels of the first block)."),
     epochs: int = typer.Option(40, "--epochs"),
     batch_size: int = typer.Option(128, "--batch-size"),
@@ -326,8 +327,18 @@ def train(
         config = TrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                              seed=seed, bf16=not no_bf16, threads=threads, train_split=train_split,
                              select_split=select_split, limit=limit, flip_tta=False)  # fmt: skip
-        if arch != "vgg":
-            raise ValueError(f"--arch {arch!r} is not trainable from the CLI yet; use vgg")
+        if arch in ("svm-hog", "cnn-svm"):
+            from .baselines import run_cnn_svm, run_svm_hog
+
+            if arch == "svm-hog":
+                res = run_svm_hog(data, out_dir, train_split, select_split, limit)
+            else:
+                if cnn_checkpoint is None:
+                    raise ValueError("--arch cnn-svm needs --cnn-checkpoint PATH/best.pt and the CNN's --width")
+                res = run_cnn_svm(data, out_dir, cnn_checkpoint, width, train_split, select_split, limit)
+            out.print(f"{arch}: {select_split} accuracy {res['accuracy']:.4f}, macro-F1 {res['macro_f1']:.4f} "
+                      f"(C={res['C']}); saved {Path(out_dir) / (arch + '.json')}")  # fmt: skip
+            return
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("ETA"), TimeRemainingColumn(), console=err, disable=not err.is_terminal) as bar:  # fmt: skip
             epochs_task = bar.add_task("epochs", total=config.epochs)

@@ -124,5 +124,34 @@ def evaluate_parquet(path: str | os.PathLike, split: str | None = None, model: s
     gray, labels = load_crops(path, split, limit)
     probs, ms = predict(clf, gray, flip=flip)
     report = summarise(probs, labels)
-    report.update({"model": model, "split": split, "flip": flip, "ms_per_face": ms})
+    report.update({"model": model, "split": split, "flip": flip, "ms_per_face": ms, "data": str(path),
+                   "limit": limit, "evaluated_at": time.strftime("%Y-%m-%d %H:%M")})  # fmt: skip
+    save_report(report)
     return report
+
+
+def reports_dir() -> Path:
+    from .config import cache_dir
+
+    return cache_dir() / "evals"
+
+
+def save_report(report: dict) -> Path:
+    """Keep the latest evaluation of each model and split, for the dashboard's Models page."""
+    import json
+
+    d = reports_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    name = f"{report['model']}__{report.get('split') or 'all'}{'__flip' if report.get('flip') else ''}"
+    if report.get("limit"):
+        name += f"__n{report['limit']}"
+    path = d / f"{name}.json"
+    path.write_text(json.dumps(report))
+    return path
+
+
+def saved_reports() -> list[dict]:
+    import json
+
+    d = reports_dir()
+    return [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))] if d.is_dir() else []

@@ -88,3 +88,15 @@ def overlay_figure(aggs: dict[str, pl.DataFrame], signal: str, x: str = "t_s", x
     fig.update_layout(height=380, xaxis_title=x_title, yaxis_title=f"mean {signal}",
                       margin={"l": 50, "r": 20, "t": 10, "b": 40}, legend={"orientation": "h", "y": 1.1})  # fmt: skip
     return fig
+
+
+def confusion_figure(confusion: list[list[int]], labels: list[str]) -> go.Figure:
+    """Row-normalised confusion matrix (true class by row) as a heatmap with counts."""
+    cm = np.asarray(confusion, dtype=np.float64)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig = go.Figure(go.Heatmap(z=norm, x=labels, y=labels, colorscale="Blues", zmin=0, zmax=1,
+                               text=cm.astype(int), texttemplate="%{text}", hovertemplate="true %{y}, predicted %{x}: "
+                               "%{z:.0%}<extra></extra>"))  # fmt: skip
+    fig.update_layout(height=420, xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed",
+                      margin={"l": 60, "r": 20, "t": 10, "b": 50})  # fmt: skip
+    return fig

@@ -50,3 +50,28 @@ def test_augment_keeps_shape_and_range():
     assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1
     w = class_weights(np.array([0, 0, 0, 1]), 1.0)
     assert w[1] > w[0]
+
+
+def test_svm_hog_baseline_on_a_tiny_subset(fer_parquet, tmp_path):
+    r = run_cli("train", "--arch", "svm-hog", "--data", str(fer_parquet), "--out", str(tmp_path), "--limit", "300")
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "svm-hog.json").read_text())
+    assert 0 <= res["accuracy"] <= 1 and res["C"] in (0.01, 0.1, 1.0)
+
+
+def test_hog_features_shape():
+    from ferpipe.baselines import hog_features
+
+    f = hog_features(np.zeros((2, 48, 48), np.uint8))
+    assert f.shape == (2, 900)
+
+
+def test_hog_responds_to_edge_orientation():
+    from ferpipe.baselines import hog_features
+
+    vertical = np.zeros((1, 48, 48), np.uint8)
+    vertical[:, :, 24:] = 255
+    horizontal = np.transpose(vertical, (0, 2, 1)).copy()
+    fv, fh = hog_features(vertical)[0].reshape(25, 4, 9), hog_features(horizontal)[0].reshape(25, 4, 9)
+    assert fv.sum(axis=(0, 1)).argmax() == 0  # gradient along x: 0 degrees
+    assert fh.sum(axis=(0, 1)).argmax() == 4  # gradient along y: 90 degrees (bin 4 of 9)

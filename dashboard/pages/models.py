@@ -1,25 +1,37 @@
-"""Models: what is registered, how each was evaluated, and which runs used which model."""
+"""Models: registered models and their evaluations, which model produced which run, and model-vs-model curves."""
 
 import json
 
 import polars as pl
 import streamlit as st
-from common import caveat, store
+from common import caveat, clip_picker, db_path, store
 
+from ferpipe import analytics as an
+from ferpipe import jobs
+from ferpipe.evaluate import saved_reports
+from ferpipe.figures import confusion_figure, overlay_figure
 from ferpipe.registry import default_expression_model, registry
 
 st.title("Models")
 caveat()
 default = default_expression_model()
+specs = {n: m for n, m in registry().items() if m.task == "expression"}
+evals = {r["model"]: r for r in saved_reports() if r.get("split") == "public_test" and not r.get("flip")}
 rows = []
-for spec in registry().values():
-    if spec.task != "expression":
-        continue
-    m = spec.extra.get("metrics", {})
-    rows.append({"model": spec.name, "default": spec.name == default, "accuracy": m.get("accuracy"),
-                 "macro_f1": m.get("macro_f1"), "ece": m.get("ece"), "description": spec.description})  # fmt: skip
+for name, spec in specs.items():
+    ev = evals.get(name) or spec.extra.get("metrics", {})
+    rows.append({"model": name, "default": name == default, "accuracy": ev.get("accuracy"),
+                 "macro_f1": ev.get("macro_f1"), "ece": ev.get("ece"), "ms_per_face": ev.get("ms_per_face"),
+                 "evaluated on": f"{ev.get('split', ev.get('select_split', '-'))} (n={ev.get('n', '?')})" if ev else "-",
+                 "description": spec.description})  # fmt: skip
 st.dataframe(pl.DataFrame(rows), hide_index=True)
-st.caption("Metrics are those stored with each model (selection split); run `ferpipe eval` to measure any model.")
+st.caption("Evaluations come from `ferpipe eval --split public_test` (latest per model) or, failing that, the metrics "
+           "stored with the model when it was trained.")  # fmt: skip
+with_cm = [n for n in specs if n in evals]
+if with_cm:
+    pick = st.selectbox("Confusion matrix of", with_cm)
+    st.plotly_chart(confusion_figure(evals[pick]["confusion"], evals[pick]["labels"]), key="cm")
+
 st.subheader("Which model produced which run")
 runs = store().query(
     "SELECT r.run_id, c.title, r.model, r.detector, r.status, r.faces, r.finished_at, r.settings "
@@ -27,5 +39,21 @@ runs = store().query(
 )
 if not runs.is_empty():
     runs = runs.with_columns(pl.col("settings").map_elements(lambda s: json.loads(s).get("sample_fps"),
-                                                             return_dtype=pl.Float64).alias("sample_fps"))  # fmt: skip
-st.dataframe(runs.drop("settings") if not runs.is_empty() else runs, hide_index=True)
+                                                             return_dtype=pl.Float64).alias("sample_fps")).drop("settings")  # fmt: skip
+st.dataframe(runs, hide_index=True)
+
+st.subheader("Reprocess a clip with another model")
+clip = clip_picker(key="models_clip", with_faces=True)
+if clip is not None:
+    other = st.selectbox("Model", sorted(specs), key="reprocess_model")
+    if st.button("Reprocess in the background"):
+        jobs.start(db_path(), clip["path"], clip["title"], None, other)
+        st.info("Started; the overlay below fills in when the run is done (see the Library page for progress).")
+    done = store().query("SELECT DISTINCT model FROM runs WHERE clip_id = ? AND status = 'done'", [clip["clip_id"]])
+    models = done["model"].to_list()
+    if len(models) >= 2:
+        signal = st.selectbox("Signal", list(an.SIGNALS), index=3, key="models_signal")
+        aggs = {m: an.aggregate(store(), store().best_run(clip["clip_id"], m), 1.0) for m in models}
+        st.plotly_chart(overlay_figure(aggs, signal), key="model_overlay")
+    else:
+        st.caption("Once the clip has finished runs with two models, their curves are overlaid here.")

@@ -1,5 +1,6 @@
 """AppTest smoke tests: every page renders against a seeded DB without exceptions, showing real content."""
 
+import numpy as np
 import pytest
 
 
@@ -54,11 +55,19 @@ def test_export_offers_every_download(app):
     assert {"HTML report", "PDF report", "Aggregated curves (csv)", "Per-face timelines (parquet)"} <= labels
 
 
-def test_models_page_lists_models_and_runs(app):
+def test_models_page_lists_models_and_runs(app, seeded_db, tmp_path, monkeypatch):
+    from ferpipe.evaluate import save_report, summarise
+
+    monkeypatch.setenv("FERPIPE_CACHE", str(tmp_path))
+    probs = np.eye(7)[[0, 3, 3, 6]]
+    save_report({**summarise(probs, np.array([0, 3, 4, 6])), "model": "mini-xception", "split": "public_test",
+                 "flip": False, "ms_per_face": 0.3})  # fmt: skip
     app.switch_page("pages/models.py").run()
     _ok(app)
     models = app.dataframe[0].value
-    assert "mini-xception" in set(models["model"])
+    row = models[models["model"] == "mini-xception"].iloc[0]
+    assert row["accuracy"] == 0.75
+    assert len(app.get("plotly_chart")) == 1  # the confusion matrix
     runs = app.dataframe[1].value
     assert len(runs) == 3 and set(runs["model"]) == {"mini-xception"}
 
