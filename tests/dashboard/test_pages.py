@@ -78,3 +78,21 @@ def test_library_rejects_bad_tags(app, bad):
     app.text_input[2].input(bad)
     app.button[0].click().run()
     assert any("is not KEY=VALUE" in e.value for e in app.error)
+
+
+def test_clip_view_with_a_linked_stimulus(app, seeded_db):
+    from ferpipe.store import Store
+
+    db, ids = seeded_db
+    audience, stimulus = ids["audience_grid.mp4"], ids["WolfgangLanger_Pexels.mp4"]
+    Store(db).set_stimulus(audience, stimulus, 2.0)
+    try:
+        app.query_params["clip"] = audience
+        app.switch_page("pages/clip.py").run()
+        _ok(app)
+        assert app.toggle[0].label == "Plot against stimulus time" and app.toggle[0].value
+        assert any(c.value.startswith("Stimulus at") for c in app.caption)
+        moment = app.slider[1]
+        assert moment.min == pytest.approx(-2.0)  # curves start at stimulus time -offset
+    finally:
+        Store(db).set_stimulus(audience, None, 0.0)
