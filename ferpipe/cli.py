@@ -414,7 +414,12 @@ def demo(
 
 
 def _serve(db_path: Path, port: int, headless: bool = True, address: str = "127.0.0.1") -> None:
+    """Run the Streamlit server (always headless: no first-run prompt); open a browser once it answers."""
     import subprocess
+    import threading
+    import time
+    import urllib.request
+    import webbrowser
 
     from .registry import PROJECT_MODELS_DIR
 
@@ -423,11 +428,25 @@ def _serve(db_path: Path, port: int, headless: bool = True, address: str = "127.
         _fail(f"dashboard not found at {app_file}")
     env = dict(os.environ, FERPIPE_DB=str(db_path))
     cmd = [sys.executable, "-m", "streamlit", "run", str(app_file), "--server.address", address,
-           "--server.port", str(port), "--server.headless", "true" if headless else "false",
-           "--browser.gatherUsageStats", "false", "--server.maxUploadSize", str(max_upload_mb())]  # fmt: skip
-    out.print(f"dashboard: http://{address}:{port}  (Ctrl+C to stop)")
+           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--server.maxUploadSize", str(max_upload_mb())]  # fmt: skip
+    url = f"http://{address}:{port}"
+
+    def open_when_ready() -> None:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+            except OSError:
+                time.sleep(0.5)
+                continue
+            webbrowser.open(url)  # does nothing where no browser is available
+            return
+
+    if not headless:
+        threading.Thread(target=open_when_ready, daemon=True).start()
+    out.print(f"dashboard: {url}  (Ctrl+C to stop)")
     try:
-        raise typer.Exit(subprocess.call(cmd, env=env))
+        raise typer.Exit(subprocess.call(cmd, env=env, stdin=subprocess.DEVNULL))
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
 
