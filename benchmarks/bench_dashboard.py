@@ -43,7 +43,7 @@ def build_db(path: Path, faces: int, frames: int, video: Path) -> int:
     """)  # fmt: skip
     va = " + ".join(f"{e} * {v}" for e, v in zip(EXPRESSIONS, (-0.51, -0.6, -0.64, 0.81, -0.63, 0.4, 0.0)))
     con.execute(f"UPDATE observations SET valence = {va}")
-    con.execute(f"""INSERT INTO faces SELECT run_id, face_id, min(timestamp_ms), max(timestamp_ms), count(*), avg(det_score)
+    con.execute("""INSERT INTO faces SELECT run_id, face_id, min(timestamp_ms), max(timestamp_ms), count(*), avg(det_score)
                     FROM observations GROUP BY ALL""")  # fmt: skip
     n = con.execute("SELECT count(*) FROM observations").fetchone()[0]
     con.execute(f"UPDATE runs SET status = 'done', frames_done = {frames}, faces = {faces}, observations = {n}")

@@ -9,7 +9,6 @@ import argparse
 import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -29,11 +28,10 @@ def free_port() -> int:
 @contextmanager
 def serve(db: Path, env: dict | None = None, timeout: float = 60.0):
     """A real Streamlit server for the dashboard on 127.0.0.1; yields its base URL."""
+    from ferpipe.cli import streamlit_command
+
     port = free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", "127.0.0.1", "--server.port",
-           str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]  # fmt: skip
-    if env and "FERPIPE_MAX_UPLOAD_MB" in env:
-        cmd += ["--server.maxUploadSize", env["FERPIPE_MAX_UPLOAD_MB"]]
+    cmd = streamlit_command(APP, port)
     proc = subprocess.Popen(cmd, env=dict(os.environ, FERPIPE_DB=str(db), **(env or {})), stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{port}"

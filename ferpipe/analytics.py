@@ -196,6 +196,11 @@ def dominant_share(fm: pl.DataFrame) -> dict[str, float]:
     return {e: float((top == k).mean()) for k, e in enumerate(EXPRESSIONS)}
 
 
+def _bin_step(t: np.ndarray) -> float:
+    """Bin width of a curve's time column (1 when it has a single bin)."""
+    return float(np.median(np.diff(t))) if len(t) > 1 else 1.0
+
+
 def peaks(agg: pl.DataFrame, signal: str, k: int = 5, min_gap_s: float = 2.0) -> pl.DataFrame:
     """The k highest local maxima of a signal's mean curve, at least ``min_gap_s`` apart.
 
@@ -211,7 +216,7 @@ def peaks(agg: pl.DataFrame, signal: str, k: int = 5, min_gap_s: float = 2.0) ->
 
     y = agg[f"{signal}_mean"].to_numpy().astype(np.float64)
     t = agg["t_s"].to_numpy()
-    step = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
+    step = _bin_step(t)
     padded = np.concatenate([[-np.inf], y, [-np.inf]])  # let the first and last bins be peaks
     idx, _ = find_peaks(padded, distance=max(1, int(round(min_gap_s / step))))
     idx = idx - 1
@@ -219,6 +224,13 @@ def peaks(agg: pl.DataFrame, signal: str, k: int = 5, min_gap_s: float = 2.0) ->
     return pl.DataFrame(
         {"t_s": t[idx].astype(np.float64), "value": y[idx], "n_faces": agg["n_faces"].to_numpy()[idx].astype(np.int64)},
         schema=schema,
+    )
+
+
+def peak_table(agg: pl.DataFrame, signals: list[str] | tuple[str, ...], k: int = 3) -> pl.DataFrame:
+    """peaks() of several signals in one table: expression, t_s, value, n_faces."""
+    return pl.concat([peaks(agg, e, k=k).with_columns(pl.lit(e).alias("expression")) for e in signals]).select(
+        "expression", "t_s", "value", "n_faces"
     )
 
 
@@ -230,7 +242,7 @@ def summary(agg: pl.DataFrame, obs: pl.DataFrame, signal: str, threshold: float 
                 "n_faces": 0}  # fmt: skip
     y = agg[f"{signal}_mean"].to_numpy()
     t = agg["t_s"].to_numpy()
-    step = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
+    step = _bin_step(t)
     i = int(np.nanargmax(y))
     keys = [c for c in ("clip_id",) if c in obs.columns]
     n_faces = obs.select(*keys, "face_id").unique().height if obs.height else 0

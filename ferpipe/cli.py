@@ -14,7 +14,6 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     TextColumn,
@@ -413,6 +412,13 @@ def demo(
         _serve(path, port, headless=False)
 
 
+def streamlit_command(app_file: Path, port: int, address: str = "127.0.0.1") -> list[str]:
+    """The headless Streamlit server command for the dashboard (also used by its screenshot and browser tests)."""
+    return [sys.executable, "-m", "streamlit", "run", str(app_file), "--server.address", address,
+            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--server.maxUploadSize", str(max_upload_mb())]  # fmt: skip
+
+
 def _serve(db_path: Path, port: int, headless: bool = True, address: str = "127.0.0.1") -> None:
     """Run the Streamlit server (always headless: no first-run prompt); open a browser once it answers."""
     import subprocess
@@ -427,9 +433,7 @@ def _serve(db_path: Path, port: int, headless: bool = True, address: str = "127.
     if not app_file.is_file():
         _fail(f"dashboard not found at {app_file}")
     env = dict(os.environ, FERPIPE_DB=str(db_path))
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app_file), "--server.address", address,
-           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-           "--server.maxUploadSize", str(max_upload_mb())]  # fmt: skip
+    cmd = streamlit_command(app_file, port, address)
     url = f"http://{address}:{port}"
 
     def open_when_ready() -> None:

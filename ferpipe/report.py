@@ -18,7 +18,7 @@ from .analytics import (
     compare_table,
     dominant_share,
     face_means,
-    peaks,
+    peak_table,
     summary,
 )
 from .store import Store
@@ -73,9 +73,7 @@ def build_report(store: Store, clip_ids: list[str], bin_s: float = 1.0, method: 
         for e in (*EXPRESSIONS, "valence", "arousal"):
             summaries.append({"clip": label, "signal": e, **summary(agg, part, e, threshold)})
         shares.append({"clip": label, **{e: round(v * 100, 1) for e, v in dominant_share(face_means(part)).items()}})
-        pk[label] = pl.concat(
-            [peaks(agg, e, k=3).with_columns(pl.lit(e).alias("expression")) for e in EXPRESSIONS]
-        ).select("expression", "t_s", "value", "n_faces")
+        pk[label] = peak_table(agg, EXPRESSIONS)
     data = ReportData(
         title="ferpipe report: " + ", ".join(c["title"] or c["clip_id"] for c in clips),
         generated_at=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),

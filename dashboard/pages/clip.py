@@ -66,8 +66,7 @@ def _curves() -> None:
     if agg.is_empty():
         st.warning("No faces found in this clip." if run["status"] == "done" else "No faces yet.")
         return
-    pk = pl.concat([an.peaks(agg, e, k=3).with_columns(pl.lit(e).alias("expression")) for e in (exprs or ["neutral"])])
-    pk = pk.select("expression", "t_s", "value", "n_faces").sort("value", descending=True)
+    pk = an.peak_table(agg, exprs or ["neutral"]).sort("value", descending=True)
     picked = st.session_state.get("peaks")
     rows = picked.selection.rows if picked is not None and hasattr(picked, "selection") else []
     if rows and rows[0] < pk.height and st.session_state.get("peak_row") != rows[0]:

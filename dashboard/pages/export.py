@@ -32,7 +32,8 @@ def table_bytes(df: pl.DataFrame, fmt: str) -> bytes:
 
 
 st.subheader("Data")
-timelines = pl.concat([an.timeline_export(s, c, s.best_run(c)) for c in chosen if s.best_run(c) is not None])
+runs = {c: s.best_run(c) for c in chosen}
+timelines = pl.concat([an.timeline_export(s, c, r) for c, r in runs.items() if r is not None])
 data = build_report(s, chosen, bin_s=bin_s)
 curves = pl.concat([agg.with_columns(pl.lit(label).alias("clip")) for label, agg in data.aggs.items()])
 c1, c2 = st.columns(2)
