@@ -81,7 +81,7 @@ def run_svm_hog(data: str | os.PathLike, out_dir: str | os.PathLike, train_split
     xtr = np.concatenate([xtr, xtr[:, :, ::-1]])
     ytr = np.concatenate([ytr, ytr])
     params, probs, ms = _fit_select(hog_features(xtr), ytr, hog_features(xva), yva)
-    return _save(out_dir, "svm-hog", params, probs, yva, ms)
+    return _save(out_dir, "svm-hog", {**params, "features": "HOG 8x8 cells, 900-d"}, probs, yva, ms, select_split)
 
 
 def run_cnn_svm(data: str | os.PathLike, out_dir: str | os.PathLike, checkpoint: str | os.PathLike, width: int,
@@ -104,14 +104,37 @@ def run_cnn_svm(data: str | os.PathLike, out_dir: str | os.PathLike, checkpoint:
     xtr, ytr = load_dataset(data, train_split, limit)
     xva, yva = load_dataset(data, select_split, limit)
     params, probs, ms = _fit_select(feats(xtr), ytr, feats(xva), yva)
-    return _save(out_dir, "cnn-svm", params, probs, yva, ms)
+    features = f"pooled features of {Path(checkpoint).parent.name}/{Path(checkpoint).name} (width {width})"
+    return _save(out_dir, "cnn-svm", {**params, "features": features}, probs, yva, ms, select_split)
 
 
-def _save(out_dir: str | os.PathLike, arch: str, params: dict, probs: np.ndarray, labels: np.ndarray, ms: float) -> dict:
+def _save(out_dir: str | os.PathLike, arch: str, params: dict, probs: np.ndarray, labels: np.ndarray, ms: float,
+          select_split: str = "public_test") -> dict:  # fmt: skip
+    """Write the result to out_dir and to the cache, where the dashboard's Models page finds it."""
+    from .config import cache_dir
+
     rep = summarise(probs, labels)
-    result = {"arch": arch, **params, "accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"],
-              "per_class_recall": {k: v["recall"] for k, v in rep["per_class"].items()}, "svm_ms_per_face": ms}  # fmt: skip
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{arch}.json").write_text(json.dumps(result, indent=2))
+    result = {"arch": arch, **params, "select_split": select_split, "n": int(len(labels)),
+              "accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"],
+              "per_class_recall": {k: v["recall"] for k, v in rep["per_class"].items()}, "svm_ms_per_face": ms,
+              "evaluated_at": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
+    for folder in (Path(out_dir), cache_dir() / "baselines"):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{arch}.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def baseline_results() -> list[dict]:
+    """Baseline results shipped in models/baselines/ (measured by the project), overridden by ones run here."""
+    from .config import cache_dir
+    from .registry import PROJECT_MODELS_DIR
+
+    found: dict[str, dict] = {}
+    for folder in (PROJECT_MODELS_DIR / "baselines", cache_dir() / "baselines"):
+        for f in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            try:
+                r = json.loads(f.read_text())
+                found[r["arch"]] = {**r, "source": str(f)}
+            except (ValueError, KeyError):
+                continue
+    return list(found.values())

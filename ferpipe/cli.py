@@ -313,6 +313,10 @@ def train(
     patience: int = typer.Option(12, "--patience", help="Early stopping: epochs without a better selection accuracy."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Use a random subset of N images per split."),
     seed: int = typer.Option(0, "--seed"),
+    label_smoothing: float = typer.Option(0.0, "--label-smoothing", help="Cross-entropy label smoothing (0-0.5)."),
+    class_weight_power: float = typer.Option(
+        0.5, "--class-weight-power", help="Class weights (count/mean)^-p: 0 unweighted, 1 fully balanced."
+    ),
     threads: int = typer.Option(0, "--threads", help="Torch threads (0: all cores)."),
     no_bf16: bool = typer.Option(False, "--no-bf16", help="Train in float32 instead of bf16 autocast."),
     train_split: str = typer.Option("train", "--train-split"),
@@ -324,7 +328,7 @@ def train(
         from .train import TrainConfig, finish_cnn, register, train_cnn
 
         config = TrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
-                             seed=seed, bf16=not no_bf16, threads=threads, train_split=train_split,
+                             seed=seed, label_smoothing=label_smoothing, class_weight_power=class_weight_power, bf16=not no_bf16, threads=threads, train_split=train_split,
                              select_split=select_split, limit=limit, flip_tta=False)  # fmt: skip
         if arch in ("svm-hog", "cnn-svm"):
             from .baselines import run_cnn_svm, run_svm_hog
@@ -359,6 +363,43 @@ def train(
     spec = None if no_register else register(Path(out_dir), name)
     out.print(f"{name}: {config.select_split} accuracy {metrics['accuracy']:.4f}, ECE {metrics['ece']:.4f} "
               f"(temperature {metrics['temperature']:.2f}, best epoch {metrics['best_epoch']})")  # fmt: skip
+    if spec:
+        out.print(f"registered as {name!r} ({spec}); use --model {name}")
+
+
+@app.command("export-model")
+def export_model(
+    checkpoints: list[Path] = typer.Option([], "--checkpoint", help="best.pt of a trained CNN; repeat to average several."),
+    flip_checkpoints: list[Path] = typer.Option(
+        [], "--flip-checkpoint", help="Like --checkpoint, but averaged over the crop and its mirror image."
+    ),
+    data: Path = typer.Option(..., "--data", help="FER2013-layout Parquet or image folders (calibration and metrics)."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder for the ONNX file and its registry spec."),
+    name: str = typer.Option("ferpipe-cnn", "--name", help="Registry name of the exported model."),
+    width: int = typer.Option(48, "--width", help="Width the checkpoints were trained with."),
+    flip: bool = typer.Option(False, "--flip", help="Every member also sees the mirror image (flip TTA in the graph)."),
+    int8: bool = typer.Option(False, "--int8", help="Static int8 quantisation, calibrated on training images."),
+    select_split: str = typer.Option("public_test", "--select-split", help="Split for the temperature and metrics."),
+    default: bool = typer.Option(False, "--default", help="Mark the model as the registry default."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use a fixed random subset of N images per split (quick trials)."),
+    card: Optional[str] = typer.Option(None, "--card", help="Model card file name, stored in the spec (e.g. NAME.md)."),
+    no_register: bool = typer.Option(False, "--no-register", help="Do not add the model to the cache registry."),
+) -> None:
+    """Export trained CNN checkpoints as one calibrated ONNX model (ensemble, flip TTA, int8) and register it."""
+    try:
+        from .train import export_model as export, register
+
+        with err.status(f"exporting {name} ..."):
+            members = [*checkpoints, *flip_checkpoints]
+            flips = [flip] * len(checkpoints) + [True] * len(flip_checkpoints)
+            m = export(members, data, out_dir, name, width=width, flip_tta=flips, int8=int8,
+                       select_split=select_split, default=default, limit=limit, card=card)  # fmt: skip
+    except (ValueError, FerpipeError, OSError, ImportError) as exc:
+        _fail(str(exc))
+        return
+    spec = None if no_register else register(Path(out_dir), name)
+    out.print(f"{name}: {select_split} accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, ECE {m['ece']:.4f} "
+              f"(temperature {m['temperature']:.2f}); saved {Path(out_dir) / (name + '.onnx')}")  # fmt: skip
     if spec:
         out.print(f"registered as {name!r} ({spec}); use --model {name}")
 

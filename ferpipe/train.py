@@ -63,6 +63,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if not 0 <= self.class_weight_power <= 1:
+            raise ValueError(f"class_weight_power must be in [0, 1], got {self.class_weight_power}")
 
 
 ARCHS = ("vgg", "svm-hog", "cnn-svm")
@@ -198,7 +202,8 @@ def train_cnn(data: str | os.PathLike, out_dir: str | os.PathLike, config: Train
     xtr_np, ytr_np = load_dataset(data, config.train_split, config.limit)
     xva_np, yva_np = load_dataset(data, config.select_split, config.limit)
     xtr, ytr, xva = _to_tensor(xtr_np), torch.from_numpy(ytr_np), _to_tensor(xva_np)
-    net = build_cnn(config.width)
+    # channels_last lets oneDNN pick its fast convolution kernels on CPU (1.3x measured here)
+    net = build_cnn(config.width).to(memory_format=torch.channels_last)
     steps_per_epoch = math.ceil(len(xtr) / config.batch_size)
     opt = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -229,7 +234,7 @@ def train_cnn(data: str | os.PathLike, out_dir: str | os.PathLike, config: Train
         t0, total = time.perf_counter(), 0.0
         for step in range(steps_per_epoch):
             idx = perm[step * config.batch_size : (step + 1) * config.batch_size]
-            xb = (augment(xtr[idx], gen) - 0.5) / 0.5
+            xb = ((augment(xtr[idx], gen) - 0.5) / 0.5).contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
                 loss = loss_fn(net(xb).float(), ytr[idx])
             opt.zero_grad(set_to_none=True)
@@ -262,27 +267,55 @@ def train_cnn(data: str | os.PathLike, out_dir: str | os.PathLike, config: Train
     return {"net": net, "select_logits": logits, "select_labels": yva_np, "state": state}
 
 
-class _FlipTTA:
-    """Wraps a network so its ONNX graph averages the logits of the crop and its mirror."""
-
-    def __new__(cls, net):  # noqa: ANN001
-        torch = _torch()
-
-        class Wrapped(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.net = net
-
-            def forward(self, x):  # noqa: ANN001
-                return (self.net(x) + self.net(torch.flip(x, dims=[3]))) / 2
-
-        return Wrapped()
-
-
-def export_onnx(net, path: str | os.PathLike, size: int = 48, flip_tta: bool = True) -> Path:  # noqa: ANN001
-    """ONNX (NCHW float input, logits output), dynamic batch."""
+def load_cnn(checkpoint: str | os.PathLike, width: int):  # noqa: ANN201
+    """A trained CNN from its best.pt (a state dict), in eval mode."""
     torch = _torch()
-    module = _FlipTTA(net) if flip_tta else net
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise ValueError(f"checkpoint not found: {path}")
+    net = build_cnn(width)
+    try:
+        net.load_state_dict(torch.load(path, weights_only=True))
+    except RuntimeError as exc:
+        raise ValueError(f"{path} does not fit a width-{width} CNN: {str(exc).splitlines()[0]}") from None
+    return net.eval()
+
+
+def _averaged(nets: list, flips: list[bool]):  # noqa: ANN001, ANN202
+    """One module whose output is log of the mean softmax over members (and, where flips[i], member i's
+    mirrored input too; every pass weighs the same).
+
+    Log-probabilities are valid logits for the registry ("output": "logits") and for temperature
+    scaling; averaging probabilities rather than logits keeps members with different scales fair.
+    """
+    torch = _torch()
+
+    class Averaged(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.members = torch.nn.ModuleList(nets)
+
+        def forward(self, x):  # noqa: ANN001
+            mirrored = torch.flip(x, dims=[3])
+            views = [[x, mirrored] if f else [x] for f in flips]
+            probs = [torch.softmax(m(v), dim=1) for m, vs in zip(self.members, views) for v in vs]
+            return torch.log(torch.stack(probs).mean(0).clamp_min(1e-7))
+
+    return Averaged()
+
+
+def export_onnx(nets, path: str | os.PathLike, size: int = 48, flip_tta: bool | list[bool] = True) -> Path:  # noqa: ANN001
+    """ONNX (NCHW float input, logits output), dynamic batch, of one net or the average of several.
+
+    flip_tta: for all members, or one flag per member.
+    """
+    torch = _torch()
+    nets = list(nets) if isinstance(nets, (list, tuple)) else [nets]
+    nets = [n.to(memory_format=torch.contiguous_format) for n in nets]
+    flips = list(flip_tta) if isinstance(flip_tta, (list, tuple)) else [bool(flip_tta)] * len(nets)
+    if len(flips) != len(nets):
+        raise ValueError(f"flip_tta has {len(flips)} flags for {len(nets)} members")
+    module = _averaged(nets, flips) if len(nets) > 1 or any(flips) else nets[0]
     module.eval()
     dummy = torch.zeros(1, 1, size, size)
     path = Path(path)
@@ -314,21 +347,65 @@ def write_spec(name: str, onnx_path: Path, temperature: float, metrics: dict, de
     return out
 
 
-def finish_cnn(result: dict, out_dir: Path, name: str, config: TrainConfig, default: bool = False) -> dict:
-    """Calibrate on the selection split, export ONNX and its spec; returns the metrics."""
-    logits, labels = result["select_logits"], result["select_labels"]
+def _calibrated_spec(logits: np.ndarray, labels: np.ndarray, onnx_path: Path, name: str, description: str,
+                     extra: dict, default: bool, card: str | None = None) -> dict:  # fmt: skip
+    """Fit the temperature on selection-split logits, write the registry spec; returns the metrics."""
     temperature = fit_temperature(logits, labels)
     z = logits / temperature
     probs = np.exp(z - z.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     report = summarise(probs, labels)
-    metrics = {"select_split": config.select_split, "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
-               "ece": report["ece"], "temperature": temperature, "best_epoch": result["state"]["best_epoch"],
-               "config": asdict(config)}  # fmt: skip
-    onnx_path = export_onnx(result["net"], out_dir / f"{name}.onnx", flip_tta=config.flip_tta)
-    write_spec(name, onnx_path, temperature, metrics, f"ferpipe VGG-style CNN (width {config.width}) trained on FER2013",
-               default=default)  # fmt: skip
+    metrics = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "ece": report["ece"],
+               "temperature": temperature, **extra}  # fmt: skip
+    write_spec(name, onnx_path, temperature, metrics, description, default=default, card=card)
     return metrics
+
+
+def finish_cnn(result: dict, out_dir: Path, name: str, config: TrainConfig, default: bool = False) -> dict:
+    """Calibrate on the selection split, export ONNX and its spec; returns the metrics."""
+    onnx_path = export_onnx(result["net"], out_dir / f"{name}.onnx", flip_tta=config.flip_tta)
+    extra = {"select_split": config.select_split, "best_epoch": result["state"]["best_epoch"], "config": asdict(config)}
+    return _calibrated_spec(result["select_logits"], result["select_labels"], onnx_path, name,
+                            f"ferpipe VGG-style CNN (width {config.width}) trained on FER2013", extra, default)  # fmt: skip
+
+
+def export_model(checkpoints: list[str | os.PathLike], data: str | os.PathLike, out_dir: str | os.PathLike,
+                 name: str, width: int = 48, flip_tta: bool | list[bool] = False, int8: bool = False,
+                 select_split: str = "public_test", calibration_images: int = 1024, default: bool = False,
+                 seed: int = 0, limit: int | None = None, card: str | None = None) -> dict:  # fmt: skip
+    """Trained CNNs -> one ONNX model (their averaged probabilities, optional flip TTA and int8) with a spec.
+
+    The temperature and the reported metrics come from the exported file itself run by ONNX
+    Runtime on the selection split, so they are what `ferpipe eval` will see.
+    """
+    if not checkpoints:
+        raise ValueError("export needs at least one --checkpoint or --flip-checkpoint")
+    if calibration_images < 1:
+        raise ValueError(f"calibration_images must be >= 1, got {calibration_images}")
+    from .convert import quantize_int8
+    from .onnx import create_session
+
+    nets = [load_cnn(c, width) for c in checkpoints]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    onnx_path = export_onnx(nets, out / f"{name}.onnx", flip_tta=flip_tta)
+    norm = lambda g: ((g.astype(np.float32) / 255.0 - 0.5) / 0.5)[:, None]  # noqa: E731  spec: mean 0.5, std 0.5
+    if int8:
+        xtr, _ = load_dataset(data, "train", limit)
+        pick = np.random.default_rng(seed).choice(len(xtr), min(calibration_images, len(xtr)), replace=False)
+        quantize_int8(onnx_path, onnx_path, norm(xtr[np.sort(pick)]))
+    xva, yva = load_dataset(data, select_split, limit)
+    session = create_session(onnx_path)
+    x = norm(xva)
+    logits = np.concatenate([session.run(None, {"input": x[i : i + 256]})[0] for i in range(0, len(x), 256)])
+    members = ", ".join(Path(c).parent.name for c in checkpoints)
+    flips = list(flip_tta) if isinstance(flip_tta, (list, tuple)) else [bool(flip_tta)] * len(nets)
+    what = f"average of {len(nets)} CNNs" if len(nets) > 1 else "CNN"
+    tta = "" if not any(flips) else ", flip TTA" if all(flips) else f", flip TTA on {sum(flips)} of {len(flips)}"
+    description = f"ferpipe VGG-style {what} (width {width}) trained on FER2013{tta}{', int8' if int8 else ''}"
+    extra = {"select_split": select_split, "members": members, "flip_tta": flips, "int8": int8,
+             "passes_per_face": len(flips) + sum(flips)}  # fmt: skip
+    return _calibrated_spec(logits, yva, onnx_path, name, description, extra, default, card)
 
 
 def register(out_dir: Path, name: str, registry_dir: Path | None = None) -> Path:

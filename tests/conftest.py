@@ -65,7 +65,7 @@ def pipeline_factory(store, detector, model):
     return make
 
 
-@pytest.fixture()
+@pytest.fixture(scope="session")
 def fer_parquet() -> Path:
     if not SHARED_FER.is_file():
         pytest.skip(f"FER2013 not found at {SHARED_FER} (it sits in ../shared beside the checkout in CI)")

@@ -75,3 +75,91 @@ def test_hog_responds_to_edge_orientation():
     fv, fh = hog_features(vertical)[0].reshape(25, 4, 9), hog_features(horizontal)[0].reshape(25, 4, 9)
     assert fv.sum(axis=(0, 1)).argmax() == 0  # gradient along x: 0 degrees
     assert fh.sum(axis=(0, 1)).argmax() == 4  # gradient along y: 90 degrees (bin 4 of 9)
+
+
+@pytest.fixture(scope="module")
+def two_tiny_cnns(tmp_path_factory, fer_parquet):
+    """Two width-8 CNNs trained for one epoch on 300 images, with different seeds."""
+    from ferpipe.train import TrainConfig, train_cnn
+
+    paths = []
+    for seed in (0, 1):
+        out = tmp_path_factory.mktemp(f"tiny{seed}")
+        train_cnn(fer_parquet, out, TrainConfig(width=8, epochs=1, limit=300, batch_size=64, seed=seed))
+        paths.append(out / "best.pt")
+    return paths
+
+
+def test_export_model_averages_members_with_flip_and_int8(two_tiny_cnns, fer_parquet, tmp_path):
+    import onnx
+
+    from ferpipe.onnx import create_session
+
+    cache = tmp_path / "cache"
+    r = run_cli("export-model", "--checkpoint", str(two_tiny_cnns[0]), "--flip-checkpoint", str(two_tiny_cnns[1]),
+                "--data", str(fer_parquet), "--out", str(tmp_path / "fp32"), "--name", "tiny-ens", "--width", "8",
+                "--limit", "300", env={"FERPIPE_CACHE": str(cache)})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "registered as 'tiny-ens'" in r.stdout
+    spec = json.loads((cache / "registry" / "tiny-ens.json").read_text())
+    metrics = spec["extra"]["metrics"]
+    assert metrics["flip_tta"] == [False, True] and metrics["passes_per_face"] == 3
+    assert spec["preprocess"]["temperature"] > 0
+
+    # the graph's output is log of the mean softmax over member 1 (crop) and member 2 (crop, mirror)
+    from ferpipe.train import load_cnn
+
+    x = torch.rand(5, 1, 48, 48) * 2 - 1
+    a, b = (load_cnn(p, 8) for p in two_tiny_cnns)
+    with torch.no_grad():
+        want = torch.stack([torch.softmax(n(v), 1) for n, v in ((a, x), (b, x), (b, torch.flip(x, dims=[3])))]).mean(0)
+    got = create_session(tmp_path / "fp32" / "tiny-ens.onnx").run(None, {"input": x.numpy()})[0]
+    np.testing.assert_allclose(np.exp(got), want.numpy(), atol=1e-5)
+
+    r = run_cli("export-model", "--checkpoint", str(two_tiny_cnns[0]), "--data", str(fer_parquet), "--out",
+                str(tmp_path / "int8"), "--name", "tiny-int8", "--width", "8", "--int8", "--limit", "300",
+                env={"FERPIPE_CACHE": str(cache)})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    q = onnx.load(str(tmp_path / "int8" / "tiny-int8.onnx"))
+    assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)
+    r = run_cli("eval", "--data", str(fer_parquet), "--split", "public_test", "--model", "tiny-int8", "--limit", "300",
+                "--json", env={"FERPIPE_CACHE": str(cache)})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    int8_acc = json.loads(r.stdout)["accuracy"]
+    assert abs(int8_acc - spec_accuracy(cache, "tiny-int8")) < 1e-6  # the spec's metrics come from the shipped file
+
+
+def spec_accuracy(cache, name):
+    return json.loads((cache / "registry" / f"{name}.json").read_text())["extra"]["metrics"]["accuracy"]
+
+
+def test_int8_quantisation_keeps_predictions(two_tiny_cnns, tmp_path):
+    from ferpipe.convert import quantize_int8
+    from ferpipe.onnx import create_session
+    from ferpipe.train import export_onnx, load_cnn
+
+    fp32 = export_onnx(load_cnn(two_tiny_cnns[0], 8), tmp_path / "m.onnx", flip_tta=False)
+    x = (np.random.default_rng(0).random((64, 1, 48, 48), np.float32) - 0.5) * 2
+    q = quantize_int8(fp32, tmp_path / "q.onnx", x)
+    a = create_session(fp32).run(None, {"input": x})[0]
+    b = create_session(q).run(None, {"input": x})[0]
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.9
+    assert q.stat().st_size < fp32.stat().st_size
+
+
+def test_export_arguments_are_checked(two_tiny_cnns, tmp_path):
+    from ferpipe.convert import quantize_int8
+    from ferpipe.train import TrainConfig, export_onnx, load_cnn
+
+    with pytest.raises(ValueError, match="2 flags for 1 members"):
+        export_onnx([load_cnn(two_tiny_cnns[0], 8)], tmp_path / "m.onnx", flip_tta=[True, False])
+    with pytest.raises(ValueError, match="does not fit a width-16"):
+        load_cnn(two_tiny_cnns[0], 16)
+    with pytest.raises(ValueError, match="checkpoint not found"):
+        load_cnn(tmp_path / "missing.pt", 8)
+    with pytest.raises(ValueError, match="calibration"):
+        quantize_int8(tmp_path / "m.onnx", tmp_path / "q.onnx", np.zeros((0, 1, 48, 48)))
+    with pytest.raises(ValueError, match="label_smoothing"):
+        TrainConfig(label_smoothing=0.7)
+    with pytest.raises(ValueError, match="class_weight_power"):
+        TrainConfig(class_weight_power=-1)

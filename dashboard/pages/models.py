@@ -8,6 +8,7 @@ from common import caveat, clip_picker, db_path, store
 
 from ferpipe import analytics as an
 from ferpipe import jobs
+from ferpipe.baselines import baseline_results
 from ferpipe.evaluate import saved_reports
 from ferpipe.figures import confusion_figure, overlay_figure
 from ferpipe.registry import default_expression_model, registry
@@ -27,6 +28,17 @@ for name, spec in specs.items():
 st.dataframe(pl.DataFrame(rows), hide_index=True)
 st.caption("Evaluations come from `ferpipe eval --split public_test` (latest per model) or, failing that, the metrics "
            "stored with the model when it was trained.")  # fmt: skip
+
+st.subheader("Algorithms compared on FER2013 public_test")
+base = [{"algorithm": r["arch"], "features": r.get("features", "-"), "C": r.get("C"), "accuracy": r["accuracy"],
+         "macro_f1": r["macro_f1"], "SVM ms/face": r.get("svm_ms_per_face"), "n": r.get("n"),
+         "measured": r.get("evaluated_at", "-")} for r in baseline_results()]  # fmt: skip
+if base:
+    st.dataframe(pl.DataFrame(base), hide_index=True)
+    st.caption("Classical baselines from `ferpipe train --arch svm-hog | cnn-svm`, selected (C) and scored on "
+               "public_test like the CNNs above; the CNN rows are in the table of registered models.")  # fmt: skip
+else:
+    st.caption("No baseline results yet: run `ferpipe train --arch svm-hog` or `--arch cnn-svm`.")
 with_cm = [n for n in specs if n in evals]
 if with_cm:
     pick = st.selectbox("Confusion matrix of", with_cm)

@@ -1,5 +1,7 @@
 """AppTest smoke tests: every page renders against a seeded DB without exceptions, showing real content."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -59,6 +61,9 @@ def test_models_page_lists_models_and_runs(app, seeded_db, tmp_path, monkeypatch
     from ferpipe.evaluate import save_report, summarise
 
     monkeypatch.setenv("FERPIPE_CACHE", str(tmp_path))
+    (tmp_path / "baselines").mkdir()
+    (tmp_path / "baselines" / "svm-hog.json").write_text(json.dumps(
+        {"arch": "svm-hog", "C": 0.1, "accuracy": 0.5, "macro_f1": 0.4, "svm_ms_per_face": 0.01, "n": 4}))  # fmt: skip
     probs = np.eye(7)[[0, 3, 3, 6]]
     save_report({**summarise(probs, np.array([0, 3, 4, 6])), "model": "mini-xception", "split": "public_test",
                  "flip": False, "ms_per_face": 0.3})  # fmt: skip
@@ -68,7 +73,9 @@ def test_models_page_lists_models_and_runs(app, seeded_db, tmp_path, monkeypatch
     row = models[models["model"] == "mini-xception"].iloc[0]
     assert row["accuracy"] == 0.75
     assert len(app.get("plotly_chart")) == 1  # the confusion matrix
-    runs = app.dataframe[1].value
+    base = app.dataframe[1].value  # algorithms compared: a baseline run here overrides the shipped one
+    assert base[base["algorithm"] == "svm-hog"].iloc[0]["accuracy"] == 0.5
+    runs = app.dataframe[2].value
     assert len(runs) == 3 and set(runs["model"]) == {"mini-xception"}
 
 
