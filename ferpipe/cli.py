@@ -325,7 +325,7 @@ def train(
 ) -> None:
     """Train an expression classifier, export it to ONNX with its registry spec, and register it."""
     try:
-        from .train import TrainConfig, finish_cnn, register, train_cnn
+        from .train import TrainConfig, finish_cnn, train_cnn
 
         config = TrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                              seed=seed, label_smoothing=label_smoothing, class_weight_power=class_weight_power, bf16=not no_bf16, threads=threads, train_split=train_split,
@@ -360,9 +360,17 @@ def train(
     except (ValueError, FerpipeError, OSError, ImportError) as exc:
         _fail(str(exc))
         return
+    _register_and_say(out_dir, name, no_register,
+                      f"{name}: {config.select_split} accuracy {metrics['accuracy']:.4f}, ECE {metrics['ece']:.4f} "
+                      f"(temperature {metrics['temperature']:.2f}, best epoch {metrics['best_epoch']})")  # fmt: skip
+
+
+def _register_and_say(out_dir: Path, name: str, no_register: bool, summary: str) -> None:
+    """Add an exported model to the cache registry (unless told not to), then print its summary."""
+    from .train import register
+
     spec = None if no_register else register(Path(out_dir), name)
-    out.print(f"{name}: {config.select_split} accuracy {metrics['accuracy']:.4f}, ECE {metrics['ece']:.4f} "
-              f"(temperature {metrics['temperature']:.2f}, best epoch {metrics['best_epoch']})")  # fmt: skip
+    out.print(summary)
     if spec:
         out.print(f"registered as {name!r} ({spec}); use --model {name}")
 
@@ -387,7 +395,7 @@ def export_model(
 ) -> None:
     """Export trained CNN checkpoints as one calibrated ONNX model (ensemble, flip TTA, int8) and register it."""
     try:
-        from .train import export_model as export, register
+        from .train import export_model as export
 
         with err.status(f"exporting {name} ..."):
             members = [*checkpoints, *flip_checkpoints]
@@ -397,11 +405,9 @@ def export_model(
     except (ValueError, FerpipeError, OSError, ImportError) as exc:
         _fail(str(exc))
         return
-    spec = None if no_register else register(Path(out_dir), name)
-    out.print(f"{name}: {select_split} accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, ECE {m['ece']:.4f} "
-              f"(temperature {m['temperature']:.2f}); saved {Path(out_dir) / (name + '.onnx')}")  # fmt: skip
-    if spec:
-        out.print(f"registered as {name!r} ({spec}); use --model {name}")
+    _register_and_say(out_dir, name, no_register,
+                      f"{name}: {select_split} accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, "
+                      f"ECE {m['ece']:.4f} (temperature {m['temperature']:.2f}); saved {Path(out_dir) / (name + '.onnx')}")  # fmt: skip
 
 
 @app.command()
