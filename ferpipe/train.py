@@ -304,6 +304,14 @@ def _averaged(nets: list, flips: list[bool]):  # noqa: ANN001, ANN202
     return Averaged()
 
 
+def _flip_flags(flip_tta: bool | list[bool], members: int) -> list[bool]:
+    """One flip-TTA flag per member, from a flag for all or a list."""
+    flips = list(flip_tta) if isinstance(flip_tta, (list, tuple)) else [bool(flip_tta)] * members
+    if len(flips) != members:
+        raise ValueError(f"flip_tta has {len(flips)} flags for {members} members")
+    return flips
+
+
 def export_onnx(nets, path: str | os.PathLike, size: int = 48, flip_tta: bool | list[bool] = True) -> Path:  # noqa: ANN001
     """ONNX (NCHW float input, logits output), dynamic batch, of one net or the average of several.
 
@@ -312,9 +320,7 @@ def export_onnx(nets, path: str | os.PathLike, size: int = 48, flip_tta: bool | 
     torch = _torch()
     nets = list(nets) if isinstance(nets, (list, tuple)) else [nets]
     nets = [n.to(memory_format=torch.contiguous_format) for n in nets]
-    flips = list(flip_tta) if isinstance(flip_tta, (list, tuple)) else [bool(flip_tta)] * len(nets)
-    if len(flips) != len(nets):
-        raise ValueError(f"flip_tta has {len(flips)} flags for {len(nets)} members")
+    flips = _flip_flags(flip_tta, len(nets))
     module = _averaged(nets, flips) if len(nets) > 1 or any(flips) else nets[0]
     module.eval()
     dummy = torch.zeros(1, 1, size, size)
@@ -389,7 +395,7 @@ def export_model(checkpoints: list[str | os.PathLike], data: str | os.PathLike, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = export_onnx(nets, out / f"{name}.onnx", flip_tta=flip_tta)
-    norm = lambda g: ((g.astype(np.float32) / 255.0 - 0.5) / 0.5)[:, None]  # noqa: E731  spec: mean 0.5, std 0.5
+    norm = lambda g: ((_to_tensor(g) - 0.5) / 0.5).numpy()  # noqa: E731  as in training; spec: mean 0.5, std 0.5
     if int8:
         xtr, _ = load_dataset(data, "train", limit)
         pick = np.random.default_rng(seed).choice(len(xtr), min(calibration_images, len(xtr)), replace=False)
@@ -399,7 +405,7 @@ def export_model(checkpoints: list[str | os.PathLike], data: str | os.PathLike, 
     x = norm(xva)
     logits = np.concatenate([session.run(None, {"input": x[i : i + 256]})[0] for i in range(0, len(x), 256)])
     members = ", ".join(Path(c).parent.name for c in checkpoints)
-    flips = list(flip_tta) if isinstance(flip_tta, (list, tuple)) else [bool(flip_tta)] * len(nets)
+    flips = _flip_flags(flip_tta, len(nets))
     what = f"average of {len(nets)} CNNs" if len(nets) > 1 else "CNN"
     tta = "" if not any(flips) else ", flip TTA" if all(flips) else f", flip TTA on {sum(flips)} of {len(flips)}"
     description = f"ferpipe VGG-style {what} (width {width}) trained on FER2013{tta}{', int8' if int8 else ''}"
