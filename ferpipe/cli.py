@@ -317,6 +317,11 @@ def train(
     class_weight_power: float = typer.Option(
         0.5, "--class-weight-power", help="Class weights (count/mean)^-p: 0 unweighted, 1 fully balanced."
     ),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from these weights (a best.pt) instead of random."),
+    swa_start: int = typer.Option(
+        0, "--swa-start", help="From this epoch on, average the weights (SWA) at --swa-lr; 0: off."
+    ),
+    swa_lr: float = typer.Option(0.01, "--swa-lr", help="Constant learning rate during SWA."),
     threads: int = typer.Option(0, "--threads", help="Torch threads (0: all cores)."),
     no_bf16: bool = typer.Option(False, "--no-bf16", help="Train in float32 instead of bf16 autocast."),
     train_split: str = typer.Option("train", "--train-split"),
@@ -329,7 +334,8 @@ def train(
 
         config = TrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                              seed=seed, label_smoothing=label_smoothing, class_weight_power=class_weight_power, bf16=not no_bf16, threads=threads, train_split=train_split,
-                             select_split=select_split, limit=limit, flip_tta=False)  # fmt: skip
+                             select_split=select_split, limit=limit, flip_tta=False,
+                             init=str(init) if init else None, swa_start=swa_start, swa_lr=swa_lr)  # fmt: skip
         if arch in ("svm-hog", "cnn-svm"):
             from .baselines import run_cnn_svm, run_svm_hog
 

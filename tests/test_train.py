@@ -163,3 +163,37 @@ def test_export_arguments_are_checked(two_tiny_cnns, tmp_path):
         TrainConfig(label_smoothing=0.7)
     with pytest.raises(ValueError, match="class_weight_power"):
         TrainConfig(class_weight_power=-1)
+    with pytest.raises(ValueError, match="swa_start"):
+        TrainConfig(epochs=3, swa_start=4)
+    with pytest.raises(ValueError, match="swa_lr"):
+        TrainConfig(swa_lr=0)
+    with pytest.raises(ValueError, match="missing.pt"):
+        TrainConfig(init=str(tmp_path / "missing.pt"))
+
+
+def test_swa_fine_tuning_starts_from_init_and_averages(two_tiny_cnns, fer_parquet, tmp_path):
+    """--init loads the weights; at a negligible SWA rate the averaged network is the initial one."""
+    from ferpipe.train import TrainConfig, train_cnn
+
+    init = torch.load(two_tiny_cnns[0])
+    cfg = TrainConfig(width=8, epochs=2, limit=300, batch_size=64, init=str(two_tiny_cnns[0]), swa_start=1, swa_lr=1e-9)
+    res = train_cnn(fer_parquet, tmp_path, cfg)
+    hist = res["state"]["history"]
+    assert [h["swa"] for h in hist] == [True, True] and hist[-1]["lr"] == pytest.approx(1e-9)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert int(ckpt["swa"]["n_averaged"]) == 2
+    best = torch.load(tmp_path / "best.pt")
+    convs = [k for k in init if k.endswith("weight") and init[k].dim() == 4]
+    assert convs and all(torch.allclose(best[k], init[k], atol=1e-5) for k in convs)
+
+
+def test_swa_follows_a_one_cycle_phase(fer_parquet, tmp_path):
+    """Epochs before swa_start follow the one-cycle schedule; from it on, the rate settles at swa_lr."""
+    from ferpipe.train import TrainConfig, train_cnn
+
+    cfg = TrainConfig(width=8, epochs=3, limit=200, batch_size=64, swa_start=2, swa_lr=0.003)
+    res = train_cnn(fer_parquet, tmp_path, cfg)
+    hist = res["state"]["history"]
+    assert [h["swa"] for h in hist] == [False, True, True]
+    assert hist[0]["lr"] < 0.003 and hist[2]["lr"] == pytest.approx(0.003)
+    assert int(torch.load(tmp_path / "checkpoint.pt", weights_only=False)["swa"]["n_averaged"]) == 2
