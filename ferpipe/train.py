@@ -4,6 +4,8 @@ CNN recipe: a VGG-style network on 48x48 gray crops, batch augmentation on the f
 (random affine, flip, brightness/contrast, erasing), class-weighted cross-entropy
 against FER2013's imbalance, SGD with a one-cycle LR schedule, bf16 autocast on CPU,
 a checkpoint every epoch (resumable), and early stopping on the selection split.
+Optionally it starts from given weights and averages them over epochs (SWA), which
+fine-tunes a trained network for the cost of one at inference.
 The best epoch is exported to ONNX with a temperature fitted on the selection split
 and a registry spec, so ``--model NAME`` works in process and eval at once.
 """
