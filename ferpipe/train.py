@@ -237,9 +237,10 @@ def train_cnn(data: str | os.PathLike, out_dir: str | os.PathLike, config: Train
         if config.swa_start
         else None
     )
-    # BN statistics of averaged weights come from a fixed random subset (the data may be sorted by class)
-    bn_idx = torch.from_numpy(np.random.default_rng(config.seed).permutation(len(xtr))[:4096])
-    bn_batches = list(torch.split(((xtr[bn_idx] - 0.5) / 0.5).contiguous(memory_format=torch.channels_last), 256))
+    bn_batches = []
+    if swa is not None:  # BN statistics of the averaged weights: a fixed random subset (data may be sorted by class)
+        bn_idx = torch.from_numpy(np.random.default_rng(config.seed).permutation(len(xtr))[:4096])
+        bn_batches = list(torch.split(((xtr[bn_idx] - 0.5) / 0.5).contiguous(memory_format=torch.channels_last), 256))
     weights = torch.tensor(class_weights(ytr_np, config.class_weight_power), dtype=torch.float32)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
     gen = torch.Generator().manual_seed(config.seed)
@@ -247,7 +248,9 @@ def train_cnn(data: str | os.PathLike, out_dir: str | os.PathLike, config: Train
     ckpt = out / "checkpoint.pt"
     if ckpt.is_file():
         saved = torch.load(ckpt, weights_only=False)
-        same = {k: v for k, v in saved["config"].items() if k != "threads"} == {
+        # options added since the checkpoint was written count as their defaults
+        saved_config = {**asdict(TrainConfig()), **saved["config"]}
+        same = {k: v for k, v in saved_config.items() if k != "threads"} == {
             k: v for k, v in asdict(config).items() if k != "threads"
         }
         if not same:
@@ -256,7 +259,7 @@ def train_cnn(data: str | os.PathLike, out_dir: str | os.PathLike, config: Train
         opt.load_state_dict(saved["opt"])
         if sched is not None:
             sched.load_state_dict(saved["sched"])
-        if swa is not None:
+        if swa is not None:  # swa_start > 0: written by this version, so the SWA state is there
             swa.load_state_dict(saved["swa"])
             swa_sched.load_state_dict(saved["swa_sched"])
         gen.set_state(saved["gen"])

@@ -38,6 +38,11 @@ def test_training_resumes_from_its_checkpoint(fer_parquet, tmp_path):
     assert first["state"]["epoch"] == 2 and len(first["state"]["history"]) == 2
     again = train_cnn(fer_parquet, tmp_path, cfg)  # nothing left to do: loads, does not retrain
     assert again["state"]["history"] == first["state"]["history"]
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)  # as written before the SWA options existed
+    for key in ("init", "swa_start", "swa_lr"):
+        del saved["config"][key]
+    torch.save(saved, tmp_path / "checkpoint.pt")
+    assert train_cnn(fer_parquet, tmp_path, cfg)["state"]["history"] == first["state"]["history"]
     with pytest.raises(ValueError, match="another config"):
         train_cnn(fer_parquet, tmp_path, TrainConfig(width=16, epochs=2, limit=200, batch_size=64))
 
