@@ -212,7 +212,8 @@ def train_cnn(data: str | os.PathLike, out_dir: str | os.PathLike, config: Train
     torch.manual_seed(config.seed)
     xtr_np, ytr_np = load_dataset(data, config.train_split, config.limit)
     xva_np, yva_np = load_dataset(data, config.select_split, config.limit)
-    xtr, ytr, xva = _to_tensor(xtr_np), torch.from_numpy(ytr_np), _to_tensor(xva_np)
+    xtr, ytr = _to_tensor(xtr_np), torch.from_numpy(ytr_np)
+    xva = (_to_tensor(xva_np) - 0.5) / 0.5  # normalised once; evaluated every epoch
     # channels_last lets oneDNN pick its fast convolution kernels on CPU (1.3x measured here)
     net = build_cnn(config.width).to(memory_format=torch.channels_last)
     if config.init:
@@ -231,14 +232,11 @@ def train_cnn(data: str | os.PathLike, out_dir: str | os.PathLike, config: Train
         sched = None
         for group in opt.param_groups:
             group["lr"] = config.swa_lr
-    swa = torch.optim.swa_utils.AveragedModel(net) if config.swa_start else None
-    swa_sched = (
-        torch.optim.swa_utils.SWALR(opt, swa_lr=config.swa_lr, anneal_epochs=1, anneal_strategy="cos")
-        if config.swa_start
-        else None
-    )
-    bn_batches = []
-    if swa is not None:  # BN statistics of the averaged weights: a fixed random subset (data may be sorted by class)
+    swa, swa_sched, bn_batches = None, None, []
+    if config.swa_start:
+        swa = torch.optim.swa_utils.AveragedModel(net)
+        swa_sched = torch.optim.swa_utils.SWALR(opt, swa_lr=config.swa_lr, anneal_epochs=1, anneal_strategy="cos")
+        # BN statistics of the averaged weights: a fixed random subset (the data may be sorted by class)
         bn_idx = torch.from_numpy(np.random.default_rng(config.seed).permutation(len(xtr))[:4096])
         bn_batches = list(torch.split(((xtr[bn_idx] - 0.5) / 0.5).contiguous(memory_format=torch.channels_last), 256))
     weights = torch.tensor(class_weights(ytr_np, config.class_weight_power), dtype=torch.float32)
@@ -292,7 +290,7 @@ def train_cnn(data: str | os.PathLike, out_dir: str | os.PathLike, config: Train
             swa_sched.step()
             torch.optim.swa_utils.update_bn(bn_batches, swa)  # averaged weights need their own BN statistics
             model = swa.module.eval()
-        logits = _logits(model, (xva - 0.5) / 0.5, config.bf16, config.flip_tta)
+        logits = _logits(model, xva, config.bf16, config.flip_tta)
         acc = float((logits.argmax(1) == yva_np).mean())
         metrics = {"epoch": epoch, "loss": total / steps_per_epoch, "select_acc": acc,
                    "seconds": time.perf_counter() - t0, "lr": lr, "swa": in_swa}  # fmt: skip
@@ -312,7 +310,7 @@ def train_cnn(data: str | os.PathLike, out_dir: str | os.PathLike, config: Train
             on_epoch(epoch, config.epochs, metrics)
     net.load_state_dict(torch.load(out / "best.pt"))
     net.eval()
-    logits = _logits(net, (xva - 0.5) / 0.5, config.bf16, config.flip_tta)
+    logits = _logits(net, xva, config.bf16, config.flip_tta)
     return {"net": net, "select_logits": logits, "select_labels": yva_np, "state": state}
 
 
