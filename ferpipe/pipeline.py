@@ -142,7 +142,9 @@ class Pipeline:
     ) -> None:
         self.store = store
         self.settings = settings or Settings()
-        get_spec(self.settings.model, task="expression")  # unknown model: fail before any work
+        self.spec = get_spec(self.settings.model, task="expression")  # unknown model: fail before any work
+        if model is not None:
+            self.spec = model.spec  # what the run's numbers come from
         self.store.migrate()
         self._detector = detector
         self._model = model
@@ -192,7 +194,8 @@ class Pipeline:
         """Analyse a clip already in the library (resume, reuse or start a run, see Store.start_run)."""
         clip = self.store.clip(clip_id)
         total = expected_samples(clip["duration_s"] or 0.0, int(clip["frame_count"] or 0), self.settings.sample_fps)
-        run = self.store.start_run(clip_id, self.settings.model, self.detector.name, self.settings.key(), total, reprocess)
+        key = {**self.settings.key(), "model_fingerprint": self.spec.fingerprint}
+        run = self.store.start_run(clip_id, self.settings.model, self.detector.name, key, total, reprocess)
         if run["status"] == "done":
             return self._result(clip, run, reused=True)
         run_id = int(run["run_id"])

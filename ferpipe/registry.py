@@ -120,6 +120,14 @@ class ModelSpec:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
+    @property
+    def fingerprint(self) -> str:
+        """16 hex digits naming the weights and preprocessing: a model replaced or recalibrated under the same
+        name gets a new fingerprint, so its runs are never mistaken for (or resumed into) the old model's."""
+        pre = asdict(self.preprocess) if self.preprocess is not None else None
+        ident = {"files": {k: f.sha256 for k, f in sorted(self.files.items())}, "preprocess": pre}
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
     @classmethod
     def from_dict(cls, data: dict, base_dir: Path | None = None) -> "ModelSpec":
         files = {}

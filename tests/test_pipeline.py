@@ -1,8 +1,11 @@
+import json
+
 import numpy as np
 import pytest
 
 from ferpipe.pipeline import Pipeline, Settings
 from ferpipe.errors import ModelError
+from ferpipe.registry import get_spec
 
 
 def test_one_face_id_through_wolfganglanger_every_frame(pipeline_factory, samples, store):
@@ -49,6 +52,25 @@ def test_reingest_is_idempotent(pipeline_factory, samples, store):
     redo = p.process(str(samples["single_face.mp4"]), reprocess=True)
     assert redo.run_id != first.run_id
     assert store.query("SELECT count(*) AS n FROM observations")["n"][0] == redo.observations
+
+
+def test_a_model_changed_under_the_same_name_gets_its_own_run(pipeline_factory, samples, store, detector):
+    from dataclasses import replace
+
+    from ferpipe.expression import ExpressionModel
+
+    clip = str(samples["single_face.mp4"])
+    first = pipeline_factory().process(clip)
+    spec = get_spec("mini-xception")
+    recalibrated = replace(spec, preprocess=replace(spec.preprocess, temperature=spec.preprocess.temperature * 2))
+    model = ExpressionModel(recalibrated)
+    second = Pipeline(store, Settings(model="mini-xception"), detector=detector, model=model).process(clip)
+    assert not second.reused and second.run_id != first.run_id
+    settings = store.query("SELECT settings FROM runs ORDER BY run_id")["settings"].to_list()
+    assert [json.loads(s)["model_fingerprint"] for s in settings] == [spec.fingerprint, recalibrated.fingerprint]
+    # the unchanged model still finds its own finished run
+    again = pipeline_factory().process(clip)
+    assert again.reused and again.run_id == first.run_id
 
 
 def test_face_enters_midway(pipeline_factory, samples, store):

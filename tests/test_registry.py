@@ -90,3 +90,14 @@ def test_spec_validation():
         Preprocess(channels=2)
     with pytest.raises(ValueError, match="needs one file named 'model'"):
         ModelSpec(name="x", task="expression", files={}, preprocess=Preprocess())
+
+
+def test_fingerprint_names_the_weights_and_preprocessing_not_the_description():
+    from dataclasses import replace
+
+    spec = get_spec("ferpipe-cnn")
+    assert spec.fingerprint == get_spec("ferpipe-cnn").fingerprint and len(spec.fingerprint) == 16
+    assert replace(spec, description="renamed", extra={}).fingerprint == spec.fingerprint
+    retrained = replace(spec, files={"model": replace(spec.files["model"], sha256="1" * 64)})
+    recalibrated = replace(spec, preprocess=replace(spec.preprocess, temperature=spec.preprocess.temperature + 0.1))
+    assert len({spec.fingerprint, retrained.fingerprint, recalibrated.fingerprint}) == 3
