@@ -255,6 +255,14 @@ class Store:
         )
         return None if df.is_empty() else int(df["run_id"][0])
 
+    def runs(self) -> pl.DataFrame:
+        """Every run, newest first, with its clip's title, the model version (fingerprint) and the analysis rate."""
+        return self.query(
+            """SELECT r.run_id, c.title, r.model, r.settings ->> 'model_fingerprint' AS model_version, r.detector,
+                      r.status, r.faces, TRY_CAST(r.settings ->> 'sample_fps' AS DOUBLE) AS sample_fps, r.finished_at
+               FROM runs r JOIN clips c USING (clip_id) ORDER BY r.run_id DESC"""
+        )
+
     def timeline(self, run_id: int) -> pl.DataFrame:
         """Every observation of a run, ordered by time then face."""
         return self.query(

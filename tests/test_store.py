@@ -80,6 +80,17 @@ def test_unfinished_run_is_resumed(store):
     assert other != run_id
 
 
+def test_runs_list_the_model_version_and_rate_newest_first(store):
+    _clip(store)
+    old = store.start_run("c1", "m", "mtcnn", {"sample_fps": None}, 100)["run_id"]  # from before fingerprints
+    new = store.start_run("c1", "m", "mtcnn", {"sample_fps": 5.0, "model_fingerprint": "ab" * 8}, 100)["run_id"]
+    runs = store.runs()
+    assert runs["run_id"].to_list() == [new, old]
+    assert runs["model_version"].to_list() == ["ab" * 8, None]
+    assert runs["sample_fps"].to_list() == [5.0, None]
+    assert runs["title"].to_list() == [store.clip("c1")["title"]] * 2
+
+
 def test_readers_and_writer_share_the_file(store):
     """A reader in a loop never sees 'database is locked' while a writer commits batches."""
     _clip(store)

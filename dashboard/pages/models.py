@@ -1,7 +1,5 @@
 """Models: registered models and their evaluations, which model produced which run, and model-vs-model curves."""
 
-import json
-
 import polars as pl
 import streamlit as st
 from common import caveat, clip_picker, db_path, store
@@ -45,14 +43,9 @@ if with_cm:
     st.plotly_chart(confusion_figure(evals[pick]["confusion"], evals[pick]["labels"]), key="cm")
 
 st.subheader("Which model produced which run")
-runs = store().query(
-    "SELECT r.run_id, c.title, r.model, r.detector, r.status, r.faces, r.finished_at, r.settings "
-    "FROM runs r JOIN clips c USING (clip_id) ORDER BY r.run_id DESC"
-)
-if not runs.is_empty():
-    runs = runs.with_columns(pl.col("settings").map_elements(lambda s: json.loads(s).get("sample_fps"),
-                                                             return_dtype=pl.Float64).alias("sample_fps")).drop("settings")  # fmt: skip
-st.dataframe(runs, hide_index=True)
+st.caption("model_version is a fingerprint of the weights and preprocessing: runs of one model name made before "
+           "and after the model was replaced differ there.")
+st.dataframe(store().runs(), hide_index=True)
 
 st.subheader("Reprocess a clip with another model")
 clip = clip_picker(key="models_clip", with_faces=True)

@@ -59,6 +59,7 @@ def test_export_offers_every_download(app):
 
 def test_models_page_lists_models_and_runs(app, seeded_db, tmp_path, monkeypatch):
     from ferpipe.evaluate import save_report, summarise
+    from ferpipe.registry import get_spec
 
     monkeypatch.setenv("FERPIPE_CACHE", str(tmp_path))
     (tmp_path / "baselines").mkdir()
@@ -77,6 +78,7 @@ def test_models_page_lists_models_and_runs(app, seeded_db, tmp_path, monkeypatch
     assert base[base["algorithm"] == "svm-hog"].iloc[0]["accuracy"] == 0.5
     runs = app.dataframe[2].value
     assert len(runs) == 3 and set(runs["model"]) == {"mini-xception"}
+    assert set(runs["model_version"]) == {get_spec("mini-xception").fingerprint}
 
 
 @pytest.mark.parametrize("bad", ["group", "=x"])
