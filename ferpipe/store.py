@@ -246,13 +246,15 @@ class Store:
             raise ValueError(f"unknown run {run_id}")
         return df.row(0, named=True)
 
-    def best_run(self, clip_id: str, model: str | None = None) -> int | None:
-        """The run to show for a clip: the latest finished one, else the latest of any status."""
+    def clip_runs(self, clip_id: str, model: str | None = None) -> pl.DataFrame:
+        """A clip's runs (of one model, if given), best to show first: finished ones, then newest."""
         where = "clip_id = ?" + (" AND model = ?" if model else "")
         params = [clip_id] + ([model] if model else [])
-        df = self.query(
-            f"SELECT run_id FROM runs WHERE {where} ORDER BY (status = 'done') DESC, run_id DESC LIMIT 1", params
-        )
+        return self.query(f"SELECT * FROM runs WHERE {where} ORDER BY (status = 'done') DESC, run_id DESC", params)
+
+    def best_run(self, clip_id: str, model: str | None = None) -> int | None:
+        """The run to show for a clip: the latest finished one, else the latest of any status."""
+        df = self.clip_runs(clip_id, model)
         return None if df.is_empty() else int(df["run_id"][0])
 
     def runs(self) -> pl.DataFrame:
@@ -261,6 +263,40 @@ class Store:
             """SELECT r.run_id, c.title, r.model, r.settings ->> 'model_fingerprint' AS model_version, r.detector,
                       r.status, r.faces, TRY_CAST(r.settings ->> 'sample_fps' AS DOUBLE) AS sample_fps, r.finished_at
                FROM runs r JOIN clips c USING (clip_id) ORDER BY r.run_id DESC"""
+        )
+
+    def running_runs(self) -> pl.DataFrame:
+        """Runs in progress with their clip's title (for progress bars)."""
+        return self.query("SELECT r.*, c.title FROM runs r JOIN clips c USING (clip_id) WHERE r.status = 'running'")
+
+    def tags(self) -> pl.DataFrame:
+        """Every (key, value, clip_id) tag."""
+        return self.query("SELECT key, value, clip_id FROM clip_tags ORDER BY key, value, clip_id")
+
+    def faces(self, run_id: int) -> pl.DataFrame:
+        """A run's faces, most observed first."""
+        return self.query(
+            "SELECT face_id, n_obs, first_seen_ms, last_seen_ms FROM faces WHERE run_id = ? ORDER BY n_obs DESC, face_id",
+            [run_id],
+        )
+
+    def faces_at(self, run_id: int, t_ms: float, within_ms: float = 500.0) -> pl.DataFrame:
+        """Each face's box at its observation nearest to t_ms (within within_ms), by face id."""
+        return self.query(
+            """SELECT face_id, x, y, w, h, timestamp_ms FROM observations WHERE run_id = ? AND abs(timestamp_ms - ?) < ?
+               QUALIFY row_number() OVER (PARTITION BY face_id ORDER BY abs(timestamp_ms - ?)) = 1 ORDER BY face_id""",
+            [run_id, t_ms, within_ms, t_ms],
+        )
+
+    def face_timelines(self, run_id: int, face_ids: list[int], columns: list[str]) -> pl.DataFrame:
+        """The given faces' observations (face_id, timestamp_ms and columns), in time order."""
+        bad = set(columns) - set(OBS_COLUMNS)
+        if bad:
+            raise ValueError(f"unknown observation columns: {sorted(bad)}")
+        return self.query(
+            f"SELECT face_id, timestamp_ms, {', '.join(columns)} FROM observations "
+            "WHERE run_id = ? AND list_contains(?, face_id) ORDER BY timestamp_ms, face_id",
+            [run_id, [int(f) for f in face_ids]],
         )
 
     def timeline(self, run_id: int) -> pl.DataFrame:

@@ -91,6 +91,31 @@ def test_runs_list_the_model_version_and_rate_newest_first(store):
     assert runs["title"].to_list() == [store.clip("c1")["title"]] * 2
 
 
+def test_page_reads_faces_moments_timelines_tags_and_runs(store):
+    _clip(store)
+    run_id = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)["run_id"]
+    with ObservationSink(store, run_id) as sink:
+        sink.append(_rows(run_id, range(10), faces=(1, 2)), _progress(list(range(10))))
+        sink.append(_rows(run_id, range(10, 30), faces=(2,)), _progress(list(range(30))))
+    assert store.running_runs()["title"].to_list() == ["c1"]
+    store.finish_run(run_id, "done")
+    assert store.running_runs().is_empty()
+    later = store.start_run("c1", "m2", "mtcnn", {"a": 2}, 100)["run_id"]
+    assert store.clip_runs("c1")["run_id"].to_list() == [run_id, later]  # finished first
+    assert store.clip_runs("c1", "m2")["run_id"].to_list() == [later]
+    assert store.faces(run_id)["face_id"].to_list() == [2, 1]  # most observed first
+    at = store.faces_at(run_id, 330.0)  # frames are 40 ms apart: nearest is frame 8 for both faces
+    assert at["face_id"].to_list() == [1, 2] and at["timestamp_ms"].to_list() == [320.0, 320.0]
+    assert store.faces_at(run_id, 1000.0)["face_id"].to_list() == [2]  # face 1 left at 360 ms
+    assert store.faces_at(run_id, 5000.0).is_empty()
+    tl = store.face_timelines(run_id, [1], ["happy", "neutral"])
+    assert tl.columns == ["face_id", "timestamp_ms", "happy", "neutral"] and tl.height == 10
+    assert tl["timestamp_ms"].is_sorted() and set(tl["face_id"]) == {1}
+    with pytest.raises(ValueError, match="unknown observation columns"):
+        store.face_timelines(run_id, [1], ["happy; DROP TABLE runs"])
+    assert store.tags().rows() == [("group", "A", "c1")]
+
+
 def test_readers_and_writer_share_the_file(store):
     """A reader in a loop never sees 'database is locked' while a writer commits batches."""
     _clip(store)

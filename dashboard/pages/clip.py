@@ -16,8 +16,7 @@ clip = clip_picker()
 if clip is None:
     st.stop()
 s = store()
-runs = s.query("SELECT run_id, model, status, started_at FROM runs WHERE clip_id = ? ORDER BY (status = 'done') DESC, "
-               "run_id DESC", [clip["clip_id"]])  # fmt: skip
+runs = s.clip_runs(clip["clip_id"])
 if runs.is_empty():
     st.info("This clip has not been processed yet.")
     st.stop()
@@ -86,7 +85,7 @@ def _curves() -> None:
             st.caption(f"Stimulus at {t_sel:.1f} s")
             stim = s.clip(stimulus)
             try:
-                st.image(frame_at(stim["path"], t_sel * 1000), use_container_width=True)
+                st.image(frame_at(stim["path"], t_sel * 1000), width="stretch")
             except FerpipeError as exc:
                 st.caption(str(exc))
     shares = an.top_expression_share(fb, bin_s).with_columns((pl.col("t_s") - shift).alias("t_s"))
@@ -112,7 +111,7 @@ def show_moment(video_t: float) -> None:
         st.video(str(playable), start_time=int(video_t))
     else:
         try:
-            st.image(frame_at(path, video_t * 1000), caption=f"frame at {video_t:.1f} s", use_container_width=True)
+            st.image(frame_at(path, video_t * 1000), caption=f"frame at {video_t:.1f} s", width="stretch")
         except FerpipeError as exc:
             st.caption(str(exc))
         if st.button("Make a browser preview to play the video"):
@@ -121,12 +120,7 @@ def show_moment(video_t: float) -> None:
             st.rerun()
     if st.toggle("Show face thumbnails", value=False, help="Off by default for privacy."):
         blur = st.toggle("Blur thumbnails", value=True)
-        obs = s.query(
-            """SELECT face_id, x, y, w, h, timestamp_ms FROM observations WHERE run_id = ?
-               AND abs(timestamp_ms - ?) < 500 QUALIFY row_number() OVER (PARTITION BY face_id
-               ORDER BY abs(timestamp_ms - ?)) = 1 ORDER BY face_id""",
-            [run_id, video_t * 1000, video_t * 1000],
-        )
+        obs = s.faces_at(run_id, video_t * 1000)
         if obs.is_empty():
             st.caption("No face in view at this moment.")
         else:
@@ -139,15 +133,10 @@ curves()
 
 st.subheader("Per-face timelines")
 with s.reading():
-    faces = s.query("SELECT face_id, n_obs, first_seen_ms, last_seen_ms FROM faces WHERE run_id = ? ORDER BY n_obs DESC",
-                    [run_id])  # fmt: skip
+    faces = s.faces(run_id)
     ids = faces["face_id"].to_list()
     chosen = st.multiselect("Faces", ids, default=ids[:3], format_func=lambda f: f"face {f}") if ids else []
-    obs = s.query(
-        f"SELECT face_id, timestamp_ms, {', '.join(EXPRESSIONS)} FROM observations WHERE run_id = ? "
-        f"AND face_id IN ({', '.join(str(int(f)) for f in chosen)}) ORDER BY timestamp_ms",
-        [run_id],
-    ) if chosen else None  # fmt: skip
+    obs = s.face_timelines(run_id, chosen, list(EXPRESSIONS)) if chosen else None
 if not ids:
     st.caption("No faces.")
 elif obs is not None:

@@ -22,7 +22,7 @@ if mode == "Clips":
     chosen = st.multiselect("Clips (two or more)", list(titles), default=list(titles)[:2], format_func=titles.get)
     groups = {f"{titles[c]} ({c})": [c] for c in chosen}
 else:
-    tags = s.query("SELECT key, value, clip_id FROM clip_tags")
+    tags = s.tags()
     keys = sorted(set(tags["key"].to_list()))
     if not keys:
         st.info("No tags yet: add tags such as group=A when adding clips.")

@@ -62,9 +62,7 @@ if submitted:
 @st.fragment(run_every=2)
 def progress_panel() -> None:
     """Running and finished background jobs, refreshed every 2 seconds."""
-    running = store().query(
-        "SELECT r.*, c.title FROM runs r JOIN clips c USING (clip_id) WHERE r.status = 'running'"
-    )
+    running = store().running_runs()
     by_pid = {r["pid"]: r for r in running.iter_rows(named=True)}
     for job in jobs.list_jobs(db_path()):
         if job.alive():

@@ -54,8 +54,8 @@ if clip is not None:
     if st.button("Reprocess in the background"):
         jobs.start(db_path(), clip["path"], clip["title"], None, other)
         st.info("Started; the overlay below fills in when the run is done (see the Library page for progress).")
-    done = store().query("SELECT DISTINCT model FROM runs WHERE clip_id = ? AND status = 'done'", [clip["clip_id"]])
-    models = done["model"].to_list()
+    runs = store().clip_runs(clip["clip_id"])
+    models = runs.filter(pl.col("status") == "done")["model"].unique(maintain_order=True).to_list()
     if len(models) >= 2:
         signal = st.selectbox("Signal", list(an.SIGNALS), index=3, key="models_signal")
         aggs = {m: an.aggregate(store(), store().best_run(clip["clip_id"], m), 1.0) for m in models}

@@ -105,3 +105,34 @@ def test_clip_view_with_a_linked_stimulus(app, seeded_db):
         assert moment.min == pytest.approx(-2.0)  # curves start at stimulus time -offset
     finally:
         Store(db).set_stimulus(audience, None, 0.0)
+
+
+def test_clip_view_thumbnails_show_the_faces_in_view(app, seeded_db):
+    app.query_params["clip"] = seeded_db[1]["audience_grid.mp4"]
+    app.switch_page("pages/clip.py").run()
+    toggle = next(t for t in app.toggle if t.label == "Show face thumbnails")
+    assert not toggle.value  # off by default for privacy
+    toggle.set_value(True).run()
+    _ok(app)
+    thumbs = [im for im in app.get("image") if any(c.startswith("face ") for c in im.captions)]
+    assert len(thumbs) == 1
+    assert len(thumbs[0].captions) >= 5 and all(c.startswith("face ") for c in thumbs[0].captions)
+
+
+def test_models_page_overlays_two_models_on_one_clip(app, seeded_db, samples, tmp_path, monkeypatch):
+    import shutil
+
+    from ferpipe.pipeline import Pipeline, Settings
+    from ferpipe.store import Store
+
+    db = tmp_path / "two_models.duckdb"
+    shutil.copy(seeded_db[0], db)
+    monkeypatch.setenv("FERPIPE_DB", str(db))
+    Pipeline(Store(db), Settings(model="ferpipe-cnn", sample_fps=2.0)).process(str(samples["single_face.mp4"]))
+    app.query_params["clip"] = seeded_db[1]["single_face.mp4"]
+    app.switch_page("pages/models.py").run()
+    _ok(app)
+    overlay = [c for c in app.get("plotly_chart") if c.proto.id and "model_overlay" in c.proto.id]
+    assert len(overlay) == 1
+    traces = {t.get("name") for t in json.loads(overlay[0].proto.spec)["data"]}
+    assert {"mini-xception", "ferpipe-cnn"} <= traces
