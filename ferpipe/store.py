@@ -293,10 +293,11 @@ class Store:
         bad = set(columns) - set(OBS_COLUMNS)
         if bad:
             raise ValueError(f"unknown observation columns: {sorted(bad)}")
+        ids = [int(f) for f in face_ids]
         return self.query(
             f"SELECT face_id, timestamp_ms, {', '.join(columns)} FROM observations "
-            "WHERE run_id = ? AND list_contains(?, face_id) ORDER BY timestamp_ms, face_id",
-            [run_id, [int(f) for f in face_ids]],
+            f"WHERE run_id = ? AND face_id IN ({', '.join('?' * len(ids)) or 'NULL'}) ORDER BY timestamp_ms, face_id",
+            [run_id, *ids],
         )
 
     def timeline(self, run_id: int) -> pl.DataFrame:

@@ -111,6 +111,8 @@ def test_page_reads_faces_moments_timelines_tags_and_runs(store):
     tl = store.face_timelines(run_id, [1], ["happy", "neutral"])
     assert tl.columns == ["face_id", "timestamp_ms", "happy", "neutral"] and tl.height == 10
     assert tl["timestamp_ms"].is_sorted() and set(tl["face_id"]) == {1}
+    assert store.face_timelines(run_id, [1, 2], ["happy"]).height == 40
+    assert store.face_timelines(run_id, [], ["happy"]).is_empty()
     with pytest.raises(ValueError, match="unknown observation columns"):
         store.face_timelines(run_id, [1], ["happy; DROP TABLE runs"])
     assert store.tags().rows() == [("group", "A", "c1")]
