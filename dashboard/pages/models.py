@@ -54,11 +54,11 @@ if clip is not None:
     if st.button("Reprocess in the background"):
         jobs.start(db_path(), clip["path"], clip["title"], None, other)
         st.info("Started; the overlay below fills in when the run is done (see the Library page for progress).")
-    runs = store().clip_runs(clip["clip_id"])
-    models = runs.filter(pl.col("status") == "done")["model"].unique(maintain_order=True).to_list()
-    if len(models) >= 2:
+    runs = store().clip_runs(clip["clip_id"])  # best first, so the first finished run of each model is its best
+    done = runs.filter(pl.col("status") == "done").unique("model", keep="first", maintain_order=True)
+    if done.height >= 2:
         signal = st.selectbox("Signal", list(an.SIGNALS), index=3, key="models_signal")
-        aggs = {m: an.aggregate(store(), store().best_run(clip["clip_id"], m), 1.0) for m in models}
+        aggs = {r["model"]: an.aggregate(store(), r["run_id"], 1.0) for r in done.iter_rows(named=True)}
         st.plotly_chart(overlay_figure(aggs, signal), key="model_overlay")
     else:
         st.caption("Once the clip has finished runs with two models, their curves are overlaid here.")
