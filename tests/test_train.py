@@ -190,6 +190,8 @@ def test_swa_fine_tuning_starts_from_init_and_averages(two_tiny_cnns, fer_parque
     best = torch.load(tmp_path / "best.pt")
     convs = [k for k in init if k.endswith("weight") and init[k].dim() == 4]
     assert convs and all(torch.allclose(best[k], init[k], atol=1e-5) for k in convs)
+    with pytest.raises(ValueError, match="does not fit a width-16 CNN"):
+        train_cnn(fer_parquet, tmp_path / "wider", TrainConfig(width=16, epochs=1, limit=100, init=str(two_tiny_cnns[0])))
 
 
 def test_swa_follows_a_one_cycle_phase(fer_parquet, tmp_path):
