@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=None)
     args = ap.parse_args()
 
-    from ferpipe.evaluate import load_crops, predict, summarise
+    from ferpipe.lab.evaluate import load_crops, predict, summarise
     from ferpipe.expression import ExpressionModel
     from ferpipe.registry import registry
 

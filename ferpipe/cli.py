@@ -272,27 +272,42 @@ def models_fetch(names: list[str] = typer.Argument(None, help="Models to fetch (
 
 @app.command("eval")
 def evaluate(
-    data: Path = typer.Option(..., "--data", help="Parquet of labelled face crops (split, label, emotion, image_jpeg)."),
+    data: Path = typer.Option(..., "--data", help="FER2013 or FER+ Parquet, or a folder with one subfolder per expression."),
     split: Optional[str] = typer.Option(None, "--split", help="Only rows of this split, e.g. public_test."),
     model: Optional[str] = typer.Option(None, "--model", help="Expression model (default: the registry's default)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate on the first N rows only."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate on a fixed random subset of N images."),
     flip: bool = typer.Option(False, "--flip", help="Test-time augmentation: average with the mirrored crop."),
+    full_image: bool = typer.Option(
+        False, "--full-image", help="DIR holds full images: detect, take the largest face, align, classify."
+    ),
+    head: str = typer.Option(
+        "auto", "--head", help="Output head of a multi-head model; auto: the data's labelling protocol if the model has it."
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Accuracy of an expression model on labelled crops."""
-    from .evaluate import evaluate_parquet
+    """Accuracy of an expression model on labelled crops, or on full images through the pipeline's path."""
+    from .lab.evaluate import evaluate_data, evaluate_full_image
     from .registry import default_expression_model
 
+    name = model or default_expression_model()
     try:
-        report = evaluate_parquet(data, split=split, model=model or default_expression_model(), limit=limit, flip=flip)
+        if full_image:
+            with _progress() as bar:
+                task = bar.add_task("images", total=None, unit="images")
+                report = evaluate_full_image(data, model=name, head=None if head == "auto" else head, limit=limit,
+                                             progress=lambda d, t: bar.update(task, completed=d, total=t))  # fmt: skip
+        else:
+            report = evaluate_data(data, split=split, model=name, limit=limit, flip=flip, head=head)
     except (FerpipeError, ValueError, OSError) as exc:
         _fail(str(exc))
         return
     if as_json:
         print(json.dumps(report))
         return
-    out.print(f"model {report['model']}: accuracy {report['accuracy']:.4f} on {report['n']} images "
-              f"(macro-F1 {report['macro_f1']:.4f}, ECE {report['ece']:.4f}, {report['ms_per_face']:.3f} ms/face)")  # fmt: skip
+    found = f", faces found in {report['face_found']:.1%}" if full_image else ""
+    head_note = f", head {report['head']}" if report.get("head") else ""
+    out.print(f"model {report['model']}{head_note}: accuracy {report['accuracy']:.4f} on {report['n']} images "
+              f"(macro-F1 {report['macro_f1']:.4f}, ECE {report['ece']:.4f}, {report['ms_per_face']:.3f} ms/face{found})")  # fmt: skip
     table = Table("expression", "recall", "n")
     for name, r in report["per_class"].items():
         table.add_row(name, f"{r['recall']:.3f}", str(r["n"]))
@@ -301,7 +316,9 @@ def evaluate(
 
 @app.command()
 def train(
-    data: Path = typer.Option(..., "--data", help="FER2013-layout Parquet, or a folder with one subfolder per expression."),
+    data: list[Path] = typer.Option(
+        ..., "--data", help="FER2013 or FER+ Parquet, or an image folder; repeat to train one head per protocol."
+    ),
     out_dir: Path = typer.Option(..., "--out", help="Folder for checkpoints and the exported model (resumes if present)."),
     name: str = typer.Option("ferpipe-cnn", "--name", help="Registry name of the exported model."),
     arch: str = typer.Option("vgg", "--arch", help="vgg (CNN), svm-hog (HOG + linear SVM) or cnn-svm."),
@@ -322,6 +339,8 @@ def train(
         0, "--swa-start", help="From this epoch on, average the weights (SWA) at --swa-lr; 0: off."
     ),
     swa_lr: float = typer.Option(0.01, "--swa-lr", help="Constant learning rate during SWA."),
+    augment: str = typer.Option("fer", "--augment", help="fer (FER2013-like crops) or domain (video-like crops too)."),
+    ferplus_target: str = typer.Option("votes", "--ferplus-target", help="FER+ head learns the votes or the majority."),
     threads: int = typer.Option(0, "--threads", help="Torch threads (0: all cores)."),
     no_bf16: bool = typer.Option(False, "--no-bf16", help="Train in float32 instead of bf16 autocast."),
     train_split: str = typer.Option("train", "--train-split"),
@@ -330,21 +349,22 @@ def train(
 ) -> None:
     """Train an expression classifier, export it to ONNX with its registry spec, and register it."""
     try:
-        from .train import TrainConfig, finish_cnn, train_cnn
+        from .lab.train import TrainConfig, finish_cnn, train_cnn
 
         config = TrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                              seed=seed, label_smoothing=label_smoothing, class_weight_power=class_weight_power, bf16=not no_bf16, threads=threads, train_split=train_split,
                              select_split=select_split, limit=limit, flip_tta=False,
-                             init=str(init) if init else None, swa_start=swa_start, swa_lr=swa_lr)  # fmt: skip
+                             init=str(init) if init else None, swa_start=swa_start, swa_lr=swa_lr, augment=augment,
+                             ferplus_target=ferplus_target)  # fmt: skip
         if arch in ("svm-hog", "cnn-svm"):
-            from .baselines import run_cnn_svm, run_svm_hog
+            from .lab.baselines import run_cnn_svm, run_svm_hog
 
             if arch == "svm-hog":
-                res = run_svm_hog(data, out_dir, train_split, select_split, limit)
+                res = run_svm_hog(data[0], out_dir, train_split, select_split, limit)
             else:
                 if cnn_checkpoint is None:
                     raise ValueError("--arch cnn-svm needs --cnn-checkpoint PATH/best.pt and the CNN's --width")
-                res = run_cnn_svm(data, out_dir, cnn_checkpoint, width, train_split, select_split, limit)
+                res = run_cnn_svm(data[0], out_dir, cnn_checkpoint, width, train_split, select_split, limit)
             out.print(f"{arch}: {select_split} accuracy {res['accuracy']:.4f}, macro-F1 {res['macro_f1']:.4f} "
                       f"(C={res['C']}); saved {Path(out_dir) / (arch + '.json')}")  # fmt: skip
             return
@@ -358,8 +378,9 @@ def train(
 
             def on_epoch(epoch: int, total: int, m: dict) -> None:
                 bar.update(epochs_task, completed=epoch)
+                heads = ", ".join(f"{h} {a:.4f}" for h, a in m["head_acc"].items())
                 err.print(f"epoch {epoch}/{total}: loss {m['loss']:.3f}, {config.select_split} accuracy "
-                          f"{m['select_acc']:.4f} ({m['seconds']:.0f}s)")  # fmt: skip
+                          f"{m['select_acc']:.4f} ({heads}; {m['seconds']:.0f}s)")  # fmt: skip
 
             result = train_cnn(data, out_dir, config, on_step=on_step, on_epoch=on_epoch)
         metrics = finish_cnn(result, Path(out_dir), name, config)
@@ -373,7 +394,7 @@ def train(
 
 def _register_and_say(out_dir: Path, name: str, no_register: bool, summary: str) -> None:
     """Add an exported model to the cache registry (unless told not to), then print its summary."""
-    from .train import register
+    from .lab.train import register
 
     spec = None if no_register else register(Path(out_dir), name)
     out.print(summary)
@@ -387,7 +408,9 @@ def export_model(
     flip_checkpoints: list[Path] = typer.Option(
         [], "--flip-checkpoint", help="Like --checkpoint, but averaged over the crop and its mirror image."
     ),
-    data: Path = typer.Option(..., "--data", help="FER2013-layout Parquet or image folders (calibration and metrics)."),
+    data: list[Path] = typer.Option(
+        ..., "--data", help="The members' training data, one per head (calibration and metrics); repeatable."
+    ),
     out_dir: Path = typer.Option(..., "--out", help="Folder for the ONNX file and its registry spec."),
     name: str = typer.Option("ferpipe-cnn", "--name", help="Registry name of the exported model."),
     width: int = typer.Option(48, "--width", help="Width the checkpoints were trained with."),
@@ -401,7 +424,7 @@ def export_model(
 ) -> None:
     """Export trained CNN checkpoints as one calibrated ONNX model (ensemble, flip TTA, int8) and register it."""
     try:
-        from .train import export_model as export
+        from .lab.train import export_model as export
 
         with err.status(f"exporting {name} ..."):
             members = [*checkpoints, *flip_checkpoints]

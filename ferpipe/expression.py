@@ -62,17 +62,20 @@ def align_faces(image: np.ndarray, landmarks: np.ndarray, size: int, channels: i
 class ExpressionModel(OnnxModel):
     """An ONNX classifier described by a registry Preprocess spec."""
 
-    def __init__(self, spec: ModelSpec, path: str | os.PathLike | None = None, threads: int | None = None) -> None:
+    def __init__(self, spec: ModelSpec, path: str | os.PathLike | None = None, threads: int | None = None,
+                 head: str | None = None) -> None:  # fmt: skip
         if spec.task != "expression" or spec.preprocess is None:
             raise ValueError(f"{spec.name!r} is not an expression model")
         self.spec = spec
         self.pre: Preprocess = spec.preprocess
+        block, self.temperature = self.pre.head(head)
+        self.head = head or (self.pre.heads[0][0] if self.pre.heads else None)
         super().__init__(path or fetch(spec)["model"], threads)
-        self._order = np.array([self.pre.labels.index(e) for e in EXPRESSIONS])
+        self._order = np.array([self.pre.labels.index(e) for e in EXPRESSIONS]) + block * len(EXPRESSIONS)
 
     @classmethod
-    def from_name(cls, name: str, threads: int | None = None) -> "ExpressionModel":
-        return cls(get_spec(name, task="expression"), threads=threads)
+    def from_name(cls, name: str, threads: int | None = None, head: str | None = None) -> "ExpressionModel":
+        return cls(get_spec(name, task="expression"), threads=threads, head=head)
 
     def preprocess(self, crops: np.ndarray) -> np.ndarray:
         """(N, S, S, C) uint8 crops -> normalised float32 tensor in the model's layout."""
@@ -82,7 +85,7 @@ class ExpressionModel(OnnxModel):
     def postprocess(self, outputs: list[np.ndarray], crops: np.ndarray) -> Expressions:
         raw = outputs[0].astype(np.float64)
         logits = np.log(np.clip(raw, 1e-12, None)) if self.pre.output == "probs" else raw
-        logits = logits[:, self._order] / self.pre.temperature
+        logits = logits[:, self._order] / self.temperature
         e = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
         valence, arousal = circumplex(probs)

@@ -26,6 +26,22 @@ log = logging.getLogger(__name__)
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+def is_image(path: str | os.PathLike) -> bool:
+    """A still image (by extension): processed as a one-frame clip at timestamp 0."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """A still image as (H, W, 3) uint8 BGR, whatever its colour type (gray, alpha, 16-bit)."""
+    p = Path(path)
+    data = np.fromfile(p, dtype=np.uint8) if p.is_file() else None  # bytes first: any file name works
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
+    if img is None:
+        raise InputError(f"{p.name}: not a readable image (corrupt, truncated or not an image)")
+    return np.ascontiguousarray(img)
 
 
 def _open(path: str | os.PathLike) -> cv2.VideoCapture:
@@ -42,6 +58,9 @@ def probe(path: str | os.PathLike, sha256: str = "") -> VideoInfo:
         raise InputError(f"{p}: no such file")
     if p.stat().st_size == 0:
         raise InputError(f"{p.name}: the file is empty (0 bytes)")
+    if is_image(p):
+        height, width = read_image(p).shape[:2]
+        return VideoInfo(str(p), sha256, 0.0, 0.0, width, height, 1, 0)
     cap = _open(p)
     try:
         fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
@@ -71,6 +90,10 @@ def iter_frames(
     """
     if sample_fps is not None and not 0 < sample_fps <= 240:
         raise ValueError(f"sample_fps must be in (0, 240], got {sample_fps}")
+    if is_image(path):
+        if after_ms is None:
+            yield Frame(0, 0.0, read_image(path))
+        return
     period = 1000.0 / sample_fps if sample_fps else 0.0
     cap = _open(path)
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 from .config import allow_private_urls, max_upload_mb
 from .errors import InputError
-from .frames import VIDEO_EXTENSIONS, probe
+from .frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, probe
 from .registry import sha256_file
 from .types import VideoInfo
 
@@ -81,12 +81,14 @@ def _sha256_and_store(tmp_path: Path, library: Path, suffix: str) -> Path:
 
 
 def ingest_file(path: str | os.PathLike, library: Path, title: str | None = None, source_uri: str | None = None) -> Ingested:
-    """Check a local video and copy it into the library (once per content hash)."""
+    """Check a local video or still image and copy it into the library (once per content hash)."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise InputError(f"{p}: no such file")
-    if p.suffix.lower() not in VIDEO_EXTENSIONS:
-        raise InputError(f"{p.name}: not a video file (expected one of {', '.join(VIDEO_EXTENSIONS)})")
+    if p.suffix.lower() not in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS:
+        raise InputError(
+            f"{p.name}: not a video or image file (expected one of {', '.join(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)})"
+        )
     size = p.stat().st_size
     if size > max_upload_mb() * 1024 * 1024:
         raise InputError(f"{p.name}: {size / 2**20:.0f} MiB is over the {max_upload_mb()} MiB limit (FERPIPE_MAX_UPLOAD_MB)")

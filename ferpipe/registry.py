@@ -71,6 +71,9 @@ class Preprocess:
     labels: output order of the model, each one of EXPRESSIONS.
     output: "probs" (softmax already applied) or "logits".
     temperature: divides logits before softmax (calibration).
+    heads: for models with several output heads (7 outputs each, one per labelling protocol),
+    (name, temperature) per head in output order; the first is the pipeline's and its
+    temperature equals ``temperature``. Empty for a single head.
     """
 
     size: int = 64
@@ -81,8 +84,13 @@ class Preprocess:
     labels: tuple[str, ...] = EXPRESSIONS
     output: str = "probs"
     temperature: float = 1.0
+    heads: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
+        heads = tuple((str(h[0]), float(h[1])) for h in self.heads)
+        if any(t <= 0 for _, t in heads) or len({h for h, _ in heads}) != len(heads):
+            raise ValueError(f"Preprocess.heads must be distinct (name, temperature > 0) pairs, got {self.heads}")
+        object.__setattr__(self, "heads", heads)
         if not 8 <= self.size <= 512:
             raise ValueError(f"Preprocess.size must be in [8, 512], got {self.size}")
         if self.channels not in (1, 3):
@@ -96,6 +104,16 @@ class Preprocess:
         if self.std <= 0 or self.temperature <= 0:
             raise ValueError(f"Preprocess.std and temperature must be > 0, got {self.std}, {self.temperature}")
         object.__setattr__(self, "labels", tuple(self.labels))
+
+    def head(self, name: str | None) -> tuple[int, float]:
+        """(output block index, temperature) of a head; None: the first (the pipeline's)."""
+        if name is None:
+            return 0, self.temperature
+        names = [h for h, _ in self.heads]
+        if name not in names:
+            raise ValueError(f"unknown head {name!r}; this model has {names or ['one unnamed head']}")
+        i = names.index(name)
+        return i, self.heads[i][1]
 
 
 @dataclass(frozen=True)
@@ -322,7 +340,7 @@ def fetch(spec: ModelSpec) -> dict[str, Path]:
     for key, src in spec.files.items():
         path = fetch_source(src)
         if src.convert == "keras-h5":
-            from .convert import convert_keras_h5
+            from .lab.convert import convert_keras_h5
 
             onnx_path = cache_dir() / "converted" / f"{spec.name}-{src.sha256[:16]}.onnx"
             if not onnx_path.is_file():

@@ -84,6 +84,13 @@ class Detections:
     def __getitem__(self, idx: np.ndarray | slice | Sequence[int]) -> "Detections":
         return Detections(self.boxes[idx], self.scores[idx], self.landmarks[idx], self.track_ids[idx])
 
+    def largest(self) -> int:
+        """Index of the largest face by box area (the subject of a portrait); ValueError when empty."""
+        if not len(self):
+            raise ValueError("no detections to choose the largest from")
+        b = self.boxes
+        return int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
+
     def with_track_ids(self, track_ids: np.ndarray) -> "Detections":
         return Detections(self.boxes, self.scores, self.landmarks, track_ids)
 

@@ -15,6 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_FER = REPO.parent / "shared" / "datasets" / "fer2013" / "fer2013.parquet"
+SHARED_FERPLUS = REPO.parent / "shared" / "datasets" / "ferplus" / "ferplus.parquet"
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +71,13 @@ def fer_parquet() -> Path:
     if not SHARED_FER.is_file():
         pytest.skip(f"FER2013 not found at {SHARED_FER} (it sits in ../shared beside the checkout in CI)")
     return SHARED_FER
+
+
+@pytest.fixture(scope="session")
+def ferplus_parquet() -> Path:
+    if not SHARED_FERPLUS.is_file():
+        pytest.skip(f"FER+ not found at {SHARED_FERPLUS} (it sits in ../shared beside the checkout in CI)")
+    return SHARED_FERPLUS
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):

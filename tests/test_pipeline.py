@@ -84,3 +84,31 @@ def test_unknown_model_fails_before_any_work(store):
         Pipeline(store, Settings(model="nope"))
     with pytest.raises(ValueError, match="sample_fps"):
         Settings(sample_fps=-1)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".bmp"])
+def test_a_still_image_is_a_one_frame_clip(pipeline_factory, samples, store, tmp_path, suffix):
+    """A photo goes through the same pipeline as a video frame and is stored as a one-frame clip at t = 0."""
+    import cv2
+
+    photo = tmp_path / f"group{suffix}"
+    cv2.imwrite(str(photo), cv2.imread(str(samples["multi_face.jpg"])))
+    result = pipeline_factory().process(str(photo))
+    assert result.status == "done" and result.frames_analyzed == 1 and result.faces == 5
+    obs = store.timeline(result.run_id)
+    assert obs.height == 5 and obs["timestamp_ms"].unique().to_list() == [0.0]
+    assert obs["frame_index"].unique().to_list() == [0]
+    clip = store.clip(result.clip_id)
+    assert clip["duration_s"] == 0 and clip["frame_count"] == 1 and clip["width"] > 0
+    again = pipeline_factory().process(str(photo))
+    assert again.reused
+
+
+def test_a_corrupt_image_is_refused(pipeline_factory, tmp_path, store):
+    from ferpipe.errors import InputError
+
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(InputError, match="not a readable image"):
+        pipeline_factory().process(str(bad))
+    assert store.clips().is_empty()

@@ -6,8 +6,8 @@ from common import caveat, clip_picker, db_path, store
 
 from ferpipe import analytics as an
 from ferpipe import jobs
-from ferpipe.baselines import baseline_results
-from ferpipe.evaluate import saved_reports
+from ferpipe.lab.baselines import baseline_results
+from ferpipe.lab.evaluate import saved_reports
 from ferpipe.figures import confusion_figure, overlay_figure
 from ferpipe.registry import default_expression_model, registry
 

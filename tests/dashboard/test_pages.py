@@ -58,7 +58,7 @@ def test_export_offers_every_download(app):
 
 
 def test_models_page_lists_models_and_runs(app, seeded_db, tmp_path, monkeypatch):
-    from ferpipe.evaluate import save_report, summarise
+    from ferpipe.lab.evaluate import save_report, summarise
     from ferpipe.registry import get_spec
 
     monkeypatch.setenv("FERPIPE_CACHE", str(tmp_path))

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from ferpipe.convert import convert_keras_h5
+from ferpipe.lab.convert import convert_keras_h5
 from ferpipe.onnx import create_session
 from ferpipe.registry import fetch_source, get_spec
-from keras_reference import forward
+from .keras_reference import forward
 
 
 @pytest.fixture(scope="module")

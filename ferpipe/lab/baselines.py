@@ -111,7 +111,7 @@ def run_cnn_svm(data: str | os.PathLike, out_dir: str | os.PathLike, checkpoint:
 def _save(out_dir: str | os.PathLike, arch: str, params: dict, probs: np.ndarray, labels: np.ndarray, ms: float,
           select_split: str = "public_test") -> dict:  # fmt: skip
     """Write the result to out_dir and to the cache, where the dashboard's Models page finds it."""
-    from .config import cache_dir
+    from ..config import cache_dir
 
     rep = summarise(probs, labels)
     result = {"arch": arch, **params, "select_split": select_split, "n": int(len(labels)),
@@ -126,8 +126,8 @@ def _save(out_dir: str | os.PathLike, arch: str, params: dict, probs: np.ndarray
 
 def baseline_results() -> list[dict]:
     """Baseline results shipped in models/baselines/ (measured by the project), overridden by ones run here."""
-    from .config import cache_dir
-    from .registry import PROJECT_MODELS_DIR
+    from ..config import cache_dir
+    from ..registry import PROJECT_MODELS_DIR
 
     found: dict[str, dict] = {}
     for folder in (PROJECT_MODELS_DIR / "baselines", cache_dir() / "baselines"):

@@ -31,7 +31,7 @@ def test_train_export_register_eval_and_process(fer_parquet, tmp_path, samples):
 
 
 def test_training_resumes_from_its_checkpoint(fer_parquet, tmp_path):
-    from ferpipe.train import TrainConfig, train_cnn
+    from ferpipe.lab.train import TrainConfig, train_cnn
 
     cfg = TrainConfig(width=8, epochs=2, limit=200, batch_size=64, patience=5)
     first = train_cnn(fer_parquet, tmp_path, TrainConfig(**{**cfg.__dict__, "epochs": 2}))
@@ -48,7 +48,7 @@ def test_training_resumes_from_its_checkpoint(fer_parquet, tmp_path):
 
 
 def test_augment_keeps_shape_and_range():
-    from ferpipe.train import augment, class_weights
+    from ferpipe.lab.train import augment, class_weights
 
     x = torch.rand(16, 1, 48, 48)
     y = augment(x, torch.Generator().manual_seed(0))
@@ -65,14 +65,14 @@ def test_svm_hog_baseline_on_a_tiny_subset(fer_parquet, tmp_path):
 
 
 def test_hog_features_shape():
-    from ferpipe.baselines import hog_features
+    from ferpipe.lab.baselines import hog_features
 
     f = hog_features(np.zeros((2, 48, 48), np.uint8))
     assert f.shape == (2, 900)
 
 
 def test_hog_responds_to_edge_orientation():
-    from ferpipe.baselines import hog_features
+    from ferpipe.lab.baselines import hog_features
 
     vertical = np.zeros((1, 48, 48), np.uint8)
     vertical[:, :, 24:] = 255
@@ -85,7 +85,7 @@ def test_hog_responds_to_edge_orientation():
 @pytest.fixture(scope="module")
 def two_tiny_cnns(tmp_path_factory, fer_parquet):
     """Two width-8 CNNs trained for one epoch on 300 images, with different seeds."""
-    from ferpipe.train import TrainConfig, train_cnn
+    from ferpipe.lab.train import TrainConfig, train_cnn
 
     paths = []
     for seed in (0, 1):
@@ -112,7 +112,7 @@ def test_export_model_averages_members_with_flip_and_int8(two_tiny_cnns, fer_par
     assert spec["preprocess"]["temperature"] > 0
 
     # the graph's output is log of the mean softmax over member 1 (crop) and member 2 (crop, mirror)
-    from ferpipe.train import load_cnn
+    from ferpipe.lab.train import load_cnn
 
     x = torch.rand(5, 1, 48, 48) * 2 - 1
     a, b = (load_cnn(p, 8) for p in two_tiny_cnns)
@@ -139,9 +139,9 @@ def spec_accuracy(cache, name):
 
 
 def test_int8_quantisation_keeps_predictions(two_tiny_cnns, tmp_path):
-    from ferpipe.convert import quantize_int8
+    from ferpipe.lab.convert import quantize_int8
     from ferpipe.onnx import create_session
-    from ferpipe.train import export_onnx, load_cnn
+    from ferpipe.lab.train import export_onnx, load_cnn
 
     fp32 = export_onnx(load_cnn(two_tiny_cnns[0], 8), tmp_path / "m.onnx", flip_tta=False)
     x = (np.random.default_rng(0).random((64, 1, 48, 48), np.float32) - 0.5) * 2
@@ -153,8 +153,8 @@ def test_int8_quantisation_keeps_predictions(two_tiny_cnns, tmp_path):
 
 
 def test_export_arguments_are_checked(two_tiny_cnns, tmp_path):
-    from ferpipe.convert import quantize_int8
-    from ferpipe.train import TrainConfig, export_onnx, load_cnn
+    from ferpipe.lab.convert import quantize_int8
+    from ferpipe.lab.train import TrainConfig, export_onnx, load_cnn
 
     with pytest.raises(ValueError, match="2 flags for 1 members"):
         export_onnx([load_cnn(two_tiny_cnns[0], 8)], tmp_path / "m.onnx", flip_tta=[True, False])
@@ -178,7 +178,7 @@ def test_export_arguments_are_checked(two_tiny_cnns, tmp_path):
 
 def test_swa_fine_tuning_starts_from_init_and_averages(two_tiny_cnns, fer_parquet, tmp_path):
     """--init loads the weights; at a negligible SWA rate the averaged network is the initial one."""
-    from ferpipe.train import TrainConfig, train_cnn
+    from ferpipe.lab.train import TrainConfig, train_cnn
 
     init = torch.load(two_tiny_cnns[0])
     cfg = TrainConfig(width=8, epochs=2, limit=300, batch_size=64, init=str(two_tiny_cnns[0]), swa_start=1, swa_lr=1e-9)
@@ -196,7 +196,7 @@ def test_swa_fine_tuning_starts_from_init_and_averages(two_tiny_cnns, fer_parque
 
 def test_swa_follows_a_one_cycle_phase(fer_parquet, tmp_path):
     """Epochs before swa_start follow the one-cycle schedule; from it on, the rate settles at swa_lr."""
-    from ferpipe.train import TrainConfig, train_cnn
+    from ferpipe.lab.train import TrainConfig, train_cnn
 
     cfg = TrainConfig(width=8, epochs=3, limit=200, batch_size=64, swa_start=2, swa_lr=0.003)
     res = train_cnn(fer_parquet, tmp_path, cfg)
@@ -204,3 +204,52 @@ def test_swa_follows_a_one_cycle_phase(fer_parquet, tmp_path):
     assert [h["swa"] for h in hist] == [False, True, True]
     assert hist[0]["lr"] < 0.003 and hist[2]["lr"] == pytest.approx(0.003)
     assert int(torch.load(tmp_path / "checkpoint.pt", weights_only=False)["swa"]["n_averaged"]) == 2
+
+
+def test_soft_label_training_on_ferplus_and_fer2013_into_the_registry(fer_parquet, ferplus_parquet, tmp_path, samples):
+    """FER+ votes and FER2013 labels train one network with one head per protocol, end to end: the spec
+    lists both heads, `eval` scores each dataset with its own head, and `process` uses the FER+ head."""
+    env = {"FERPIPE_CACHE": str(tmp_path / "cache")}
+    r = run_cli("train", "--data", str(ferplus_parquet), "--data", str(fer_parquet), "--out", str(tmp_path / "run"),
+                "--name", "tiny-joint", "--epochs", "1", "--limit", "300", "--width", "8", "--batch-size", "64",
+                "--augment", "domain", env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "ferplus" in r.stderr and "fer2013" in r.stderr  # per-head selection accuracy in the epoch line
+    spec = json.loads((tmp_path / "cache" / "registry" / "tiny-joint.json").read_text())
+    heads = spec["preprocess"]["heads"]
+    assert [h for h, _ in heads] == ["ferplus", "fer2013"] and all(t > 0 for _, t in heads)
+    assert spec["preprocess"]["temperature"] == heads[0][1]
+    assert set(spec["extra"]["metrics"]["heads"]) == {"ferplus", "fer2013"}
+    reports = {}
+    for data in (ferplus_parquet, fer_parquet):
+        r = run_cli("eval", "--data", str(data), "--split", "public_test", "--model", "tiny-joint", "--limit", "200",
+                    "--json", env=env)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        reports[json.loads(r.stdout)["protocol"]] = json.loads(r.stdout)
+    assert reports["ferplus"]["head"] == "ferplus" and reports["fer2013"]["head"] == "fer2013"
+    assert reports["ferplus"]["n"] < 200  # contempt and no-majority images are left out
+    r = run_cli("eval", "--data", str(fer_parquet), "--split", "public_test", "--model", "tiny-joint", "--limit", "50",
+                "--head", "nope", env=env)  # fmt: skip
+    assert r.returncode == 1 and "unknown head 'nope'" in r.stderr
+    r = run_cli("process", str(samples["single_face.jpg"]), "--db", str(tmp_path / "db.duckdb"), "--model",
+                "tiny-joint", "--json", env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["faces"] == 1
+
+
+def test_two_heads_learn_their_own_targets(tmp_path, fer_parquet):
+    """The loss of an image reaches only its own protocol's head: with FER2013 data alone, a grown second
+    head never moves."""
+    from ferpipe.lab.train import TrainConfig, build_cnn, load_cnn, train_cnn
+
+    net = build_cnn(8, heads=1)
+    torch.save(net.state_dict(), tmp_path / "one.pt")
+    grown = load_cnn(tmp_path / "one.pt", 8, heads=2)
+    w = grown[-1].weight.detach()
+    assert w.shape[0] == 14 and torch.equal(w[:7], w[7:])
+    with pytest.raises(ValueError, match="has 2 heads"):
+        torch.save(grown.state_dict(), tmp_path / "two.pt")
+        load_cnn(tmp_path / "two.pt", 8, heads=3)
+    res = train_cnn(fer_parquet, tmp_path / "run", TrainConfig(width=8, epochs=1, limit=200, batch_size=64))
+    assert res["heads"] == ("fer2013",)
+    assert json.loads((tmp_path / "run" / "heads.json").read_text()) == ["fer2013"]

@@ -1,6 +1,6 @@
 """An independent NumPy forward pass of a Keras HDF5 model (NHWC, TensorFlow padding rules).
 
-Used only to check the ONNX converter: it shares no code with ferpipe.convert
+Used only to check the ONNX converter: it shares no code with ferpipe.lab.convert
 beyond reading the HDF5 file.
 """
 
