@@ -31,7 +31,7 @@ def build_db(path: Path, faces: int, frames: int, video: Path) -> int:
     store.migrate()
     store.upsert_clip("bigclip00001", {"sha256": "b" * 64, "path": str(video), "title": "1M-row benchmark clip",
                                        "duration_s": frames / 5.0, "fps": 5.0, "frame_count": frames}, {"group": "A"})  # fmt: skip
-    run_id = store.start_run("bigclip00001", "mini-xception", "mtcnn", {"bench": True}, frames)["run_id"]
+    run_id = store.start_run("bigclip00001", "mini-xception", "mtcnn", {"bench": True}, frames).run_id
     raw = ", ".join(f"random() + CASE WHEN f % 7 = {k} THEN 1.5 ELSE 0 END AS r{k}" for k in range(7))
     total = " + ".join(f"r{k}" for k in range(7))
     probs = ", ".join(f"(r{k} / ({total}))::REAL" for k in range(7))

@@ -6,6 +6,7 @@ shared lab machines can keep their data apart.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -40,8 +41,44 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "ferpipe"
 
 
-def allow_private_urls() -> bool:
-    return os.environ.get(ENV_ALLOW_PRIVATE, "") == "1"
+ENV_DOWNLOAD_TIMEOUT = "FERPIPE_DOWNLOAD_TIMEOUT_S"
+
+
+def private_url_rules() -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int | None]]:
+    """Private addresses URLs may reach, from $FERPIPE_ALLOW_PRIVATE_URLS.
+
+    "1" allows every address; otherwise a comma-separated list of addresses or networks, each
+    optionally with ":PORT" (IPv6 in brackets), e.g. "10.0.0.5, 192.168.1.0/24, 127.0.0.1:8080",
+    for a lab's own media server. Empty or unset: none.
+    """
+    raw = os.environ.get(ENV_ALLOW_PRIVATE, "").strip()
+    if raw == "1":
+        return [(ipaddress.ip_network("0.0.0.0/0"), None), (ipaddress.ip_network("::/0"), None)]
+    rules = []
+    for item in filter(None, (x.strip() for x in raw.split(","))):
+        host, port = item, None
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port = rest.lstrip(":") or None
+        elif item.count(":") == 1:
+            host, port = item.split(":")
+        try:
+            rules.append((ipaddress.ip_network(host, strict=False), int(port) if port else None))
+        except ValueError:
+            raise ValueError(f"{ENV_ALLOW_PRIVATE}: {item!r} is not an address, network or address:port") from None
+    return rules
+
+
+def download_timeout_s() -> float:
+    """Longest a whole download may take, in seconds ($FERPIPE_DOWNLOAD_TIMEOUT_S, default 1800)."""
+    raw = os.environ.get(ENV_DOWNLOAD_TIMEOUT, "1800")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{ENV_DOWNLOAD_TIMEOUT} must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise ValueError(f"{ENV_DOWNLOAD_TIMEOUT} must be positive, got {value}")
+    return value
 
 
 def max_upload_mb() -> int:

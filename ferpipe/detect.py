@@ -277,10 +277,18 @@ class YuNetDetector(FaceDetector):
 DETECTORS = ("mtcnn", "yunet")
 
 
-def create_detector(name: str = "mtcnn", **kwargs) -> FaceDetector:
-    """A detector by name; yunet needs model_path=."""
-    if name == "mtcnn":
-        return MTCNNDetector(**kwargs)
+def check_detector(name: str, model_path: str | os.PathLike | None = None) -> None:
+    """ValueError unless ``name`` is a detector and has the file it needs (where arguments enter)."""
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector {name!r}; choose one of: {', '.join(DETECTORS)}")
+    if name == "yunet" and not model_path:
+        raise ValueError("the yunet detector needs a model file (--detector-model FILE.onnx)")
+
+
+def create_detector(name: str = "mtcnn", model_path: str | os.PathLike | None = None,
+                    min_face_size: int | None = None) -> FaceDetector:  # fmt: skip
+    """The one factory for detectors: mtcnn (bundled), or yunet from a user-given ONNX file."""
+    check_detector(name, model_path)
     if name == "yunet":
-        return YuNetDetector(**kwargs)
-    raise ValueError(f"unknown detector {name!r}; choose one of: {', '.join(DETECTORS)}")
+        return YuNetDetector(model_path)
+    return MTCNNDetector(min_face_size=min_face_size)

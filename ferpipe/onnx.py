@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from .errors import ModelError
+
 log = logging.getLogger(__name__)
 
 
@@ -37,7 +39,11 @@ def create_session(path: str | os.PathLike, threads: int | None = None) -> ort.I
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     log.debug("ONNX session %s on %s", path.name, providers[0])
-    return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...) for a bad file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path.name}: not a usable ONNX model ({first[:200]})") from None
 
 
 class OnnxModel:

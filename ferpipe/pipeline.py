@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Iterator
 
 import numpy as np
-import polars as pl
 
 from .config import media_dir
-from .detect import FaceDetector, create_detector
+from .detect import FaceDetector, check_detector, create_detector
 from .expression import ExpressionModel, circumplex
 from .frames import expected_samples, iter_frames
 from .ingest import DownloadProgress, Ingested, ingest
 from .registry import default_expression_model, get_spec
-from .store import OBS_COLUMNS, ObservationSink, Store
+from .store import ObservationSink, Store
 from .temporal import EmaSmoother
 from .track import FaceTracker
-from .types import EXPRESSIONS, Detections, Expressions, Frame
+from .types import Detections, Expressions, Frame, Observations, RunProgress, RunRow
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +42,7 @@ class Settings:
     sample_fps: float | None = 5.0
     model: str = field(default_factory=default_expression_model)
     detector: str = "mtcnn"
+    detector_model: str | None = None
     detect_every_ms: float = 1000.0
     min_face_size: int | None = None
     lost_buffer_ms: float = 3000.0
@@ -61,11 +60,14 @@ class Settings:
             raise ValueError(f"min_face_size must be >= 12, got {self.min_face_size}")
         if self.smooth_ms < 0:
             raise ValueError(f"smooth_ms must be >= 0, got {self.smooth_ms}")
+        check_detector(self.detector, self.detector_model)
 
     def key(self) -> dict:
         """What identifies equivalent runs (batching is not part of it)."""
         d = asdict(self)
         d.pop("batch_frames")
+        if d["detector_model"] is None:
+            d.pop("detector_model")  # keys of runs made before the option existed stay equal
         return d
 
 
@@ -83,16 +85,39 @@ class RunResult:
     seconds: float
     resumed: bool = False
     reused: bool = False
+    error: str | None = None
 
     @property
     def message(self) -> str:
+        if self.status == "truncated":
+            return f"{self.title}: truncated media: {self.error}; what decoded is stored ({_count(self.faces, 'face')})"
         if self.faces == 0:
             return f"{self.title}: no faces found in {self.frames_analyzed} analysed frames"
         verb = "already processed" if self.reused else "processed"
         return (
-            f"{self.title}: {verb}, {self.faces} faces, {self.observations} observations "
-            f"over {self.frames_analyzed} frames"
+            f"{self.title}: {verb}, {_count(self.faces, 'face')}, {_count(self.observations, 'observation')} "
+            f"over {_count(self.frames_analyzed, 'frame')}"
         )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+@dataclass(frozen=True)
+class _Analysed:
+    """What a frame leaves for the batch after detection: its place in time, faces and their crops
+    (not the frame itself, so a batch of 4K frames does not stay in memory)."""
+
+    index: int
+    timestamp_ms: float
+    detections: Detections
+    crops: np.ndarray | None
+
+
+def _prefetch_depth(width: int, height: int, budget_bytes: int = 64 << 20) -> int:
+    """Frames decoded ahead: up to 8, fewer for large frames (about 64 MiB of frames at most)."""
+    return int(min(8, max(2, budget_bytes // max(width * height * 3, 1))))
 
 
 def _prefetch(frames: Iterator[Frame], depth: int = 8) -> Iterator[Frame]:
@@ -148,11 +173,13 @@ class Pipeline:
         self.store.migrate()
         self._detector = detector
         self._model = model
+        self.commit_seconds = 2.0  # a batch is committed at least this often (and every 2,000 rows)
 
     @property
     def detector(self) -> FaceDetector:
         if self._detector is None:
-            self._detector = create_detector(self.settings.detector, min_face_size=self.settings.min_face_size)
+            s = self.settings
+            self._detector = create_detector(s.detector, model_path=s.detector_model, min_face_size=s.min_face_size)
         return self._detector
 
     @property
@@ -163,18 +190,19 @@ class Pipeline:
 
     def ingest(self, source: str, title: str | None = None, tags: dict[str, str] | None = None,
                progress: Progress | None = None) -> Ingested:  # fmt: skip
-        """Bring a source into the library and record its clip row."""
+        """Bring a source into the library and record its clip row (a given title renames a known clip)."""
         download: DownloadProgress | None = (lambda d, t: progress("download", d, t)) if progress else None
         item = ingest(source, media_dir(self.store.path), title, download)
         info = item.info
         self.store.upsert_clip(
             info.sha256[:12],
             {
-                "sha256": info.sha256, "path": info.path, "source_uri": item.source_uri, "title": item.title,
+                "sha256": info.sha256, "path": info.path, "source_uri": item.source_uri, "title": item.default_title,
                 "duration_s": info.duration_s, "fps": info.fps, "width": info.width, "height": info.height,
                 "frame_count": info.frame_count, "rotation": info.rotation,
             },  # fmt: skip
             tags or {},
+            title=item.title,
         )
         return item
 
@@ -195,46 +223,62 @@ class Pipeline:
         clip = self.store.clip(clip_id)
         total = expected_samples(clip["duration_s"] or 0.0, int(clip["frame_count"] or 0), self.settings.sample_fps)
         key = {**self.settings.key(), "model_fingerprint": self.spec.fingerprint}
+        _ = self.model, self.detector  # a broken model fails here, before a run is recorded
         run = self.store.start_run(clip_id, self.settings.model, self.detector.name, key, total, reprocess)
-        if run["status"] == "done":
+        if run.finished:
             return self._result(clip, run, reused=True)
-        run_id = int(run["run_id"])
-        resumed = run["frames_done"] > 0
+        resumed = run.frames_done > 0
         tracker = FaceTracker(lost_buffer_ms=self.settings.lost_buffer_ms)
         smoother = EmaSmoother(self.settings.smooth_ms)
-        if resumed and run["tracker_state"]:
-            saved = json.loads(run["tracker_state"])
+        last_full = -math.inf
+        if resumed and run.tracker_state:
+            saved = run.tracker_state
             tracker.load_state(saved)
             smoother.load_state(saved.get("smoother", {}))
-            log.info("resuming run %d of %s after frame %d", run_id, clip_id, run["last_frame_index"])
-        t0 = time.perf_counter() - (run["seconds"] or 0.0)
-        state = {"frames_done": int(run["frames_done"]), "last_frame_index": int(run["last_frame_index"]),
-                 "last_timestamp_ms": float(run["last_timestamp_ms"])}  # fmt: skip
-        pending: list[tuple[Frame, Detections, np.ndarray]] = []
-        last_full = -math.inf
-        after = state["last_timestamp_ms"] if resumed else None
+            full = saved.get("last_full_ms")  # the detection schedule resumes where it was
+            last_full = float(full) if full is not None else -math.inf
+            log.info("resuming run %d of %s after frame %d", run.run_id, clip_id, run.last_frame_index)
+        t0 = time.perf_counter() - run.seconds
+        progress_now = run.progress
+        pending: list[_Analysed] = []
+        after = run.last_timestamp_ms if resumed else None
 
-        with ObservationSink(self.store, run_id) as sink:
-            for frame in _prefetch(iter_frames(clip["path"], self.settings.sample_fps, after_ms=after)):
+        with ObservationSink(self.store, run.run_id, batch_seconds=self.commit_seconds) as sink:
+            frames = iter_frames(clip["path"], self.settings.sample_fps, after_ms=after)
+            for frame in _prefetch(frames, _prefetch_depth(int(clip["width"] or 0), int(clip["height"] or 0))):
                 dets = self._detect(frame, tracker, last_full)
                 if dets is not None:
                     last_full = frame.timestamp_ms
                 else:
                     dets = self._refine(frame, tracker)
                 crops = self.model.crops(frame.image, dets) if len(dets) else None
-                pending.append((frame, dets, crops))
-                state.update(frames_done=state["frames_done"] + 1, last_frame_index=frame.index,
-                             last_timestamp_ms=frame.timestamp_ms)  # fmt: skip
+                pending.append(_Analysed(frame.index, frame.timestamp_ms, dets, crops))
+                progress_now = RunProgress(progress_now.frames_done + 1, frame.index, frame.timestamp_ms, 0.0)
                 if len(pending) >= self.settings.batch_frames:
-                    self._emit(sink, run_id, pending, state, tracker, smoother, t0)
+                    self._emit(sink, pending, progress_now, tracker, smoother, last_full, t0)
                     pending = []
                 if progress:
-                    progress("analyse", state["frames_done"], total)
-            self._emit(sink, run_id, pending, state, tracker, smoother, t0)
-        final = self.store.finish_run(run_id, "done", seconds=time.perf_counter() - t0)
+                    progress("analyse", progress_now.frames_done, total)
+            self._emit(sink, pending, progress_now, tracker, smoother, last_full, t0)
+        status, note, decoded_s = self._completeness(clip, progress_now, after)
+        final = self.store.finish_run(run.run_id, status, error=note, seconds=time.perf_counter() - t0,
+                                      decoded_s=decoded_s)  # fmt: skip
         if progress:
-            progress("analyse", state["frames_done"], state["frames_done"])
-        return self._result(clip, final, resumed=resumed)
+            progress("analyse", progress_now.frames_done, progress_now.frames_done)
+        return self._result(self.store.clip(clip_id), final, resumed=resumed)
+
+    @staticmethod
+    def _completeness(clip: dict, progress: RunProgress, after_ms: float | None) -> tuple[str, str | None, float | None]:
+        """("done", None, None), or ("truncated", what decoded, seconds decoded) when decoding stopped well
+        before the end the container claims (a cut-off download or copy)."""
+        duration = float(clip["duration_s"] or 0.0)
+        fps = float(clip["fps"] or 0.0)
+        if duration <= 0 or fps <= 0 or int(clip["frame_count"] or 0) <= 1:
+            return "done", None, None  # a still image, or no duration to compare with
+        end_s = (progress.last_timestamp_ms + 1000.0 / fps) / 1000.0 if progress.frames_done else 0.0
+        if end_s >= duration - max(1.0, 0.05 * duration):
+            return "done", None, None
+        return "truncated", f"decoded {end_s:.1f} s of the {duration:.1f} s the file claims", round(end_s, 3)
 
     def _detect(self, frame: Frame, tracker: FaceTracker, last_full: float) -> Detections | None:
         """Full detection when one is due, else None."""
@@ -247,48 +291,26 @@ class Pipeline:
         dets = self.detector.refine(frame.image, boxes) if len(boxes) else Detections.empty()
         return tracker.update(dets, frame.timestamp_ms)
 
-    def _emit(self, sink: ObservationSink, run_id: int, pending: list, state: dict, tracker: FaceTracker,
-              smoother: EmaSmoother, t0: float) -> None:  # fmt: skip
-        crops = [c for _, d, c in pending if c is not None]
-        dets = Detections.concat([d for _, d, _ in pending])
+    def _emit(self, sink: ObservationSink, pending: list[_Analysed], progress: RunProgress, tracker: FaceTracker,
+              smoother: EmaSmoother, last_full: float, t0: float) -> None:  # fmt: skip
+        """Classify a batch of frames' faces in one pass and queue the rows with the state to resume from."""
+        crops = [p.crops for p in pending if p.crops is not None]
+        dets = Detections.concat([p.detections for p in pending])
         expr = self.model.predict_crops(np.concatenate(crops)) if crops else None
-        frame_idx = np.concatenate([np.full(len(d), f.index) for f, d, _ in pending]) if pending else np.zeros(0)
-        ts = np.concatenate([np.full(len(d), f.timestamp_ms) for f, d, _ in pending]) if pending else np.zeros(0)
+        frame_idx = np.concatenate([np.full(len(p.detections), p.index) for p in pending]) if pending else np.zeros(0)
+        ts = np.concatenate([np.full(len(p.detections), p.timestamp_ms) for p in pending]) if pending else np.zeros(0)
         if expr is not None and smoother.tau_ms > 0:
             probs = smoother(dets.track_ids, ts, expr.probs)
             expr = Expressions(probs, *circumplex(probs))
-        rows = observation_frame(run_id, frame_idx, ts, dets, expr)
-        tracker_state = dict(tracker.state_dict(), smoother=smoother.state_dict())
-        progress = dict(state, seconds=time.perf_counter() - t0, tracker_state=tracker_state)
-        sink.append(rows, progress)
+        rows = Observations(frame_idx, ts, dets, expr) if expr is not None else Observations.empty()
+        state = dict(tracker.state_dict(), smoother=smoother.state_dict(),
+                     last_full_ms=last_full if math.isfinite(last_full) else None)  # fmt: skip
+        sink.append(rows, replace(progress, seconds=time.perf_counter() - t0, tracker_state=state))
 
     @staticmethod
-    def _result(clip: dict, run: dict, resumed: bool = False, reused: bool = False) -> RunResult:
+    def _result(clip: dict, run: RunRow, resumed: bool = False, reused: bool = False) -> RunResult:
         return RunResult(
-            clip_id=clip["clip_id"], run_id=int(run["run_id"]), title=clip["title"], status=run["status"],
-            frames_analyzed=int(run["frames_done"]), faces=int(run["faces"]),
-            observations=int(run["observations"]), seconds=round(float(run["seconds"]), 3),
-            resumed=resumed, reused=reused,
+            clip_id=clip["clip_id"], run_id=run.run_id, title=clip["title"], status=run.status,
+            frames_analyzed=run.frames_done, faces=run.faces, observations=run.observations,
+            seconds=round(run.seconds, 3), resumed=resumed, reused=reused, error=run.error,
         )  # fmt: skip
-
-
-def observation_frame(run_id: int, frame_index: np.ndarray, timestamp_ms: np.ndarray, dets: Detections, expr) -> pl.DataFrame:  # noqa: ANN001
-    """Rows of the observations table for aligned detections and expressions."""
-    n = len(dets)
-    if n == 0:
-        return pl.DataFrame(schema={c: pl.Float64 for c in OBS_COLUMNS})
-    b = dets.boxes
-    data = {
-        "run_id": np.full(n, run_id, dtype=np.int64),
-        "face_id": dets.track_ids,
-        "frame_index": frame_index.astype(np.int64),
-        "timestamp_ms": timestamp_ms.astype(np.float64),
-        "x": b[:, 0], "y": b[:, 1], "w": b[:, 2] - b[:, 0], "h": b[:, 3] - b[:, 1],
-        "det_score": dets.scores,
-    }  # fmt: skip
-    for k, e in enumerate(EXPRESSIONS):
-        data[e] = expr.probs[:, k]
-    data["valence"] = expr.valence
-    data["arousal"] = expr.arousal
-    return pl.DataFrame(data)
-

@@ -130,6 +130,12 @@ class ModelSpec:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"ModelSpec.name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.files, dict) or not all(isinstance(f, Source) for f in self.files.values()):
+            raise ValueError(f"ModelSpec.files of {self.name!r} must map names to sources")
+        if not isinstance(self.extra, dict):
+            raise ValueError(f"ModelSpec.extra of {self.name!r} must be an object")
         if self.task not in ("expression", "detector"):
             raise ValueError(f"ModelSpec.task must be expression or detector, got {self.task!r}")
         if self.task == "expression" and (self.preprocess is None or set(self.files) != {"model"}):
@@ -148,6 +154,16 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict, base_dir: Path | None = None) -> "ModelSpec":
+        """A spec from its JSON form; ValueError (never another type) names what is malformed."""
+        try:
+            return cls._from_dict(data, base_dir)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed model spec ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def _from_dict(cls, data: dict, base_dir: Path | None = None) -> "ModelSpec":
+        if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+            raise ValueError("a model spec is a JSON object with a 'files' object")
         files = {}
         for key, src in data["files"].items():
             src = dict(src)
@@ -221,7 +237,7 @@ def registry() -> dict[str, ModelSpec]:
         for path in sorted(folder.glob("*.json")):
             try:
                 spec = ModelSpec.from_dict(json.loads(path.read_text()), base_dir=path.parent)
-            except (KeyError, TypeError, ValueError) as exc:
+            except (OSError, ValueError) as exc:  # a folder named x.json, bad JSON, a malformed spec
                 log.warning("ignoring model spec %s: %s", path, exc)
                 continue
             models[spec.name] = spec

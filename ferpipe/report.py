@@ -25,6 +25,17 @@ from .store import Store
 from .types import EXPRESSIONS
 
 FORMATS = ("html", "pdf", "csv", "parquet")
+FORMULA_PREFIXES = r"^[=+\-@\t\r]"
+
+
+def safe_for_spreadsheets(df: pl.DataFrame) -> pl.DataFrame:
+    """Text cells that a spreadsheet would run as a formula (=, +, -, @, tab, CR first) get a leading quote,
+    so a title like ``=HYPERLINK(...)`` is shown, not executed, when a CSV is opened. Numbers are untouched."""
+    text = [c for c, t in df.schema.items() if t == pl.String]
+    return df.with_columns(
+        pl.when(pl.col(c).str.contains(FORMULA_PREFIXES)).then(pl.lit("'") + pl.col(c)).otherwise(pl.col(c)).alias(c)
+        for c in text
+    )
 
 
 @dataclass
@@ -102,12 +113,15 @@ def curves_table(data: ReportData) -> pl.DataFrame:
 def _settings_rows(data: ReportData) -> list[tuple[str, ...]]:
     rows = []
     for c in data.clips:
-        run = c["run"] or {}
-        settings = json.loads(run["settings"]) if run.get("settings") else {}
+        run = c["run"]
+        if run is None:
+            rows.append((_label(c), f"{c['duration_s'] or 0:.1f} s", "0", "-", "-", "-", "-", c["tags"] or ""))
+            continue
+        rate = run.settings.get("sample_fps")
         rows.append((
-            _label(c), f"{c['duration_s'] or 0:.1f} s", str(run.get("faces", 0)), run.get("model", "-"),
-            run.get("detector", "-"), "every frame" if settings.get("sample_fps") is None else f"{settings['sample_fps']} fps",
-            str(run.get("finished_at") or run.get("updated_at") or "-")[:16], c["tags"] or "",
+            _label(c), f"{c['duration_s'] or 0:.1f} s", str(run.faces), run.model, run.detector,
+            "every frame" if rate is None else f"{rate} fps", str(run.finished_at or run.updated_at or "-")[:16],
+            c["tags"] or "",
         ))  # fmt: skip
     return rows
 
@@ -248,7 +262,7 @@ def render(data: ReportData, fmt: str) -> bytes:
     table = curves_table(data)
     buf = io.BytesIO()
     if fmt == "csv":
-        table.write_csv(buf)
+        safe_for_spreadsheets(table).write_csv(buf)
     else:
         table.write_parquet(buf)
     return buf.getvalue()

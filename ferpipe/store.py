@@ -17,24 +17,29 @@ import json
 import logging
 import os
 import random
+import signal
 import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
 import duckdb
+import numpy as np
 import polars as pl
 
 from .errors import FerpipeError
-from .frames import VIDEO_EXTENSIONS
-from .types import EXPRESSIONS
+from .frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from .types import EXPRESSIONS, Observations, RunProgress, RunRow
 
 log = logging.getLogger(__name__)
 
-OBS_COLUMNS = (
-    "run_id", "face_id", "frame_index", "timestamp_ms", "x", "y", "w", "h", "det_score",
-    *EXPRESSIONS, "valence", "arousal",
-)  # fmt: skip
+# The observations table, column by column: the one place its layout is written down.
+OBS_SCHEMA: dict[str, pl.DataType] = {
+    "run_id": pl.Int64, "face_id": pl.Int64, "frame_index": pl.Int64, "timestamp_ms": pl.Float64,
+    "x": pl.Float32, "y": pl.Float32, "w": pl.Float32, "h": pl.Float32, "det_score": pl.Float32,
+    **{e: pl.Float32 for e in EXPRESSIONS}, "valence": pl.Float32, "arousal": pl.Float32,
+}  # fmt: skip
+OBS_COLUMNS: tuple[str, ...] = tuple(OBS_SCHEMA)
 
 _PROBS_SQL = ", ".join(f"{e} REAL" for e in EXPRESSIONS)
 
@@ -92,12 +97,49 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE clips ADD COLUMN stimulus_clip_id VARCHAR;
     ALTER TABLE clips ADD COLUMN stimulus_offset_s DOUBLE DEFAULT 0;
     """,
+    # 3: truncated media: what the container claimed, beside the duration that could be decoded
+    """
+    ALTER TABLE clips ADD COLUMN container_duration_s DOUBLE;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class RunBusyError(FerpipeError):
     """Another live process is writing the same run."""
+
+
+class RunGoneError(FerpipeError):
+    """The run being written was deleted (its clip was deleted) or stopped by another process."""
+
+
+def observation_frame(run_id: int, obs: Observations) -> pl.DataFrame:
+    """Rows of the observations table (OBS_SCHEMA) for one batch."""
+    n = len(obs)
+    b = obs.detections.boxes
+    data = {
+        "run_id": np.full(n, run_id, dtype=np.int64), "face_id": obs.detections.track_ids,
+        "frame_index": obs.frame_index, "timestamp_ms": obs.timestamp_ms,
+        "x": b[:, 0], "y": b[:, 1], "w": b[:, 2] - b[:, 0], "h": b[:, 3] - b[:, 1], "det_score": obs.detections.scores,
+        **{e: obs.expressions.probs[:, k] for k, e in enumerate(EXPRESSIONS)},
+        "valence": obs.expressions.valence, "arousal": obs.expressions.arousal,
+    }  # fmt: skip
+    return pl.DataFrame(data, schema=OBS_SCHEMA)
+
+
+def _run_row(row: dict) -> RunRow:
+    def load(text: str | None) -> dict | None:
+        return json.loads(text) if text else None
+
+    return RunRow(
+        run_id=int(row["run_id"]), clip_id=row["clip_id"], model=row["model"], detector=row["detector"],
+        settings=load(row["settings"]) or {}, status=row["status"], frames_expected=int(row["frames_expected"] or 0),
+        frames_done=int(row["frames_done"] or 0), last_frame_index=int(row["last_frame_index"]),
+        last_timestamp_ms=float(row["last_timestamp_ms"]), faces=int(row["faces"] or 0),
+        observations=int(row["observations"] or 0), seconds=float(row["seconds"] or 0.0),
+        tracker_state=load(row["tracker_state"]), error=row["error"], pid=row["pid"],
+        updated_at=row.get("updated_at"), finished_at=row.get("finished_at"),
+    )  # fmt: skip
 
 
 def _pid_alive(pid: int) -> bool:
@@ -126,13 +168,25 @@ def _row(con: duckdb.DuckDBPyConnection, sql: str, params: list) -> dict:
     return rows.row(0, named=True)
 
 
+def _live(runs: pl.DataFrame) -> pl.DataFrame:
+    """Runs whose writing process is gone (killed, crashed, machine restarted) read as interrupted, not running."""
+    if runs.is_empty() or "status" not in runs.columns or "pid" not in runs.columns:
+        return runs
+    running = runs.filter(pl.col("status") == "running")
+    dead = [int(p) for p in running["pid"].drop_nulls().unique().to_list() if not _pid_alive(int(p))]
+    if running.height and (dead or running["pid"].null_count()):
+        stale = (pl.col("status") == "running") & (pl.col("pid").is_in(dead) | pl.col("pid").is_null())
+        runs = runs.with_columns(pl.when(stale).then(pl.lit("interrupted")).otherwise(pl.col("status")).alias("status"))
+    return runs
+
+
 class Store:
     """One DuckDB file. Connections are short-lived; see the module docstring."""
 
     def __init__(self, path: str | os.PathLike, timeout_s: float = 60.0) -> None:
         self.path = Path(path).expanduser()
-        if self.path.suffix.lower() in VIDEO_EXTENSIONS:
-            raise ValueError(f"--db must be a database file, not a video: {self.path}")
+        if self.path.suffix.lower() in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS:
+            raise ValueError(f"--db must be a database file, not a video or image: {self.path}")
         self.timeout_s = timeout_s
         self._local = threading.local()
 
@@ -228,10 +282,25 @@ class Store:
                    coalesce(t.tags, '') AS tags, l.run_id, l.status, l.model, l.detector,
                    l.frames_done, l.frames_expected, l.faces, l.observations, l.seconds, l.updated_at,
                    c.stimulus_clip_id, c.stimulus_offset_s, c.path
+            , l.pid
             FROM clips c LEFT JOIN latest l USING (clip_id) LEFT JOIN tags t USING (clip_id)
             ORDER BY c.created_at DESC, c.clip_id
             """
-        )
+        ).pipe(_live).drop("pid")
+
+    def resolve_clip(self, ref: str) -> str:
+        """The clip id that ``ref`` names: a full id, or a prefix that only one clip id starts with."""
+        ref = str(ref).strip()
+        if not ref:
+            raise ValueError("empty clip id")
+        ids = self.query("SELECT clip_id FROM clips WHERE starts_with(clip_id, ?) ORDER BY clip_id", [ref])["clip_id"]
+        if ref in ids.to_list():
+            return ref
+        if ids.len() == 1:
+            return ids[0]
+        if ids.len() == 0:
+            raise ValueError(f"unknown clip {ref!r} (see `ferpipe clips`)")
+        raise ValueError(f"clip id prefix {ref!r} is ambiguous: {', '.join(ids.head(5).to_list())}")
 
     def clip(self, clip_id: str) -> dict:
         """One clip's row (clips table columns)."""
@@ -240,17 +309,20 @@ class Store:
             raise ValueError(f"unknown clip {clip_id!r}")
         return df.row(0, named=True)
 
-    def run(self, run_id: int) -> dict:
-        df = self.query("SELECT * FROM runs WHERE run_id = ?", [run_id])
+    def run(self, run_id: int) -> RunRow:
+        """One run (a run whose process is gone reads as interrupted)."""
+        df = _live(self.query("SELECT * FROM runs WHERE run_id = ?", [run_id]))
         if df.is_empty():
             raise ValueError(f"unknown run {run_id}")
-        return df.row(0, named=True)
+        return _run_row(df.row(0, named=True))
 
     def clip_runs(self, clip_id: str, model: str | None = None) -> pl.DataFrame:
         """A clip's runs (of one model, if given), best to show first: finished ones, then newest."""
         where = "clip_id = ?" + (" AND model = ?" if model else "")
         params = [clip_id] + ([model] if model else [])
-        return self.query(f"SELECT * FROM runs WHERE {where} ORDER BY (status = 'done') DESC, run_id DESC", params)
+        return _live(self.query(
+            f"SELECT * FROM runs WHERE {where} ORDER BY (status IN ('done', 'truncated')) DESC, run_id DESC", params
+        ))  # fmt: skip
 
     def best_run(self, clip_id: str, model: str | None = None) -> int | None:
         """The run to show for a clip: the latest finished one, else the latest of any status."""
@@ -261,13 +333,14 @@ class Store:
         """Every run, newest first, with its clip's title, the model version (fingerprint) and the analysis rate."""
         return self.query(
             """SELECT r.run_id, c.title, r.model, r.settings ->> 'model_fingerprint' AS model_version, r.detector,
-                      r.status, r.faces, TRY_CAST(r.settings ->> 'sample_fps' AS DOUBLE) AS sample_fps, r.finished_at
+                      r.status, r.faces, TRY_CAST(r.settings ->> 'sample_fps' AS DOUBLE) AS sample_fps, r.finished_at, r.pid
                FROM runs r JOIN clips c USING (clip_id) ORDER BY r.run_id DESC"""
-        )
+        ).pipe(_live).drop("pid")
 
     def running_runs(self) -> pl.DataFrame:
-        """Runs in progress with their clip's title (for progress bars)."""
-        return self.query("SELECT r.*, c.title FROM runs r JOIN clips c USING (clip_id) WHERE r.status = 'running'")
+        """Runs in progress (by a live process) with their clip's title (for progress bars)."""
+        runs = self.query("SELECT r.*, c.title FROM runs r JOIN clips c USING (clip_id) WHERE r.status = 'running'")
+        return _live(runs).filter(pl.col("status") == "running")
 
     def tags(self) -> pl.DataFrame:
         """Every (key, value, clip_id) tag."""
@@ -307,41 +380,47 @@ class Store:
         )
 
     # ---- writes ------------------------------------------------------------------------
-    def upsert_clip(self, clip_id: str, info: dict, tags: dict[str, str]) -> None:
-        """Insert a clip, or refresh its title/source and merge tags if it is known."""
+    def upsert_clip(self, clip_id: str, info: dict, tags: dict[str, str], title: str | None = None) -> None:
+        """Insert a clip, or refresh its source and merge tags if it is known.
+
+        ``info`` holds the clips columns of a new clip, ``title`` a title the user gave: a known clip
+        keeps its title unless a new one is given (re-ingesting does not undo a rename).
+        """
         with self.transaction() as con:
             exists = con.execute("SELECT 1 FROM clips WHERE clip_id = ?", [clip_id]).fetchone()
             if exists:
                 con.execute(
                     "UPDATE clips SET title = coalesce(?, title), source_uri = coalesce(?, source_uri) WHERE clip_id = ?",
-                    [info.get("title"), info.get("source_uri"), clip_id],
+                    [title, info.get("source_uri"), clip_id],
                 )
             else:
-                cols = ["clip_id", *info]
+                row = {**info, "title": title or info.get("title")}
+                cols = ["clip_id", *row]
                 con.execute(
                     f"INSERT INTO clips ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                    [clip_id, *info.values()],
+                    [clip_id, *row.values()],
                 )
             for key, value in tags.items():
                 con.execute("INSERT OR REPLACE INTO clip_tags VALUES (?, ?, ?)", [clip_id, key, value])
 
     def start_run(self, clip_id: str, model: str, detector: str, settings: dict, frames_expected: int,
-                  reprocess: bool = False) -> dict:  # fmt: skip
+                  reprocess: bool = False) -> RunRow:  # fmt: skip
         """The run to write into, in one transaction.
 
-        A finished run with the same settings is returned as is (status 'done'), or
-        deleted first when ``reprocess``; an unfinished one is resumed; else a new run.
+        A finished run (done or truncated) with the same settings is returned as is, or deleted
+        first when ``reprocess``; an unfinished one is resumed; else a new run.
         """
         key = json.dumps(settings, sort_keys=True)
         with self.transaction() as con:
             if not con.execute("SELECT 1 FROM clips WHERE clip_id = ?", [clip_id]).fetchone():
                 raise ValueError(f"unknown clip {clip_id!r}")
             done = con.execute(
-                "SELECT run_id FROM runs WHERE clip_id = ? AND settings_key = ? AND status = 'done' ORDER BY run_id DESC",
+                """SELECT run_id FROM runs WHERE clip_id = ? AND settings_key = ? AND status IN ('done', 'truncated')
+                   ORDER BY run_id DESC""",
                 [clip_id, key],
             ).fetchall()
             if done and not reprocess:
-                return _row(con, "SELECT * FROM runs WHERE run_id = ?", [done[0][0]])
+                return _run_row(_row(con, "SELECT * FROM runs WHERE run_id = ?", [done[0][0]]))
             for (old,) in done:
                 for table in ("observations", "faces", "runs"):
                     con.execute(f"DELETE FROM {table} WHERE run_id = ?", [old])
@@ -367,23 +446,54 @@ class Store:
                         [clip_id, model, detector, json.dumps(settings), key, frames_expected, os.getpid()],
                     ).fetchone()[0]
                 )
-            return _row(con, "SELECT * FROM runs WHERE run_id = ?", [run_id])
+            return _run_row(_row(con, "SELECT * FROM runs WHERE run_id = ?", [run_id]))
 
-    def finish_run(self, run_id: int, status: str, error: str | None = None, seconds: float | None = None) -> dict:
-        """Close a run; returns its final row."""
-        if status not in ("done", "failed", "interrupted"):
-            raise ValueError(f"status must be done, failed or interrupted, got {status!r}")
+    def finish_run(self, run_id: int, status: str, error: str | None = None, seconds: float | None = None,
+                   decoded_s: float | None = None) -> RunRow:  # fmt: skip
+        """Close a run; returns its final row. A truncated run records the duration that could be decoded
+        as its clip's duration (the container's claim is kept in container_duration_s)."""
+        if status not in ("done", "truncated", "failed", "interrupted"):
+            raise ValueError(f"status must be done, truncated, failed or interrupted, got {status!r}")
         with self.transaction() as con:
-            con.execute(
+            found = con.execute(
                 """UPDATE runs SET status = ?, error = ?, seconds = coalesce(?, seconds),
-                   finished_at = now(), updated_at = now() WHERE run_id = ?""",
+                   finished_at = now(), updated_at = now() WHERE run_id = ? RETURNING clip_id""",
                 [status, error, seconds, run_id],
-            )
-            return _row(con, "SELECT * FROM runs WHERE run_id = ?", [run_id])
+            ).fetchall()
+            if not found:
+                raise RunGoneError(f"run {run_id} no longer exists (its clip was deleted)")
+            if status == "truncated" and decoded_s is not None:
+                con.execute(
+                    """UPDATE clips SET container_duration_s = coalesce(container_duration_s, duration_s),
+                       duration_s = ? WHERE clip_id = ?""",
+                    [float(decoded_s), found[0][0]],
+                )
+            return _run_row(_row(con, "SELECT * FROM runs WHERE run_id = ?", [run_id]))
 
-    def delete_clip(self, clip_id: str, delete_media: bool = True) -> None:
-        """Remove a clip, its runs, faces, observations and tags; then its media file."""
+    def stop_runs(self, clip_id: str, timeout_s: float = 30.0) -> list[int]:
+        """Ask the live processes writing a clip's runs to stop (SIGTERM: they save their last batch and mark
+        the run interrupted) and wait for them to exit; returns their pids."""
+        runs = self.query("SELECT pid FROM runs WHERE clip_id = ? AND status = 'running' AND pid IS NOT NULL", [clip_id])
+        pids = [int(p) for p in runs["pid"].unique().to_list() if int(p) != os.getpid() and _pid_alive(int(p))]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
+            for p in pids:  # reap our own children (the dashboard's jobs), else they linger as zombies
+                with contextlib.suppress(ChildProcessError, OSError):
+                    os.waitpid(p, os.WNOHANG)
+            time.sleep(0.05)
+        return pids
+
+    def delete_clip(self, clip_id: str, delete_media: bool = True, stop_timeout_s: float = 30.0) -> None:
+        """Remove a clip, its runs, faces, observations and tags; then its media file.
+
+        A run writing the clip right now is stopped first; should it still commit, it finds its run
+        gone and writes nothing (see commit_batch), so no row is left without its clip.
+        """
         path = self.clip(clip_id)["path"]
+        self.stop_runs(clip_id, stop_timeout_s)
         with self.transaction() as con:
             runs = "SELECT run_id FROM runs WHERE clip_id = ?"
             con.execute(f"DELETE FROM observations WHERE run_id IN ({runs})", [clip_id])
@@ -406,11 +516,21 @@ class Store:
                 [stimulus_clip_id, float(offset_s), clip_id],
             )
 
-    def commit_batch(self, run_id: int, obs: pl.DataFrame, progress: dict) -> None:
-        """Observations, face statistics and run progress in one transaction."""
+    def commit_batch(self, run_id: int, obs: Observations | pl.DataFrame, progress: RunProgress) -> None:
+        """Observations, face statistics and run progress in one transaction.
+
+        RunGoneError (and nothing written) when the run is no longer running: deleted with its clip,
+        or taken over by another process.
+        """
+        rows = obs if isinstance(obs, pl.DataFrame) else observation_frame(run_id, obs)
         with self.transaction() as con:
-            if obs.height:
-                con.register("batch", obs.select(OBS_COLUMNS).to_arrow())
+            alive = con.execute(
+                "SELECT 1 FROM runs WHERE run_id = ? AND status = 'running' AND pid = ?", [run_id, os.getpid()]
+            ).fetchall()
+            if not alive:
+                raise RunGoneError(f"run {run_id} was deleted or stopped by another process; nothing more is written")
+            if rows.height:
+                con.register("batch", rows.select(OBS_COLUMNS).to_arrow())
                 con.execute(f"INSERT INTO observations SELECT {', '.join(OBS_COLUMNS)} FROM batch")
                 con.execute(
                     """
@@ -436,11 +556,10 @@ class Store:
                 WHERE run_id = ?
                 """,
                 [
-                    progress["frames_done"], progress["last_frame_index"], progress["last_timestamp_ms"],
-                    progress["seconds"], json.dumps(progress["tracker_state"]), run_id, run_id, run_id,
+                    progress.frames_done, progress.last_frame_index, progress.last_timestamp_ms, progress.seconds,
+                    json.dumps(progress.tracker_state), run_id, run_id, run_id,
                 ],  # fmt: skip
             )
-
 
 
 class ObservationSink:
@@ -457,20 +576,20 @@ class ObservationSink:
         self.run_id = run_id
         self.batch_rows = batch_rows
         self.batch_seconds = batch_seconds
-        self._parts: list[pl.DataFrame] = []
+        self._parts: list[Observations] = []
         self._rows = 0
-        self._progress: dict | None = None
+        self._progress: RunProgress | None = None
         self._last_commit = time.monotonic()
         self.commits = 0
 
     def __enter__(self) -> "ObservationSink":
         return self
 
-    def append(self, rows: pl.DataFrame, progress: dict) -> None:
-        """Queue rows (OBS_COLUMNS) and the progress they bring the run to."""
-        if rows.height:
+    def append(self, rows: Observations, progress: RunProgress) -> None:
+        """Queue observations and the progress they bring the run to."""
+        if len(rows):
             self._parts.append(rows)
-            self._rows += rows.height
+            self._rows += len(rows)
         self._progress = progress
         if self._rows >= self.batch_rows or time.monotonic() - self._last_commit >= self.batch_seconds:
             self.flush()
@@ -478,8 +597,7 @@ class ObservationSink:
     def flush(self) -> None:
         if self._progress is None:
             return
-        batch = pl.concat(self._parts) if self._parts else pl.DataFrame(schema={c: pl.Float64 for c in OBS_COLUMNS})
-        self.store.commit_batch(self.run_id, batch, self._progress)
+        self.store.commit_batch(self.run_id, Observations.concat(self._parts), self._progress)
         self._parts, self._rows, self._progress = [], 0, None
         self._last_commit = time.monotonic()
         self.commits += 1
@@ -489,6 +607,8 @@ class ObservationSink:
             self.flush()
             return
         self._parts, self._rows, self._progress = [], 0, None
+        if issubclass(exc_type, RunGoneError):
+            return  # nothing of this run is left to mark
         status = "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
         try:
             self.store.finish_run(self.run_id, status, error=str(exc).splitlines()[0] if str(exc) else exc_type.__name__)

@@ -95,8 +95,21 @@ class FaceTracker:
         track.hits += 1
 
     def update(self, detections: Detections, timestamp_ms: float) -> Detections:
-        """Detections of this frame with track_ids set; low-score strays are dropped."""
+        """Detections of this frame with track_ids set; low-score strays and unusable boxes are dropped.
+
+        Boxes or scores that are not finite, and boxes without area, never reach a track: one NaN
+        would otherwise poison a track's box and every later association with it.
+        """
         ts = float(timestamp_ms)
+        if not np.isfinite(ts):
+            raise ValueError(f"timestamp_ms must be finite, got {timestamp_ms}")
+        b = detections.boxes
+        usable = (
+            np.isfinite(b).all(axis=1) & np.isfinite(detections.scores)
+            & np.isfinite(detections.landmarks).all(axis=(1, 2)) & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+        )  # fmt: skip
+        if not usable.all():
+            detections = detections[usable]
         self.tracks = [t for t in self.tracks if ts - t.last_ms <= self.lost_buffer_ms]
         ids = np.full(len(detections), -1, dtype=np.int64)
         high = np.nonzero(detections.scores >= self.high_score)[0]

@@ -153,3 +153,118 @@ class VideoInfo:
             raise ValueError(f"VideoInfo needs a positive size, got {self.width}x{self.height}")
         if self.rotation not in (0, 90, 180, 270):
             raise ValueError(f"VideoInfo.rotation must be 0/90/180/270, got {self.rotation}")
+
+
+RUN_STATUSES: tuple[str, ...] = ("running", "done", "truncated", "failed", "interrupted")
+"""A run's states: ``done`` and ``truncated`` (the media ended early; what decoded is kept) are final."""
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """How far a run has got: committed with each batch so a killed run resumes exactly there.
+
+    detector_state holds what decides the next frames' work (when the last full detection ran),
+    tracker_state the tracker's and smoother's JSON-able state.
+    """
+
+    frames_done: int
+    last_frame_index: int
+    last_timestamp_ms: float
+    seconds: float
+    tracker_state: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.frames_done < 0:
+            raise ValueError(f"RunProgress.frames_done must be >= 0, got {self.frames_done}")
+        if not np.isfinite(self.last_timestamp_ms) or not np.isfinite(self.seconds):
+            raise ValueError(f"RunProgress times must be finite, got {self.last_timestamp_ms}, {self.seconds}")
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One row of the runs table, as the store returns it."""
+
+    run_id: int
+    clip_id: str
+    model: str
+    detector: str
+    settings: dict
+    status: str
+    frames_expected: int
+    frames_done: int
+    last_frame_index: int
+    last_timestamp_ms: float
+    faces: int
+    observations: int
+    seconds: float
+    tracker_state: dict | None
+    error: str | None
+    pid: int | None
+    updated_at: object = None  # datetime of the last commit
+    finished_at: object = None
+
+    def __post_init__(self) -> None:
+        if self.status not in RUN_STATUSES:
+            raise ValueError(f"RunRow.status must be one of {RUN_STATUSES}, got {self.status!r}")
+
+    @property
+    def finished(self) -> bool:
+        """A final run: reused as is when the same clip is processed again with the same settings."""
+        return self.status in ("done", "truncated")
+
+    @property
+    def progress(self) -> RunProgress:
+        return RunProgress(self.frames_done, self.last_frame_index, self.last_timestamp_ms, self.seconds,
+                           self.tracker_state or {})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Observations:
+    """One batch of per-face observations, as aligned columns: what the pipeline hands the store.
+
+    frame_index, timestamp_ms: (N,) of the frame each face was seen in; detections carry the
+    boxes, scores and face (track) ids; expressions the probabilities and derived valence/arousal.
+    """
+
+    frame_index: np.ndarray
+    timestamp_ms: np.ndarray
+    detections: Detections
+    expressions: Expressions
+
+    def __post_init__(self) -> None:
+        fi = np.asarray(self.frame_index, dtype=np.int64).reshape(-1)
+        ts = np.asarray(self.timestamp_ms, dtype=np.float64).reshape(-1)
+        n = len(self.detections)
+        if fi.shape[0] != n or ts.shape[0] != n or len(self.expressions) != n:
+            raise ValueError(
+                f"Observations columns disagree: frame_index {fi.shape[0]}, timestamp_ms {ts.shape[0]}, "
+                f"detections {n}, expressions {len(self.expressions)}"
+            )
+        if n and not np.isfinite(ts).all():
+            raise ValueError("Observations.timestamp_ms must be finite")
+        object.__setattr__(self, "frame_index", fi)
+        object.__setattr__(self, "timestamp_ms", ts)
+
+    def __len__(self) -> int:
+        return len(self.detections)
+
+    @staticmethod
+    def empty() -> "Observations":
+        return Observations(np.zeros(0), np.zeros(0), Detections.empty(),
+                            Expressions(np.zeros((0, len(EXPRESSIONS))), np.zeros(0), np.zeros(0)))  # fmt: skip
+
+    @staticmethod
+    def concat(parts: Sequence["Observations"]) -> "Observations":
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return Observations.empty()
+        return Observations(
+            np.concatenate([p.frame_index for p in parts]),
+            np.concatenate([p.timestamp_ms for p in parts]),
+            Detections.concat([p.detections for p in parts]),
+            Expressions(
+                np.concatenate([p.expressions.probs for p in parts]),
+                np.concatenate([p.expressions.valence for p in parts]),
+                np.concatenate([p.expressions.arousal for p in parts]),
+            ),
+        )

@@ -79,7 +79,9 @@ def test_bad_inputs_leave_the_database_intact(seeded, tmp_path, samples):
     empty.write_bytes(b"")
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(samples["WolfgangLanger_Pexels.mp4"].read_bytes()[:40_000])
-    _bad(db, str(samples["multi_face.jpg"]), expect="not a video file")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not media")
+    _bad(db, str(notes), expect="not a video or image file")
     _bad(db, str(text), expect="not a readable video")
     _bad(db, str(empty), expect="empty")
     _bad(db, str(truncated), expect="truncated")
@@ -176,3 +178,132 @@ def test_eval_bad_inputs(tmp_path, fer_parquet):
     assert r.returncode != 0 and "no such file" in r.stderr
     r = run_cli("eval", "--data", str(fer_parquet), "--split", "nope")
     assert r.returncode != 0 and "split 'nope' not found" in r.stderr
+
+
+# ---- hardening and CLI defects -------------------------------------------------------------------
+
+
+def _start_long_run(db_path, samples):
+    """`ferpipe process` on the audience grid, every frame, returned once its first batch is committed."""
+    from ferpipe.store import Store
+
+    cmd = [sys.executable, "-m", "ferpipe.cli", "process", str(samples["audience_grid.mp4"]), "--every-frame",
+           "--db", str(db_path), "--model", "mini-xception"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    store = Store(db_path, timeout_s=30)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.3)
+        try:
+            runs = store.query("SELECT frames_done FROM runs")
+        except Exception:  # noqa: BLE001 - schema not created yet
+            continue
+        if runs.height and int(runs["frames_done"][0]) > 0:
+            break
+    assert proc.poll() is None, "the run finished before the test could act"
+    return proc, store
+
+
+def test_delete_during_a_run_stops_it_and_leaves_no_orphans(db_path, samples):
+    proc, store = _start_long_run(db_path, samples)
+    clip_id = store.query("SELECT clip_id FROM clips")["clip_id"][0]
+    r = run_cli("delete", "--db", str(db_path), "--clip", clip_id[:6])  # a unique prefix is enough
+    assert r.returncode == 0, r.stderr
+    assert f"deleted {clip_id}" in r.stdout
+    proc.wait(timeout=60)
+    assert "Traceback" not in proc.stderr.read()
+    for table in ("clips", "runs", "faces", "observations", "clip_tags"):
+        assert store.query(f"SELECT count(*) AS n FROM {table}")["n"][0] == 0, table
+    r = run_cli("delete", "--db", str(db_path), "--clip", clip_id)
+    assert r.returncode == 1 and "unknown clip" in r.stderr
+
+
+def test_a_killed_run_shows_as_interrupted(db_path, samples):
+    proc, store = _start_long_run(db_path, samples)
+    proc.kill()
+    proc.wait()
+    r = run_cli("clips", "--db", str(db_path), "--json")
+    assert json.loads(r.stdout)[0]["status"] == "interrupted"
+
+
+def test_truncated_media_is_stored_as_truncated_and_exits_1(db_path, samples, tmp_path):
+    half = tmp_path / "half.mp4"
+    data = samples["WolfgangLanger_Pexels.mp4"].read_bytes()
+    half.write_bytes(data[: len(data) // 2])
+    r = run_cli("process", str(half), "--db", str(db_path), "--json", "--model", "mini-xception")
+    assert r.returncode == 1
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "truncated media" in lines[0] and "19.7 s" in lines[0], r.stderr
+    res = json.loads(r.stdout)
+    assert res["status"] == "truncated" and res["faces"] == 1
+    assert json.loads(run_cli("clips", "--db", str(db_path), "--json").stdout)[0]["status"] == "truncated"
+
+
+def test_a_non_utf8_file_name_is_processed(db_path, samples, tmp_path):
+    import os
+
+    path = tmp_path / os.fsdecode(b"bad\xff\xfe.mp4")
+    shutil.copy(samples["single_face.mp4"], path)
+    r = subprocess.run([sys.executable, "-m", "ferpipe.cli", "process", os.fsencode(path), "--db", str(db_path),
+                        "--json", "--model", "mini-xception"], capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["faces"] == 1
+
+
+def test_malformed_model_specs_do_not_break_other_runs(db_path, samples, tmp_path):
+    specs = tmp_path / "specs"
+    (specs / "folder.json").mkdir(parents=True)
+    (specs / "files.json").write_text(json.dumps({"name": "a", "task": "expression", "files": [1]}))
+    (specs / "name.json").write_text(json.dumps({"name": ["x"], "task": "expression", "files": {}}))
+    (specs / "broken.json").write_text("{not json")
+    env = {"FERPIPE_MODELS": str(specs)}
+    r = run_cli("process", str(samples["single_face.mp4"]), "--db", str(db_path), "--json", "--model",
+                "mini-xception", env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = run_cli("models", "list", "--json", env=env)
+    assert r.returncode == 0 and "mini-xception" in r.stdout
+
+
+def test_csv_exports_neutralise_formulas(db_path, samples, tmp_path):
+    r = run_cli("process", str(samples["single_face.mp4"]), "--db", str(db_path), "--json", "--model",
+                "mini-xception", "--title", '=HYPERLINK("http://x","y")')  # fmt: skip
+    clip_id = json.loads(r.stdout)["clip_id"]
+    out = tmp_path / "curves.csv"
+    r = run_cli("report", "--db", str(db_path), "--clip", clip_id, "--format", "csv", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    assert "'=HYPERLINK" in text and "\n=" not in text and ",=" not in text
+
+
+def test_process_a_folder_and_refuse_one_title_for_several(db_path, samples, tmp_path):
+    folder = tmp_path / "study"
+    (folder / "day2").mkdir(parents=True)
+    shutil.copy(samples["single_face.mp4"], folder / "a.mp4")
+    shutil.copy(samples["single_face.jpg"], folder / "day2" / "b.jpg")
+    (folder / "notes.txt").write_text("ignored")
+    r = run_cli("process", str(folder), "--db", str(db_path), "--json", "--model", "mini-xception")
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(x)["faces"] for x in r.stdout.splitlines()] == [1, 1]
+    r = run_cli("process", str(folder), "--db", str(db_path), "--title", "same")
+    assert r.returncode == 1 and "--title names one clip" in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = run_cli("process", str(tmp_path / "empty"), "--db", str(db_path))
+    assert r.returncode == 1 and "without videos or images" in r.stderr
+
+
+def test_clip_ids_print_whole_and_prefixes_work(seeded, tmp_path):
+    db, res = seeded
+    r = subprocess.run([sys.executable, "-m", "ferpipe.cli", "clips", "--db", str(db)], capture_output=True,
+                       text=True, env={**__import__("os").environ, "COLUMNS": "60"})  # fmt: skip
+    assert res["clip_id"] in r.stdout  # never cut, even on a narrow terminal
+    out = tmp_path / "t.csv"
+    r = run_cli("export", "--db", str(db), "--clip", res["clip_id"][:4], "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    r = run_cli("export", "--db", str(db), "--clip", "zzzz", "--out", str(out))
+    assert r.returncode == 1 and "unknown clip 'zzzz'" in r.stderr
+
+
+def test_help_is_readable():
+    r = run_cli("process", "--help", env={"COLUMNS": "120"})
+    assert r.returncode == 0
+    assert "<bool>" not in r.stdout and "{sources}" not in r.stdout and "SOURCE..." in r.stdout

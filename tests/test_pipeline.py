@@ -112,3 +112,117 @@ def test_a_corrupt_image_is_refused(pipeline_factory, tmp_path, store):
     with pytest.raises(InputError, match="not a readable image"):
         pipeline_factory().process(str(bad))
     assert store.clips().is_empty()
+
+
+# ---- hardening ---------------------------------------------------------------------------------
+
+
+def _crash_after(frames: int):
+    """A progress callback that stops the run like Ctrl-C once ``frames`` frames are analysed."""
+
+    def progress(stage, done, total):
+        if stage == "analyse" and done >= frames:
+            raise KeyboardInterrupt
+
+    return progress
+
+
+def test_a_run_resumed_after_interruptions_equals_an_uninterrupted_one(pipeline_factory, samples, store, tmp_path):
+    """Stopped at three points (after committed batches), then finished: the same rows and faces as one
+    uninterrupted run, value for value."""
+    from ferpipe.store import Store
+
+    clip = str(samples["audience_grid.mp4"])
+    ref = pipeline_factory(sample_fps=10.0, batch_frames=4).process(clip)
+    expected = store.timeline(ref.run_id).drop("run_id")
+    other = Store(tmp_path / "resumed.duckdb")
+    p = Pipeline(other, Settings(model="mini-xception", sample_fps=10.0, batch_frames=4),
+                 detector=pipeline_factory().detector, model=pipeline_factory().model)  # fmt: skip
+    p.commit_seconds = 1e-9  # commit every batch, so each stop resumes from a different place
+    for stop in (7, 23, 61):
+        with pytest.raises(KeyboardInterrupt):
+            p.process(clip, progress=_crash_after(stop))
+        assert other.run(1).status == "interrupted"
+    res = p.process(clip)
+    assert res.resumed and res.status == "done"
+    got = other.timeline(res.run_id).drop("run_id")
+    assert (res.observations, res.faces) == (ref.observations, ref.faces)
+    assert got.select("face_id", "frame_index").equals(expected.select("face_id", "frame_index"))
+    np.testing.assert_allclose(got.drop("face_id", "frame_index").to_numpy(),
+                               expected.drop("face_id", "frame_index").to_numpy(), atol=1e-5)  # fmt: skip
+
+
+def test_a_truncated_file_is_stored_as_truncated_not_done(pipeline_factory, samples, store, tmp_path):
+    half = tmp_path / "half.mp4"
+    data = samples["WolfgangLanger_Pexels.mp4"].read_bytes()
+    half.write_bytes(data[: len(data) // 2])  # the index is at the front: the first half still opens
+    res = pipeline_factory().process(str(half))
+    assert res.status == "truncated" and "of the 19.7 s the file claims" in res.error
+    assert 0 < res.frames_analyzed < 99 and res.faces == 1
+    clip = store.clip(res.clip_id)
+    assert clip["container_duration_s"] == pytest.approx(19.69, abs=0.05)
+    assert 5 < clip["duration_s"] < 15  # what decoded
+    assert pipeline_factory().process(str(half)).reused  # final, like done: not analysed again
+    whole = pipeline_factory().process(str(samples["WolfgangLanger_Pexels.mp4"]))
+    assert whole.status == "done"
+
+
+def test_a_broken_model_fails_before_a_run_is_recorded(store, samples, tmp_path, monkeypatch):
+    """A junk ONNX file registered under a name (sha256 and all): one clear error, and even a clip without
+    faces (where the model is never run) gets no run marked done."""
+    import hashlib
+
+    from ferpipe.errors import ModelError
+
+    junk = tmp_path / "models" / "junk.onnx"
+    junk.parent.mkdir()
+    junk.write_bytes(b"not an onnx file at all")
+    spec = {"name": "junk", "task": "expression", "preprocess": {"size": 48},
+            "files": {"model": {"kind": "file", "location": "junk.onnx",
+                                "sha256": hashlib.sha256(junk.read_bytes()).hexdigest()}}}  # fmt: skip
+    (junk.parent / "junk.json").write_text(json.dumps(spec))
+    monkeypatch.setenv("FERPIPE_MODELS", str(junk.parent))
+    with pytest.raises(ModelError, match="not a usable ONNX model"):
+        Pipeline(store, Settings(model="junk")).process(str(samples["no_face.mp4"]))
+    assert store.query("SELECT count(*) AS n FROM runs")["n"][0] == 0
+
+
+def test_a_re_ingest_without_a_title_keeps_the_given_one(pipeline_factory, samples, store):
+    clip = str(samples["single_face.mp4"])
+    first = pipeline_factory().process(clip, title="Respondent 7")
+    pipeline_factory().process(clip)
+    assert store.clip(first.clip_id)["title"] == "Respondent 7"
+    pipeline_factory().process(clip, title="Respondent 7b")
+    assert store.clip(first.clip_id)["title"] == "Respondent 7b"
+
+
+def test_a_run_whose_process_died_reads_as_interrupted(store):
+    import subprocess
+
+    store.upsert_clip("c1", {"sha256": "c1" * 8, "path": "/x.mp4", "title": "c1", "duration_s": 1.0}, {})
+    run = store.start_run("c1", "m", "mtcnn", {}, 10)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with store.transaction() as con:
+        con.execute("UPDATE runs SET pid = ? WHERE run_id = ?", [dead.pid, run.run_id])
+    assert store.run(run.run_id).status == "interrupted"
+    assert store.clips()["status"].to_list() == ["interrupted"]
+    assert store.running_runs().is_empty()
+    # and it resumes like any interrupted run
+    assert store.start_run("c1", "m", "mtcnn", {}, 10).run_id == run.run_id
+
+
+def test_commits_after_the_clip_was_deleted_write_nothing(store):
+    from ferpipe.store import RunGoneError
+    from ferpipe.types import Detections, Expressions, Observations, RunProgress
+
+    store.upsert_clip("c1", {"sha256": "c1" * 8, "path": "/x.mp4", "title": "c1", "duration_s": 1.0}, {})
+    run = store.start_run("c1", "m", "mtcnn", {}, 10)
+    obs = Observations([0], [0.0], Detections([[0, 0, 9, 9]], [0.9], np.zeros((1, 5, 2)), [1]),
+                       Expressions(np.eye(7)[[6]], [0.0], [0.0]))  # fmt: skip
+    store.commit_batch(run.run_id, obs, RunProgress(1, 0, 0.0, 0.1))
+    store.delete_clip("c1", delete_media=False)
+    with pytest.raises(RunGoneError):
+        store.commit_batch(run.run_id, obs, RunProgress(2, 1, 40.0, 0.2))
+    for table in ("observations", "faces", "runs"):
+        assert store.query(f"SELECT count(*) AS n FROM {table}")["n"][0] == 0

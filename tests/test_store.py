@@ -2,26 +2,27 @@ import threading
 import time
 
 import duckdb
-import polars as pl
+import numpy as np
 import pytest
 
-from ferpipe.store import MIGRATIONS, OBS_COLUMNS, SCHEMA_VERSION, ObservationSink, Store
+from ferpipe.store import MIGRATIONS, SCHEMA_VERSION, ObservationSink, Store
+from ferpipe.types import Detections, Expressions, Observations, RunProgress
 
 
 def _rows(run_id, frames, faces=(1,)):
-    data = {c: [] for c in OBS_COLUMNS}
-    for f in frames:
-        for face in faces:
-            row = dict.fromkeys(OBS_COLUMNS, 0.0)
-            row.update(run_id=run_id, face_id=face, frame_index=f, timestamp_ms=f * 40.0, det_score=0.9, neutral=1.0)
-            for c in OBS_COLUMNS:
-                data[c].append(row[c])
-    return pl.DataFrame(data)
+    """Observations of the given faces in the given frames (40 ms apart), all neutral. run_id: unused (the
+    store stamps the run)."""
+    pairs = [(f, face) for f in frames for face in faces]
+    n = len(pairs)
+    probs = np.zeros((n, 7), np.float32)
+    probs[:, 6] = 1.0
+    dets = Detections(np.tile([0, 0, 10, 10], (n, 1)), np.full(n, 0.9), np.zeros((n, 5, 2)), [p[1] for p in pairs])
+    return Observations([p[0] for p in pairs], [p[0] * 40.0 for p in pairs], dets,
+                        Expressions(probs, np.zeros(n), np.zeros(n)))  # fmt: skip
 
 
 def _progress(frames):
-    return {"frames_done": len(frames), "last_frame_index": frames[-1], "last_timestamp_ms": frames[-1] * 40.0,
-            "seconds": 1.0, "tracker_state": {"next_id": 2}}  # fmt: skip
+    return RunProgress(len(frames), frames[-1], frames[-1] * 40.0, 1.0, {"next_id": 2})
 
 
 def _clip(store, cid="c1"):
@@ -42,15 +43,15 @@ def test_migrations_bring_old_files_up_to_date(db_path):
 
 def test_sink_commits_in_batches_with_progress(store):
     _clip(store)
-    run_id = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)["run_id"]
+    run_id = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100).run_id
     with ObservationSink(store, run_id, batch_rows=10, batch_seconds=60) as sink:
         sink.append(_rows(run_id, range(0, 6)), _progress(list(range(0, 6))))
-        assert store.run(run_id)["observations"] == 0  # not yet committed
+        assert store.run(run_id).observations == 0  # not yet committed
         sink.append(_rows(run_id, range(6, 12)), _progress(list(range(0, 12))))
-        assert store.run(run_id)["observations"] == 12
+        assert store.run(run_id).observations == 12
         sink.append(_rows(run_id, range(12, 14)), _progress(list(range(0, 14))))
     run = store.run(run_id)
-    assert run["observations"] == 14 and run["frames_done"] == 14 and run["faces"] == 1
+    assert run.observations == 14 and run.frames_done == 14 and run.faces == 1
     face = store.query("SELECT * FROM faces").row(0, named=True)
     assert face["n_obs"] == 14 and face["first_seen_ms"] == 0 and face["last_seen_ms"] == 13 * 40.0
     assert sink.commits == 2
@@ -58,32 +59,32 @@ def test_sink_commits_in_batches_with_progress(store):
 
 def test_failure_drops_uncommitted_rows_and_marks_run(store):
     _clip(store)
-    run_id = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)["run_id"]
+    run_id = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100).run_id
     with pytest.raises(RuntimeError):
         with ObservationSink(store, run_id, batch_rows=1000, batch_seconds=60) as sink:
             sink.append(_rows(run_id, range(5)), _progress(list(range(5))))
             raise RuntimeError("decoder crashed")
     run = store.run(run_id)
-    assert run["status"] == "failed" and run["error"] == "decoder crashed" and run["observations"] == 0
+    assert run.status == "failed" and run.error == "decoder crashed" and run.observations == 0
     # an unfinished run with the same settings is resumed, not duplicated
-    again = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)["run_id"]
-    assert again == run_id and store.run(again)["status"] == "running"
+    again = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100).run_id
+    assert again == run_id and store.run(again).status == "running"
 
 
 def test_unfinished_run_is_resumed(store):
     _clip(store)
-    run_id = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)["run_id"]
+    run_id = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100).run_id
     store.finish_run(run_id, "interrupted")
     run = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)
-    assert run["run_id"] == run_id and run["status"] == "running"
-    other = store.start_run("c1", "m", "mtcnn", {"a": 2}, 100)["run_id"]
+    assert run.run_id == run_id and run.status == "running"
+    other = store.start_run("c1", "m", "mtcnn", {"a": 2}, 100).run_id
     assert other != run_id
 
 
 def test_runs_list_the_model_version_and_rate_newest_first(store):
     _clip(store)
-    old = store.start_run("c1", "m", "mtcnn", {"sample_fps": None}, 100)["run_id"]  # from before fingerprints
-    new = store.start_run("c1", "m", "mtcnn", {"sample_fps": 5.0, "model_fingerprint": "ab" * 8}, 100)["run_id"]
+    old = store.start_run("c1", "m", "mtcnn", {"sample_fps": None}, 100).run_id  # from before fingerprints
+    new = store.start_run("c1", "m", "mtcnn", {"sample_fps": 5.0, "model_fingerprint": "ab" * 8}, 100).run_id
     runs = store.runs()
     assert runs["run_id"].to_list() == [new, old]
     assert runs["model_version"].to_list() == ["ab" * 8, None]
@@ -93,14 +94,14 @@ def test_runs_list_the_model_version_and_rate_newest_first(store):
 
 def test_page_reads_faces_moments_timelines_tags_and_runs(store):
     _clip(store)
-    run_id = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)["run_id"]
+    run_id = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100).run_id
     with ObservationSink(store, run_id) as sink:
         sink.append(_rows(run_id, range(10), faces=(1, 2)), _progress(list(range(10))))
         sink.append(_rows(run_id, range(10, 30), faces=(2,)), _progress(list(range(30))))
     assert store.running_runs()["title"].to_list() == ["c1"]
     store.finish_run(run_id, "done")
     assert store.running_runs().is_empty()
-    later = store.start_run("c1", "m2", "mtcnn", {"a": 2}, 100)["run_id"]
+    later = store.start_run("c1", "m2", "mtcnn", {"a": 2}, 100).run_id
     assert store.clip_runs("c1")["run_id"].to_list() == [run_id, later]  # finished first
     assert store.clip_runs("c1", "m2")["run_id"].to_list() == [later]
     assert store.faces(run_id)["face_id"].to_list() == [2, 1]  # most observed first
@@ -121,7 +122,7 @@ def test_page_reads_faces_moments_timelines_tags_and_runs(store):
 def test_readers_and_writer_share_the_file(store):
     """A reader in a loop never sees 'database is locked' while a writer commits batches."""
     _clip(store)
-    run_id = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100)["run_id"]
+    run_id = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100).run_id
     errors, seen = [], []
     stop = threading.Event()
 
@@ -149,7 +150,7 @@ def test_delete_clip_removes_everything(store, tmp_path):
     media = tmp_path / "c1.mp4"
     media.write_bytes(b"x")
     store.upsert_clip("c1", {"sha256": "c1" * 8, "path": str(media), "title": "c1", "duration_s": 1.0}, {"g": "A"})
-    run_id = store.start_run("c1", "m", "mtcnn", {}, 10)["run_id"]
+    run_id = store.start_run("c1", "m", "mtcnn", {}, 10).run_id
     store.commit_batch(run_id, _rows(run_id, range(3)), _progress([0, 1, 2]))
     store.delete_clip("c1")
     for table in ("clips", "clip_tags", "runs", "faces", "observations"):
@@ -158,7 +159,7 @@ def test_delete_clip_removes_everything(store, tmp_path):
 
 
 def test_bad_arguments(store, tmp_path):
-    with pytest.raises(ValueError, match="not a video"):
+    with pytest.raises(ValueError, match="not a video or image"):
         Store(tmp_path / "clip.mp4")
     with pytest.raises(ValueError, match="status"):
         store.finish_run(1, "exploded")

@@ -48,22 +48,24 @@ on_stimulus = bool(stimulus) and st.toggle("Plot against stimulus time", value=b
 RUN = s.run(run_id)
 
 
-@st.fragment(run_every=3 if RUN["status"] == "running" else None)
+@st.fragment(run_every=3 if RUN.status == "running" else None)
 def curves() -> None:
     with s.reading():
         _curves()
 
 
 def _curves() -> None:
-    run = s.run(run_id) if RUN["status"] == "running" else RUN
-    if run["status"] == "running":
-        st.info(f"Processing: {run['frames_done']}/{run['frames_expected']} frames so far; the curves grow as it runs.")
+    run = s.run(run_id) if RUN.status == "running" else RUN
+    if run.status == "running":
+        st.info(f"Processing: {run.frames_done}/{run.frames_expected} frames so far; the curves grow as it runs.")
+    elif run.status == "truncated":
+        st.warning(f"Truncated media: {run.error}. The curves cover what could be decoded.")
     fb = an.face_bins(s, run_id, bin_s)
     agg = an.smooth(an.aggregate_face_bins(fb, bin_s), window)
     shift = offset if on_stimulus else 0.0
     agg = agg.with_columns((pl.col("t_s") - shift).alias("t_s"))
     if agg.is_empty():
-        st.warning("No faces found in this clip." if run["status"] == "done" else "No faces yet.")
+        st.warning("No faces found in this clip." if run.finished else "No faces yet.")
         return
     pk = an.peak_table(agg, exprs or ["neutral"]).sort("value", descending=True)
     picked = st.session_state.get("peaks")

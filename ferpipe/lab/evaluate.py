@@ -153,7 +153,7 @@ def evaluate_full_image(root: str | os.PathLike, model: str = "mini-xception", h
             raise ValueError(f"limit must be >= 1, got {limit}")
         files = [files[i] for i in sorted(np.random.default_rng(0).permutation(len(files))[:limit])]
     settings = Settings(model=model)
-    detector = create_detector(settings.detector, min_face_size=settings.min_face_size)
+    detector = create_detector(settings.detector, settings.detector_model, settings.min_face_size)
     clf = ExpressionModel.from_name(model, head=head)
     probs, found = [], []
     t0 = time.perf_counter()

@@ -1,0 +1,174 @@
+"""The model lab's commands (train, export-model, eval), registered on the main ``ferpipe`` app.
+
+User errors raise (FerpipeError, ValueError, OSError); the main app's one error boundary prints them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..console import err, flag, out, progress_bar
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(evaluate)
+    app.command()(train)
+    app.command("export-model")(export_model)
+
+
+def evaluate(
+    data: Path = typer.Option(..., "--data", help="FER2013 or FER+ Parquet, or a folder with one subfolder per expression.", metavar="PATH"),
+    split: Optional[str] = typer.Option(None, "--split", help="Only rows of this split, e.g. public_test.", metavar="NAME"),
+    model: Optional[str] = typer.Option(None, "--model", help="Expression model (default: the registry's default).", metavar="NAME"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate on a fixed random subset of N images.", metavar="N"),
+    flip: bool = flag("--flip", "Test-time augmentation: average with the mirrored crop."),
+    full_image: bool = flag("--full-image", "DATA holds full images: detect, take the largest face, align, classify."),
+    head: str = typer.Option(
+        "auto", "--head", metavar="NAME",
+        help="Output head of a multi-head model; auto: the data's labelling protocol if the model has it.",
+    ),  # fmt: skip
+    as_json: bool = flag("--json", "Print the report as one JSON object."),
+) -> None:
+    """Accuracy of an expression model on labelled crops, or on full images through the pipeline's path."""
+    from ..registry import default_expression_model
+    from .evaluate import evaluate_data, evaluate_full_image
+
+    name = model or default_expression_model()
+    if full_image:
+        with progress_bar() as bar:
+            task = bar.add_task("images", total=None, unit="images")
+            report = evaluate_full_image(data, model=name, head=None if head == "auto" else head, limit=limit,
+                                         progress=lambda d, t: bar.update(task, completed=d, total=t))  # fmt: skip
+    else:
+        report = evaluate_data(data, split=split, model=name, limit=limit, flip=flip, head=head)
+    if as_json:
+        print(json.dumps(report))
+        return
+    found = f", faces found in {report['face_found']:.1%}" if full_image else ""
+    head_note = f", head {report['head']}" if report.get("head") else ""
+    out.print(f"model {report['model']}{head_note}: accuracy {report['accuracy']:.4f} on {report['n']} images "
+              f"(macro-F1 {report['macro_f1']:.4f}, ECE {report['ece']:.4f}, {report['ms_per_face']:.3f} ms/face{found})")  # fmt: skip
+    table = Table("expression", "recall", "n")
+    for expr, r in report["per_class"].items():
+        table.add_row(expr, f"{r['recall']:.3f}", str(r["n"]))
+    out.print(table)
+
+
+def train(
+    data: list[Path] = typer.Option(
+        ..., "--data", metavar="PATH",
+        help="FER2013 or FER+ Parquet, or an image folder; repeat to train one head per labelling protocol.",
+    ),  # fmt: skip
+    out_dir: Path = typer.Option(..., "--out", help="Folder for checkpoints and the exported model (resumes if present).", metavar="DIR"),
+    name: str = typer.Option("ferpipe-cnn", "--name", help="Registry name of the exported model.", metavar="NAME"),
+    arch: str = typer.Option("vgg", "--arch", help="vgg (CNN), svm-hog (HOG + linear SVM) or cnn-svm.", metavar="ARCH"),
+    cnn_checkpoint: Optional[Path] = typer.Option(None, "--cnn-checkpoint", help="best.pt of a CNN, for cnn-svm.", metavar="FILE"),
+    width: int = typer.Option(48, "--width", help="CNN width (channels of the first block).", metavar="N"),
+    epochs: int = typer.Option(40, "--epochs", metavar="N"),
+    batch_size: int = typer.Option(128, "--batch-size", metavar="N"),
+    lr: float = typer.Option(0.05, "--lr", help="Peak learning rate of the one-cycle schedule.", metavar="RATE"),
+    patience: int = typer.Option(12, "--patience", help="Early stopping: epochs without a better selection accuracy.", metavar="N"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use a random subset of N images per split.", metavar="N"),
+    seed: int = typer.Option(0, "--seed", metavar="N"),
+    label_smoothing: float = typer.Option(0.0, "--label-smoothing", help="Cross-entropy label smoothing (0-0.5).", metavar="X"),
+    class_weight_power: float = typer.Option(
+        0.5, "--class-weight-power", help="Class weights (count/mean)^-p: 0 unweighted, 1 fully balanced.", metavar="P"
+    ),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from these weights (a best.pt) instead of random.", metavar="FILE"),
+    swa_start: int = typer.Option(0, "--swa-start", help="From this epoch on, average the weights (SWA) at --swa-lr; 0: off.", metavar="N"),
+    swa_lr: float = typer.Option(0.01, "--swa-lr", help="Constant learning rate during SWA.", metavar="RATE"),
+    augment: str = typer.Option("fer", "--augment", help="fer (FER2013-like crops) or domain (video-like crops too).", metavar="KIND"),
+    ferplus_target: str = typer.Option("votes", "--ferplus-target", help="FER+ heads learn the votes or the majority.", metavar="KIND"),
+    threads: int = typer.Option(0, "--threads", help="Torch threads (0: all cores).", metavar="N"),
+    no_bf16: bool = flag("--no-bf16", "Train in float32 instead of bf16 autocast."),
+    train_split: str = typer.Option("train", "--train-split", metavar="NAME"),
+    select_split: str = typer.Option("public_test", "--select-split", help="Split for early stopping and calibration.", metavar="NAME"),
+    no_register: bool = flag("--no-register", "Do not add the model to the cache registry."),
+) -> None:
+    """Train an expression classifier, export it to ONNX with its registry spec, and register it."""
+    from .train import TrainConfig, finish_cnn, train_cnn
+
+    config = TrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+                         seed=seed, label_smoothing=label_smoothing, class_weight_power=class_weight_power,
+                         bf16=not no_bf16, threads=threads, train_split=train_split, select_split=select_split,
+                         limit=limit, flip_tta=False, init=str(init) if init else None, swa_start=swa_start,
+                         swa_lr=swa_lr, augment=augment, ferplus_target=ferplus_target)  # fmt: skip
+    if arch in ("svm-hog", "cnn-svm"):
+        from .baselines import run_cnn_svm, run_svm_hog
+
+        if arch == "svm-hog":
+            res = run_svm_hog(data[0], out_dir, train_split, select_split, limit)
+        else:
+            if cnn_checkpoint is None:
+                raise ValueError("--arch cnn-svm needs --cnn-checkpoint PATH/best.pt and the CNN's --width")
+            res = run_cnn_svm(data[0], out_dir, cnn_checkpoint, width, train_split, select_split, limit)
+        out.print(f"{arch}: {select_split} accuracy {res['accuracy']:.4f}, macro-F1 {res['macro_f1']:.4f} "
+                  f"(C={res['C']}); saved {Path(out_dir) / (arch + '.json')}")  # fmt: skip
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(), console=err, disable=not err.is_terminal) as bar:  # fmt: skip
+        epochs_task = bar.add_task("epochs", total=config.epochs)
+        steps_task = bar.add_task("steps", total=None)
+
+        def on_step(step: int, steps: int) -> None:
+            bar.update(steps_task, completed=step, total=steps)
+
+        def on_epoch(epoch: int, total: int, m: dict) -> None:
+            bar.update(epochs_task, completed=epoch)
+            heads = ", ".join(f"{h} {a:.4f}" for h, a in m["head_acc"].items())
+            err.print(f"epoch {epoch}/{total}: loss {m['loss']:.3f}, {config.select_split} accuracy "
+                      f"{m['select_acc']:.4f} ({heads}; {m['seconds']:.0f}s)")  # fmt: skip
+
+        result = train_cnn(data, out_dir, config, on_step=on_step, on_epoch=on_epoch)
+    metrics = finish_cnn(result, Path(out_dir), name, config)
+    _register_and_say(out_dir, name, no_register,
+                      f"{name}: {config.select_split} accuracy {metrics['accuracy']:.4f}, ECE {metrics['ece']:.4f} "
+                      f"(temperature {metrics['temperature']:.2f}, best epoch {metrics['best_epoch']})")  # fmt: skip
+
+
+def _register_and_say(out_dir: Path, name: str, no_register: bool, summary: str) -> None:
+    """Add an exported model to the cache registry (unless told not to), then print its summary."""
+    from .train import register
+
+    spec = None if no_register else register(Path(out_dir), name)
+    out.print(summary)
+    if spec:
+        out.print(f"registered as {name!r} ({spec}); use --model {name}")
+
+
+def export_model(
+    checkpoints: list[Path] = typer.Option([], "--checkpoint", help="best.pt of a trained CNN; repeat to average several.", metavar="FILE"),
+    flip_checkpoints: list[Path] = typer.Option(
+        [], "--flip-checkpoint", help="Like --checkpoint, but averaged over the crop and its mirror image.", metavar="FILE"
+    ),
+    data: list[Path] = typer.Option(
+        ..., "--data", help="The members' training data, one per head (calibration and metrics); repeatable.", metavar="PATH"
+    ),
+    out_dir: Path = typer.Option(..., "--out", help="Folder for the ONNX file and its registry spec.", metavar="DIR"),
+    name: str = typer.Option("ferpipe-cnn", "--name", help="Registry name of the exported model.", metavar="NAME"),
+    width: int = typer.Option(48, "--width", help="Width the checkpoints were trained with.", metavar="N"),
+    flip: bool = flag("--flip", "Every member also sees the mirror image (flip TTA in the graph)."),
+    int8: bool = flag("--int8", "Static int8 quantisation, calibrated on training images."),
+    select_split: str = typer.Option("public_test", "--select-split", help="Split for the temperature and metrics.", metavar="NAME"),
+    default: bool = flag("--default", "Mark the model as the registry default."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use a fixed random subset of N images per split (quick trials).", metavar="N"),
+    card: Optional[str] = typer.Option(None, "--card", help="Model card file name, stored in the spec (e.g. NAME.md).", metavar="FILE"),
+    no_register: bool = flag("--no-register", "Do not add the model to the cache registry."),
+) -> None:
+    """Export trained CNN checkpoints as one calibrated ONNX model (ensemble, flip TTA, int8) and register it."""
+    from .train import export_model as export
+
+    with err.status(f"exporting {name} ..."):
+        members = [*checkpoints, *flip_checkpoints]
+        flips = [flip] * len(checkpoints) + [True] * len(flip_checkpoints)
+        m = export(members, data, out_dir, name, width=width, flip_tta=flips, int8=int8,
+                   select_split=select_split, default=default, limit=limit, card=card)  # fmt: skip
+    _register_and_say(out_dir, name, no_register,
+                      f"{name}: {select_split} accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, "
+                      f"ECE {m['ece']:.4f} (temperature {m['temperature']:.2f}); saved {Path(out_dir) / (name + '.onnx')}")  # fmt: skip
