@@ -8,7 +8,6 @@ intervals are Student-t intervals over those face means.
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
 import polars as pl
 from scipy import stats
@@ -37,34 +36,29 @@ def t_interval(mean: np.ndarray, sd: np.ndarray, n: np.ndarray, level: float = 0
     return np.asarray(mean) - half, np.asarray(mean) + half
 
 
-def _face_bins_sql(source: str, bin_s: float, signals: tuple[str, ...], where: str = "", keys: str = "face_id") -> str:
-    means = ", ".join(f"avg({s})::DOUBLE AS {s}" for s in signals)
-    return f"""
-        SELECT floor(timestamp_ms / 1000.0 / {float(bin_s)})::BIGINT AS bin, {keys}, count(*) AS n_obs, {means}
-        FROM {source} {where} GROUP BY ALL ORDER BY ALL
-    """
-
-
 def face_bins_frame(obs: pl.DataFrame, bin_s: float = 1.0, signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:
-    """Per (time bin, face): number of observations and the mean of each signal."""
-    if bin_s <= 0:
+    """Per (time bin, face): number of observations and the mean of each signal (Store.face_bins for
+    observations already in memory). Non-finite times and values are left out, as in the store."""
+    if not bin_s > 0:
         raise ValueError(f"bin_s must be > 0, got {bin_s}")
     signals = _check_signals(signals)
-    con = duckdb.connect()
-    try:
-        keys = ["clip_id"] if "clip_id" in obs.columns else []
-        con.register("obs", obs.select(*keys, "face_id", "timestamp_ms", *signals).to_arrow())
-        return con.sql(_face_bins_sql("obs", bin_s, signals, keys=", ".join([*keys, "face_id"]))).pl()
-    finally:
-        con.close()
+    keys = [k for k in ("clip_id",) if k in obs.columns]
+    ts = pl.col("timestamp_ms").cast(pl.Float64)
+    return (
+        obs.filter(ts.is_finite())
+        .with_columns((ts / 1000.0 / bin_s).floor().cast(pl.Int64).alias("bin"))
+        .group_by("bin", *keys, "face_id")
+        .agg(
+            pl.len().cast(pl.Int64).alias("n_obs"),
+            *[pl.col(s).cast(pl.Float64).filter(pl.col(s).cast(pl.Float64).is_finite()).mean().alias(s) for s in signals],
+        )
+        .sort("bin", *keys, "face_id")
+    )
 
 
 def face_bins(store: Store, run_id: int, bin_s: float = 1.0, signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:
-    """face_bins_frame computed inside the database file (only the small result leaves DuckDB)."""
-    if bin_s <= 0:
-        raise ValueError(f"bin_s must be > 0, got {bin_s}")
-    signals = _check_signals(signals)
-    return store.query(_face_bins_sql("observations", bin_s, signals, f"WHERE run_id = {int(run_id)}"))
+    """Per (time bin, face) means of a stored run (see Store.face_bins)."""
+    return store.face_bins(run_id, bin_s, _check_signals(signals))
 
 
 def aggregate_face_bins(fb: pl.DataFrame, bin_s: float, signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:
@@ -107,15 +101,8 @@ def aggregate(store: Store, run_id: int, bin_s: float = 1.0, signals: tuple[str,
 
 
 def timeline_export(store: Store, clip_id: str, run_id: int) -> pl.DataFrame:
-    """Per-face timeline in the export layout: seconds, box, score, 7 probabilities, valence, arousal."""
-    return store.query(
-        f"""
-        SELECT ? AS clip_id, face_id, timestamp_ms / 1000.0 AS timestamp_s, frame_index,
-               x, y, w, h, det_score, {', '.join(EXPRESSIONS)}, valence, arousal
-        FROM observations WHERE run_id = ? ORDER BY timestamp_ms, face_id
-        """,
-        [clip_id, run_id],
-    )
+    """Per-face timeline in the export layout (see Store.timeline_export)."""
+    return store.timeline_export(clip_id, run_id)
 
 
 def smooth(agg: pl.DataFrame, window_bins: int, signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:
@@ -196,12 +183,17 @@ def dominant_share(fm: pl.DataFrame) -> dict[str, float]:
     return {e: float((top == k).mean()) for k, e in enumerate(EXPRESSIONS)}
 
 
-def _bin_step(t: np.ndarray) -> float:
-    """Bin width of a curve's time column (1 when it has a single bin)."""
-    return float(np.median(np.diff(t))) if len(t) > 1 else 1.0
+def _bin_step(t: np.ndarray, bin_s: float | None = None) -> float:
+    """The curve's bin width: given, else the smallest gap between its bins (1 when it has a single bin)."""
+    if bin_s is not None:
+        if not bin_s > 0:
+            raise ValueError(f"bin_s must be > 0, got {bin_s}")
+        return float(bin_s)
+    gaps = np.diff(np.unique(np.asarray(t, dtype=np.float64)))
+    return float(gaps.min()) if len(gaps) else 1.0
 
 
-def peaks(agg: pl.DataFrame, signal: str, k: int = 5, min_gap_s: float = 2.0) -> pl.DataFrame:
+def peaks(agg: pl.DataFrame, signal: str, k: int = 5, min_gap_s: float = 2.0, bin_s: float | None = None) -> pl.DataFrame:
     """The k highest local maxima of a signal's mean curve, at least ``min_gap_s`` apart.
 
     Columns: t_s, value, n_faces, ordered by value (highest first).
@@ -216,7 +208,7 @@ def peaks(agg: pl.DataFrame, signal: str, k: int = 5, min_gap_s: float = 2.0) ->
 
     y = agg[f"{signal}_mean"].to_numpy().astype(np.float64)
     t = agg["t_s"].to_numpy()
-    step = _bin_step(t)
+    step = _bin_step(t, bin_s)
     padded = np.concatenate([[-np.inf], y, [-np.inf]])  # let the first and last bins be peaks
     idx, _ = find_peaks(padded, distance=max(1, int(round(min_gap_s / step))))
     idx = idx - 1
@@ -227,27 +219,41 @@ def peaks(agg: pl.DataFrame, signal: str, k: int = 5, min_gap_s: float = 2.0) ->
     )
 
 
-def peak_table(agg: pl.DataFrame, signals: list[str] | tuple[str, ...], k: int = 3) -> pl.DataFrame:
+def peak_table(agg: pl.DataFrame, signals: list[str] | tuple[str, ...], k: int = 3,
+               bin_s: float | None = None) -> pl.DataFrame:  # fmt: skip
     """peaks() of several signals in one table: expression, t_s, value, n_faces."""
-    return pl.concat([peaks(agg, e, k=k).with_columns(pl.lit(e).alias("expression")) for e in signals]).select(
+    return pl.concat([peaks(agg, e, k=k, bin_s=bin_s).with_columns(pl.lit(e).alias("expression")) for e in signals]).select(
         "expression", "t_s", "value", "n_faces"
     )
 
 
-def summary(agg: pl.DataFrame, obs: pl.DataFrame, signal: str, threshold: float = 0.5) -> dict:
-    """Mean over bins, peak value and time, seconds above threshold, and number of faces."""
+def summary(agg: pl.DataFrame, obs: pl.DataFrame, signal: str, threshold: float = 0.5, bin_s: float | None = None,
+            duration_s: float | None = None) -> dict:  # fmt: skip
+    """Mean over bins, peak value and time, seconds above threshold, and number of faces.
+
+    Time above the threshold counts each bin whose mean is above it as one bin width, and never
+    exceeds ``duration_s`` (the clip's length, where the last bin runs past its end).
+    """
     _check_signals((signal,))
     if agg.height == 0:
         return {"mean": float("nan"), "peak": float("nan"), "peak_t_s": float("nan"), "time_above_s": 0.0,
                 "n_faces": 0}  # fmt: skip
-    y = agg[f"{signal}_mean"].to_numpy()
+    y = agg[f"{signal}_mean"].to_numpy().astype(np.float64)
     t = agg["t_s"].to_numpy()
-    step = _bin_step(t)
-    i = int(np.nanargmax(y))
+    step = _bin_step(t, bin_s)
+    if not np.isfinite(y).any():
+        return {"mean": float("nan"), "peak": float("nan"), "peak_t_s": float("nan"), "time_above_s": 0.0,
+                "n_faces": 0}  # fmt: skip
+    i = int(np.nanargmax(np.where(np.isfinite(y), y, -np.inf)))
     keys = [c for c in ("clip_id",) if c in obs.columns]
     n_faces = obs.select(*keys, "face_id").unique().height if obs.height else 0
-    return {"mean": float(np.nanmean(y)), "peak": float(y[i]), "peak_t_s": float(t[i]),
-            "time_above_s": float((y > threshold).sum() * step), "n_faces": int(n_faces)}  # fmt: skip
+    return {"mean": float(np.nanmean(np.where(np.isfinite(y), y, np.nan))), "peak": float(y[i]), "peak_t_s": float(t[i]),
+            "time_above_s": _capped((np.nan_to_num(y, nan=-np.inf) > threshold).sum() * step, duration_s),
+            "n_faces": int(n_faces)}  # fmt: skip
+
+
+def _capped(seconds: float, duration_s: float | None) -> float:
+    return float(min(seconds, duration_s) if duration_s and duration_s > 0 else seconds)
 
 
 def compare_groups(a: np.ndarray, b: np.ndarray, method: str = "welch", n_resamples: int = 9999, seed: int = 0) -> dict:
@@ -318,14 +324,8 @@ def clip_observations(store: Store, clip_ids: list[str], signals: tuple[str, ...
     parts = []
     for cid in clip_ids:
         run_id = store.best_run(cid, model)
-        if run_id is None:
-            continue
-        parts.append(
-            store.query(
-                f"SELECT ? AS clip_id, face_id, timestamp_ms, {', '.join(signals)} FROM observations WHERE run_id = ?",
-                [cid, run_id],
-            )
-        )
+        if run_id is not None:
+            parts.append(store.observations(run_id, signals).select(pl.lit(cid).alias("clip_id"), pl.all()))
     if not parts:
         return pl.DataFrame(schema={"clip_id": pl.String, "face_id": pl.Int64, "timestamp_ms": pl.Float64,
                                     **{s: pl.Float32 for s in signals}})  # fmt: skip

@@ -82,9 +82,9 @@ def build_report(store: Store, clip_ids: list[str], bin_s: float = 1.0, method: 
         agg = aggregate_frame(part, bin_s)
         aggs[label] = agg
         for e in (*EXPRESSIONS, "valence", "arousal"):
-            summaries.append({"clip": label, "signal": e, **summary(agg, part, e, threshold)})
+            summaries.append({"clip": label, "signal": e, **summary(agg, part, e, threshold, bin_s=bin_s)})
         shares.append({"clip": label, **{e: round(v * 100, 1) for e, v in dominant_share(face_means(part)).items()}})
-        pk[label] = peak_table(agg, EXPRESSIONS)
+        pk[label] = peak_table(agg, EXPRESSIONS, bin_s=bin_s)
     data = ReportData(
         title="ferpipe report: " + ", ".join(c["title"] or c["clip_id"] for c in clips),
         generated_at=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),

@@ -363,14 +363,52 @@ class Store:
 
     def face_timelines(self, run_id: int, face_ids: list[int], columns: list[str]) -> pl.DataFrame:
         """The given faces' observations (face_id, timestamp_ms and columns), in time order."""
-        bad = set(columns) - set(OBS_COLUMNS)
-        if bad:
-            raise ValueError(f"unknown observation columns: {sorted(bad)}")
+        self._check_columns(columns)
         ids = [int(f) for f in face_ids]
         return self.query(
             f"SELECT face_id, timestamp_ms, {', '.join(columns)} FROM observations "
             f"WHERE run_id = ? AND face_id IN ({', '.join('?' * len(ids)) or 'NULL'}) ORDER BY timestamp_ms, face_id",
             [run_id, *ids],
+        )
+
+    def _check_columns(self, columns: list[str] | tuple[str, ...]) -> list[str]:
+        bad = set(columns) - set(OBS_COLUMNS)
+        if bad:
+            raise ValueError(f"unknown observation columns: {sorted(bad)}")
+        return list(columns)
+
+    def face_bins(self, run_id: int, bin_s: float, signals: tuple[str, ...]) -> pl.DataFrame:
+        """Per (time bin, face) of a run: observations and the mean of each signal, computed inside the file
+        (only the small result leaves DuckDB). Rows with a non-finite time, and non-finite values, are left
+        out of the means; a bin where a signal has no finite value gets null."""
+        if not bin_s > 0:
+            raise ValueError(f"bin_s must be > 0, got {bin_s}")
+        signals = self._check_columns(signals)
+        means = ", ".join(f"avg({c}) FILTER (WHERE isfinite({c}))::DOUBLE AS {c}" for c in signals)
+        return self.query(
+            f"""SELECT floor(timestamp_ms / 1000.0 / ?)::BIGINT AS bin, face_id, count(*) AS n_obs, {means}
+                FROM observations WHERE run_id = ? AND isfinite(timestamp_ms) GROUP BY ALL ORDER BY ALL""",
+            [float(bin_s), int(run_id)],
+        )
+
+    def observations(self, run_id: int, columns: list[str] | tuple[str, ...]) -> pl.DataFrame:
+        """A run's face_id, timestamp_ms and the given columns, in time order."""
+        cols = [c for c in self._check_columns(columns) if c not in ("face_id", "timestamp_ms")]
+        return self.query(
+            f"SELECT face_id, timestamp_ms{''.join(', ' + c for c in cols)} FROM observations WHERE run_id = ? "
+            "ORDER BY timestamp_ms, face_id",
+            [int(run_id)],
+        )
+
+    def timeline_export(self, clip_id: str, run_id: int) -> pl.DataFrame:
+        """Per-face timeline in the export layout: seconds, box, score, 7 probabilities, valence, arousal."""
+        return self.query(
+            f"""
+            SELECT ? AS clip_id, face_id, timestamp_ms / 1000.0 AS timestamp_s, frame_index,
+                   x, y, w, h, det_score, {', '.join(EXPRESSIONS)}, valence, arousal
+            FROM observations WHERE run_id = ? ORDER BY timestamp_ms, face_id
+            """,
+            [clip_id, int(run_id)],
         )
 
     def timeline(self, run_id: int) -> pl.DataFrame:

@@ -143,3 +143,108 @@ def test_faces_of_different_clips_are_not_merged():
     obs = pl.DataFrame({"clip_id": ["a", "b"], "face_id": [1, 1], "timestamp_ms": [0.0, 0.0], "happy": [0.2, 0.8]})
     agg = aggregate_frame(obs, 1.0, ("happy",))
     assert agg["n_faces"].to_list() == [2] and agg["happy_mean"][0] == pytest.approx(0.5)
+
+
+# ---- property tests (hypothesis): NaN, empty input, one face, duplicate timestamps, huge values --------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from ferpipe.analytics import aggregate_face_bins, summary  # noqa: E402
+
+_value = st.one_of(st.floats(0, 1), st.just(float("nan")))
+_time = st.one_of(st.floats(0, 1e7), st.sampled_from([0.0, 40.0, float("nan"), float("inf")]))
+_rows = st.lists(st.tuples(st.integers(1, 4), _time, _value, _value), max_size=60)
+
+
+def _frame(rows):
+    return pl.DataFrame(
+        {"face_id": [r[0] for r in rows], "timestamp_ms": [r[1] for r in rows], "happy": [r[2] for r in rows],
+         "sad": [r[3] for r in rows]},
+        schema={"face_id": pl.Int64, "timestamp_ms": pl.Float64, "happy": pl.Float64, "sad": pl.Float64},
+    )  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(_rows, st.sampled_from([0.2, 1.0, 7.5]))
+def test_curves_hold_their_invariants_on_any_observations(rows, bin_s):
+    obs = _frame(rows)
+    fb = face_bins_frame(obs, bin_s, ("happy", "sad"))
+    agg = aggregate_face_bins(fb, bin_s, ("happy", "sad"))
+    finite = obs.filter(pl.col("timestamp_ms").is_finite())
+    assert fb["n_obs"].sum() == finite.height  # every usable row lands in exactly one (bin, face)
+    if agg.height:
+        per_bin = fb.group_by("bin").agg(pl.col("face_id").n_unique().alias("n")).sort("bin")
+        assert agg["n_faces"].to_list() == per_bin["n"].to_list()
+        for s in ("happy", "sad"):
+            mean, lo, hi = (agg[f"{s}_{k}"].to_numpy().astype(float) for k in ("mean", "lo", "hi"))
+            ok = np.isfinite(mean)
+            assert ((mean[ok] >= -1e-9) & (mean[ok] <= 1 + 1e-9)).all()
+            band = ok & np.isfinite(lo)
+            assert (lo[band] <= mean[band] + 1e-9).all() and (hi[band] >= mean[band] - 1e-9).all()
+            assert ((lo[band] >= 0) & (hi[band] <= 1)).all()
+    res = summary(agg, finite, "happy", threshold=0.5, bin_s=bin_s)  # never raises, NaN or not
+    assert res["time_above_s"] >= 0
+    if np.isfinite(res["peak"]):
+        assert res["peak"] >= res["mean"] - 1e-9
+        assert res["time_above_s"] <= agg.height * bin_s + 1e-9
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_rows, st.sampled_from([0.5, 1.0, 3.0]))
+def test_the_store_bins_like_analytics_does(tmp_path_factory, rows, bin_s):
+    """Store.face_bins (SQL in the file) and face_bins_frame (Polars in memory) agree on any input."""
+    from ferpipe.store import Store
+
+    rows = [r for r in rows if r[1] < 1e6 or not np.isfinite(r[1])]
+    store = Store(tmp_path_factory.mktemp("bins") / "db.duckdb")
+    store.migrate()
+    obs = _frame(rows)
+    with store.transaction() as con:
+        con.register("o", obs.to_arrow())
+        con.execute("""INSERT INTO observations (run_id, face_id, frame_index, timestamp_ms, happy, sad)
+                       SELECT 1, face_id, 0, timestamp_ms, happy, sad FROM o WHERE NOT isnan(timestamp_ms)""")
+    expect = face_bins_frame(obs.filter(~pl.col("timestamp_ms").is_nan()), bin_s, ("happy", "sad"))
+    got = store.face_bins(1, bin_s, ("happy", "sad"))
+    assert got.select("bin", "face_id", "n_obs").rows() == expect.select("bin", "face_id", "n_obs").rows()
+    for s in ("happy", "sad"):
+        a, b = got[s].to_numpy().astype(float), expect[s].to_numpy().astype(float)
+        assert np.array_equal(np.isnan(a), np.isnan(b))
+        np.testing.assert_allclose(a[~np.isnan(a)], b[~np.isnan(b)], atol=1e-6)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(-1e6, 1e6), max_size=12), st.lists(st.floats(-1e6, 1e6), max_size=12))
+def test_group_comparison_is_well_defined(a, b):
+    res = compare_groups(np.array(a), np.array(b))
+    assert res["n_a"] == len(a) and res["n_b"] == len(b)
+    p = res["p_value"]
+    assert np.isnan(p) or 0 <= p <= 1
+    swapped = compare_groups(np.array(b), np.array(a))
+    g, gs = res["hedges_g"], swapped["hedges_g"]
+    assert (np.isnan(g) and np.isnan(gs)) or g == pytest.approx(-gs, abs=1e-9)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 5), st.floats(0, 1e5)), min_size=1, max_size=40))
+def test_top_expression_shares_sum_to_one(rows):
+    rng = np.random.default_rng(len(rows))
+    p = rng.dirichlet(np.ones(7), len(rows))
+    obs = pl.DataFrame({"face_id": [r[0] for r in rows], "timestamp_ms": [r[1] for r in rows],
+                        **{e: p[:, k] for k, e in enumerate(EXPRESSIONS)}})  # fmt: skip
+    fb = face_bins_frame(obs, 1.0, EXPRESSIONS)
+    shares = top_expression_share(fb, 1.0)
+    total = shares.select(pl.sum_horizontal([f"{e}_share" for e in EXPRESSIONS])).to_series().to_numpy()
+    np.testing.assert_allclose(total, 1.0)
+    assert shares["n_faces"].sum() == fb.height
+
+
+def test_nan_rows_do_not_break_curves_or_summaries():
+    """The probe's cases: a NaN time, and a NaN probability that made summary() raise 'All-NaN slice'."""
+    obs = pl.DataFrame({"face_id": [1, 1, 2], "timestamp_ms": [0.0, float("nan"), 100.0],
+                        "happy": [float("nan"), 0.4, float("nan")], "sad": [0.1, 0.2, 0.3]})  # fmt: skip
+    agg = aggregate_frame(obs, 1.0, ("happy", "sad"))
+    assert agg.height == 1 and agg["n_faces"][0] == 2
+    assert agg["sad_mean"][0] == pytest.approx(0.2)  # face 1: 0.1, face 2: 0.3
+    res = summary(agg, obs, "happy")
+    assert np.isnan(res["peak"]) and res["time_above_s"] == 0

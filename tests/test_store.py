@@ -167,3 +167,42 @@ def test_bad_arguments(store, tmp_path):
         store.clip("nope")
     with pytest.raises(ValueError, match="batch_rows"):
         ObservationSink(store, 1, batch_rows=0)
+
+
+# ---- property tests (hypothesis) -------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_batch = st.lists(st.tuples(st.integers(1, 3), st.sampled_from([0.0, 40.0, 40.0, 1e9]), st.floats(-1e7, 1e7)),
+                  max_size=15)  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_batch, min_size=1, max_size=6))
+def test_committed_batches_keep_the_counts_consistent(tmp_path_factory, batches):
+    """Any batches (empty ones, one face, duplicate timestamps, huge boxes): the run's counts, the faces table
+    and the observations agree after every commit."""
+    store = Store(tmp_path_factory.mktemp("prop") / "db.duckdb")
+    store.migrate()
+    _clip(store)
+    run = store.start_run("c1", "m", "mtcnn", {}, 100)
+    total, frames = 0, 0
+    seen: dict[int, list[float]] = {}
+    for rows in batches:
+        n = len(rows)
+        probs = np.full((n, 7), 1 / 7, np.float32)
+        boxes = np.array([[x, x, x + 10, x + 10] for _, _, x in rows]).reshape(-1, 4)
+        dets = Detections(boxes, np.full(n, 0.9), np.zeros((n, 5, 2)), [f for f, _, _ in rows])
+        obs = Observations(np.arange(frames, frames + n), [t for _, t, _ in rows], dets,
+                           Expressions(probs, np.zeros(n), np.zeros(n)))  # fmt: skip
+        frames += n
+        total += n
+        for f, t, _ in rows:
+            seen.setdefault(f, []).append(t)
+        store.commit_batch(run.run_id, obs, RunProgress(frames, frames - 1, 0.0, 1.0))
+        row = store.run(run.run_id)
+        assert row.observations == total and row.faces == len(seen)
+    faces = store.query("SELECT face_id, n_obs, first_seen_ms, last_seen_ms FROM faces ORDER BY face_id").rows()
+    assert faces == [(f, len(ts), min(ts), max(ts)) for f, ts in sorted(seen.items())]
+    assert store.face_bins(run.run_id, 1.0, ("happy",))["n_obs"].sum() == total

@@ -67,7 +67,7 @@ def _curves() -> None:
     if agg.is_empty():
         st.warning("No faces found in this clip." if run.finished else "No faces yet.")
         return
-    pk = an.peak_table(agg, exprs or ["neutral"]).sort("value", descending=True)
+    pk = an.peak_table(agg, exprs or ["neutral"], bin_s=bin_s).sort("value", descending=True)
     picked = st.session_state.get("peaks")
     rows = picked.selection.rows if picked is not None and hasattr(picked, "selection") else []
     if rows and rows[0] < pk.height and st.session_state.get("peak_row") != rows[0]:

@@ -56,7 +56,7 @@ for label, ids in groups.items():
     agg = an.aggregate_frame(obs, bin_s)
     aggs[label] = agg
     face_tables[label] = an.face_means(obs)
-    rows.append({"clip or segment": label, "clips": len(ids), **an.summary(agg, obs, signal, threshold)})
+    rows.append({"clip or segment": label, "clips": len(ids), **an.summary(agg, obs, signal, threshold, bin_s=bin_s)})
 
 x_title = "% of clip" if normalised else "video time (s)"
 st.plotly_chart(overlay_figure(aggs, signal, x_title=x_title), key="overlay")
