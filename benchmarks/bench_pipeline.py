@@ -1,10 +1,11 @@
-"""Pipeline throughput and memory on WolfgangLanger_Pexels.mp4 (and a ~10-minute loop of it).
+"""Pipeline throughput and memory on WolfgangLanger_Pexels.mp4 (and a ~10-minute loop of it), and peak
+memory by resolution (the audience grid scaled to 360p, 720p, 1080p and 4K, 15 s each, made here).
 
 Every measurement runs in a fresh subprocess so that its peak RSS is its own. Each is
 repeated and the median printed, with ratios against peers measured in the same run:
 decoding alone (the ceiling) and full MTCNN detection on every frame (no tracking).
 
-    .venv/bin/python benchmarks/bench_pipeline.py [--repeats 3] [--long-minutes 10]
+    .venv/bin/python benchmarks/bench_pipeline.py [--repeats 3] [--long-minutes 10] [--only resolution]
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--long-minutes", type=float, default=10.0)
+    ap.add_argument("--only", choices=["speed", "resolution"], default=None)
     ap.add_argument("--worker", nargs=2, metavar=("MODE", "VIDEO"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -79,6 +81,14 @@ def main() -> None:
     from ferpipe.samples import build_samples, looped_clip, samples_dir
 
     media = build_samples()
+    if args.only != "speed":
+        print(f"\n{'resolution (audience grid, 15 s, default 5 fps)':50s} {'frames/s':>9s} {'x real time':>12s} {'peak RSS':>9s}")
+        for name, size in (("360p", (640, 360)), ("720p", (1280, 720)), ("1080p", (1920, 1080)), ("4K", (3840, 2160))):
+            clip = looped_clip(media["audience_grid.mp4"], 0.25, samples_dir() / f"grid_{name}_15s.mp4", size)
+            r = measure("default", clip, args.repeats)
+            print(f"{name:50s} {r['fps']:9.1f} {r['x_realtime']:11.1f}x {r['peak_rss_mib']:7.0f}MiB  (median of {r['runs']})")
+        if args.only == "resolution":
+            return
     short = media["WolfgangLanger_Pexels.mp4"]
     long_clip = looped_clip(short, args.long_minutes, samples_dir() / f"wolfgang_loop_{args.long_minutes:g}min.mp4")
 

@@ -44,10 +44,18 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def _open(path: str | os.PathLike) -> cv2.VideoCapture:
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+LARGE_FRAME = 1920 * 1080 * 3 // 2  # above this, decode on one thread: each decoder thread holds frames
+
+
+def _open(path: str | os.PathLike, threads: int = 0) -> cv2.VideoCapture:
+    """An FFmpeg capture (threads 0: FFmpeg's choice); frames beyond 1080p reopen single-threaded."""
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, threads])
     if not cap.isOpened():
         raise InputError(f"{Path(path).name}: not a readable video (corrupt, truncated or not a video)")
+    size = cap.get(cv2.CAP_PROP_FRAME_WIDTH) * cap.get(cv2.CAP_PROP_FRAME_HEIGHT)
+    if threads == 0 and size > LARGE_FRAME:
+        cap.release()
+        return _open(path, threads=1)
     return cap
 
 

@@ -35,6 +35,7 @@ def create_session(path: str | os.PathLike, threads: int | None = None) -> ort.I
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    opts.enable_cpu_mem_arena = False
     # no busy-waiting between ops: on small machines it starves the decode thread
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]

@@ -147,19 +147,20 @@ def build_samples(out_dir: Path | None = None, force: bool = False) -> dict[str,
     return {**media, AUDIENCE: audience}
 
 
-def looped_clip(src: Path, minutes: float, out_path: Path) -> Path:
-    """src repeated to about ``minutes`` long (for memory benchmarks); cached."""
+def looped_clip(src: Path, minutes: float, out_path: Path, size: tuple[int, int] | None = None) -> Path:
+    """src repeated to about ``minutes`` long, optionally scaled to ``size`` (w, h), for benchmarks; cached."""
     if out_path.is_file():
         return out_path
     cap = cv2.VideoCapture(str(src))
     fps = cap.get(cv2.CAP_PROP_FPS) or 24.0
-    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    w, h = size or (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     cap.release()
     loop = _Loop(src)
     tmp = out_path.with_suffix(".part.mp4")
     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
     for _ in range(int(minutes * 60 * fps)):
-        writer.write(loop.read())
+        frame = loop.read()
+        writer.write(frame if frame.shape[1::-1] == (w, h) else cv2.resize(frame, (w, h), interpolation=cv2.INTER_CUBIC))
     writer.release()
     os.replace(tmp, out_path)
     return out_path
