@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import streamlit as st
@@ -27,6 +28,15 @@ def store() -> Store:
     return _store(str(db_path()))
 
 
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:^=])")
+
+
+def plain(text: object) -> str:
+    """Text shown as it is wherever Streamlit would read Markdown (labels, headings, messages): a title such as
+    ``![x](http://…)`` must not make the browser fetch anything."""
+    return _MARKDOWN.sub(r"\\\1", str(text))
+
+
 def caveat() -> None:
     st.caption(f"⚠️ {CAVEAT} Valence and arousal are derived from the seven probabilities, not measured.")
 
@@ -40,7 +50,7 @@ def clip_picker(label: str = "Clip", key: str = "clip", with_faces: bool = False
         st.info("No clips yet. Add videos on the Library page.")
         return None
     ids = clips["clip_id"].to_list()
-    names = {r["clip_id"]: f"{r['title']}  ·  {r['clip_id']}" for r in clips.iter_rows(named=True)}
+    names = {r["clip_id"]: f"{r['title']}  ·  {r['clip_id']}" for r in clips.iter_rows(named=True)}  # options are plain
     default = st.query_params.get("clip") or st.session_state.get("current_clip")
     index = ids.index(default) if default in ids else 0
     chosen = st.selectbox(label, ids, index=index, format_func=names.get, key=key)

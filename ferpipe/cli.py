@@ -316,7 +316,7 @@ def streamlit_command(app_file: Path, port: int, address: str = "127.0.0.1") -> 
     """The headless Streamlit server command for the dashboard (also used by its screenshot and browser tests)."""
     return [sys.executable, "-m", "streamlit", "run", str(app_file), "--server.address", address,
             "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--server.maxUploadSize", str(max_upload_mb())]  # fmt: skip
+            "--server.maxUploadSize", str(max_upload_mb()), "--client.toolbarMode", "viewer"]  # fmt: skip
 
 
 def _serve(db_path: Path, port: int, headless: bool = True, address: str = "127.0.0.1") -> None:
@@ -329,7 +329,7 @@ def _serve(db_path: Path, port: int, headless: bool = True, address: str = "127.
 
     from .registry import PROJECT_MODELS_DIR
 
-    app_file = PROJECT_MODELS_DIR.parent / "dashboard" / "app.py"
+    app_file = PROJECT_MODELS_DIR.parent / "dashboard" / "server.py"
     if not app_file.is_file():
         raise FerpipeError(f"dashboard not found at {app_file}")
     env = dict(os.environ, FERPIPE_DB=str(db_path))

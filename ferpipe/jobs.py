@@ -1,74 +1,97 @@
-"""Background processing for the dashboard: each source runs as its own `ferpipe process` subprocess.
+"""Background processing for the dashboard: each source runs in its own process (``python -m ferpipe.jobs``).
 
-A subprocess per clip keeps the dashboard responsive, survives page reloads, and
-writes through the same short DuckDB transactions as the CLI, so the dashboard can
-read results while they arrive. Job records are small JSON files beside the media.
+A process per clip keeps the dashboard responsive, survives page reloads, and writes through the
+same short DuckDB transactions as the CLI, so the dashboard reads results while they arrive.
+A job is a folder beside the media: ``job.json`` (what to do, written by ``start``) and
+``result.json`` (what happened, written by the job itself), both typed here; the dashboard
+shows live progress from the runs table.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .config import media_dir
 
 
-@dataclass
+@dataclass(frozen=True)
+class JobSpec:
+    """What a job does: one source into one database, with the pipeline's settings (as a dict of
+    ``Settings`` fields) and the clip's title and tags. ``delete_source``: the source is an upload,
+    removed once it is in the library (or refused)."""
+
+    db: str
+    source: str
+    settings: dict
+    title: str | None = None
+    tags: dict = field(default_factory=dict)
+    delete_source: bool = False
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a finished job did: the RunResult fields, or an error."""
+
+    status: str  # done, truncated, interrupted, failed
+    title: str
+    clip_id: str | None = None
+    run_id: int | None = None
+    faces: int = 0
+    observations: int = 0
+    frames_analyzed: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class Job:
-    """One background `ferpipe process` run."""
+    """One background job: its folder and process."""
 
     job_id: str
-    source: str
-    title: str
+    folder: Path
     pid: int
     started: float
-    log: str
-    upload: str | None = None
+    title: str
+
+    @property
+    def spec(self) -> JobSpec:
+        return JobSpec(**json.loads((self.folder / "job.json").read_text()))
 
     def alive(self) -> bool:
-        try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)  # reap if it is our child
+        with contextlib.suppress(ChildProcessError, OSError):
+            pid, _ = os.waitpid(self.pid, os.WNOHANG)  # reap it if it is our child
             if pid == self.pid:
                 return False
-        except ChildProcessError:
-            pass
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
             return False
-        return True
+        except PermissionError:
+            return True
+        return not (self.folder / "result.json").is_file()
 
-    def result(self) -> dict | None:
-        """The JSON line the process printed, once it has finished."""
-        try:
-            lines = Path(self.log).read_text().strip().splitlines()
-        except OSError:
+    def result(self) -> JobResult | None:
+        """The job's result once it has finished; a job whose process died without one reports that."""
+        path = self.folder / "result.json"
+        if path.is_file():
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                return JobResult(**json.loads(path.read_text()))
+        if self.alive():
             return None
-        for line in reversed(lines):
-            if line.startswith("{"):
-                try:
-                    return json.loads(line)
-                except json.JSONDecodeError:
-                    return None
-        return None
+        return JobResult(status="failed", title=self.title, error="the job stopped without a result (killed?)")
 
-    def error(self) -> str | None:
-        res = self.result()
-        if res and "error" in res:
-            return res["error"]
-        if not self.alive() and res is None:
-            try:
-                tail = [x for x in Path(self.log).read_text().splitlines() if x.strip()]
-            except OSError:
-                tail = []
-            return tail[-1] if tail else "the process stopped without a result"
-        return None
+    def stop(self) -> None:
+        """Ask the job to stop: its run keeps what it committed and is marked interrupted."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
 
 
 def jobs_dir(db_path: str | os.PathLike) -> Path:
@@ -77,48 +100,45 @@ def jobs_dir(db_path: str | os.PathLike) -> Path:
     return d
 
 
-def start(db_path: str | os.PathLike, source: str, title: str | None = None, tags: dict[str, str] | None = None,
-          model: str | None = None, sample_fps: float | None = 5.0, upload: str | None = None) -> Job:  # fmt: skip
-    """Launch `ferpipe process --json` for one source in the background."""
-    if sample_fps is not None and not 0 < sample_fps <= 240:
-        raise ValueError(f"sample_fps must be in (0, 240], got {sample_fps}")
+def start(db_path: str | os.PathLike, source: str, settings, *, title: str | None = None,  # noqa: ANN001
+          tags: dict[str, str] | None = None, delete_source: bool = False) -> Job:  # fmt: skip
+    """Launch one source in the background with the given pipeline ``Settings``."""
+    from .pipeline import Settings
+
+    if not isinstance(settings, Settings):
+        raise ValueError(f"settings must be a pipeline Settings, got {type(settings).__name__}")
     job_id = uuid.uuid4().hex[:12]
-    folder = jobs_dir(db_path)
-    log = folder / f"{job_id}.log"
-    cmd = [sys.executable, "-m", "ferpipe.cli", "process", source, "--db", str(db_path), "--json"]
-    cmd += ["--every-frame"] if sample_fps is None else ["--sample-fps", str(sample_fps)]
-    if title:
-        cmd += ["--title", title]
-    for k, v in (tags or {}).items():
-        cmd += ["--tag", f"{k}={v}"]
-    if model:
-        cmd += ["--model", model]
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)  # fmt: skip
-    job = Job(job_id, source, title or Path(source).name, proc.pid, time.time(), str(log), upload)
-    (folder / f"{job_id}.json").write_text(json.dumps(asdict(job)))
+    folder = jobs_dir(db_path) / job_id
+    folder.mkdir()
+    spec = JobSpec(str(db_path), str(source), asdict(settings), title, dict(tags or {}), delete_source)
+    (folder / "job.json").write_text(json.dumps(asdict(spec)))
+    with open(folder / "job.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "ferpipe.jobs", str(folder)], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    job = Job(job_id, folder, proc.pid, time.time(), title or Path(source).name)
+    (folder / "pid").write_text(json.dumps({"pid": proc.pid, "started": job.started, "title": job.title}))
     return job
 
 
 def list_jobs(db_path: str | os.PathLike) -> list[Job]:
     """Every recorded job, newest first."""
     jobs = []
-    for f in jobs_dir(db_path).glob("*.json"):
-        try:
-            jobs.append(Job(**json.loads(f.read_text())))
-        except (OSError, TypeError, json.JSONDecodeError):
-            continue
+    for folder in jobs_dir(db_path).iterdir():
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            meta = json.loads((folder / "pid").read_text())
+            jobs.append(Job(folder.name, folder, int(meta["pid"]), float(meta["started"]), meta["title"]))
     return sorted(jobs, key=lambda j: j.started, reverse=True)
 
 
-def forget(db_path: str | os.PathLike, job: Job) -> None:
-    """Drop a finished job's record, log and uploaded temporary file."""
-    folder = jobs_dir(db_path)
-    for p in (folder / f"{job.job_id}.json", Path(job.log)):
-        p.unlink(missing_ok=True)
-    if job.upload:
-        Path(job.upload).unlink(missing_ok=True)
+def forget(job: Job) -> None:
+    """Drop a finished job's folder (and its upload, should the job have died before removing it)."""
+    import shutil
+
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        spec = job.spec
+        if spec.delete_source:
+            Path(spec.source).unlink(missing_ok=True)
+    shutil.rmtree(job.folder, ignore_errors=True)
 
 
 def eta_seconds(frames_done: int, frames_expected: int, seconds: float) -> float | None:
@@ -127,3 +147,44 @@ def eta_seconds(frames_done: int, frames_expected: int, seconds: float) -> float
         return None
     rate = frames_done / seconds
     return max(0.0, (frames_expected - frames_done) / rate)
+
+
+def _write_result(folder: Path, result: JobResult) -> None:
+    tmp = folder / "result.json.part"
+    tmp.write_text(json.dumps(asdict(result)))
+    os.replace(tmp, folder / "result.json")
+
+
+def run_job(folder: Path) -> JobResult:
+    """Do the job in ``folder`` in this process and record its result (the child's side of ``start``)."""
+    from .errors import FerpipeError
+    from .pipeline import Pipeline, Settings
+    from .store import Store
+
+    spec = JobSpec(**json.loads((folder / "job.json").read_text()))
+    title = spec.title or Path(spec.source).name
+
+    def stop(signum: int, frame: object) -> None:  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        pipeline = Pipeline(Store(spec.db), Settings(**spec.settings))
+        try:
+            item = pipeline.ingest(spec.source, spec.title, spec.tags)
+        finally:
+            if spec.delete_source:  # the library has its own copy now, or the upload was refused
+                Path(spec.source).unlink(missing_ok=True)
+        res = pipeline.analyse(item.sha256[:12])
+        result = JobResult(res.status, res.title, res.clip_id, res.run_id, res.faces, res.observations,
+                           res.frames_analyzed, res.error)  # fmt: skip
+    except KeyboardInterrupt:
+        result = JobResult("interrupted", title, error="stopped")
+    except (FerpipeError, ValueError, OSError) as exc:
+        result = JobResult("failed", title, error=str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    _write_result(folder, result)
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover - the child process of start()
+    run_job(Path(sys.argv[1]))

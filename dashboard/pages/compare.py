@@ -2,7 +2,7 @@
 
 import polars as pl
 import streamlit as st
-from common import caveat, store
+from common import caveat, plain, store
 
 from ferpipe import analytics as an
 from ferpipe.figures import overlay_figure
@@ -66,7 +66,7 @@ summary = pl.DataFrame(rows).rename({"peak_t_s": "peak at" + (" (%)" if normalis
 st.dataframe(summary, hide_index=True)
 
 labels = list(face_tables)
-st.subheader(f"Face-level comparison: {labels[0]} vs {labels[1]}")
+st.subheader(f"Face-level comparison: {plain(labels[0])} vs {plain(labels[1])}")
 a, b = face_tables[labels[0]], face_tables[labels[1]]
 st.caption(
     f"Each face's mean over the clip is one data point: {a.height} faces vs {b.height} faces. "

@@ -9,6 +9,7 @@ from ferpipe import jobs
 from ferpipe.lab.baselines import baseline_results
 from ferpipe.lab.evaluate import saved_reports
 from ferpipe.figures import confusion_figure, overlay_figure
+from ferpipe.pipeline import Settings
 from ferpipe.registry import default_expression_model, registry
 
 st.title("Models")
@@ -52,7 +53,7 @@ clip = clip_picker(key="models_clip", with_faces=True)
 if clip is not None:
     other = st.selectbox("Model", sorted(specs), key="reprocess_model")
     if st.button("Reprocess in the background"):
-        jobs.start(db_path(), clip["path"], clip["title"], None, other)
+        jobs.start(db_path(), clip["path"], Settings(model=other))
         st.info("Started; the overlay below fills in when the run is done (see the Library page for progress).")
     runs = store().clip_runs(clip["clip_id"])  # best first, so the first finished run of each model is its best
     done = runs.filter(pl.col("status") == "done").unique("model", keep="first", maintain_order=True)

@@ -34,12 +34,15 @@ def test_upload_process_view_and_download_report(tmp_path, samples):
         page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
         page.goto(url)
         expect(page.get_by_role("heading", name="Library")).to_be_visible(timeout=60000)
-        page.locator("input[type=file]").set_input_files(str(clip))
-        expect(page.get_by_text("panel.mp4")).to_be_visible(timeout=30000)
         page.get_by_placeholder("group=A, stimulus=ad_3").fill("group=A")
-        page.get_by_role("button", name="Process").click()
+        page.get_by_placeholder("group=A, stimulus=ad_3").press("Enter")
+        page.wait_for_timeout(1500)  # the uploader is re-made with the tags
+        uploader = page.frame_locator("iframe").first
+        uploader.locator("input[type=file]").set_input_files(str(clip))
+        uploader.get_by_role("button", name="Upload and process").click()
+        expect(uploader.get_by_text("uploaded, processing")).to_be_visible(timeout=60000)
         # the progress panel refreshes every 2 s and reports the finished job
-        expect(page.get_by_text("1 faces,")).to_be_visible(timeout=180000)
+        expect(page.get_by_text("1 face,")).to_be_visible(timeout=180000)
         page.screenshot(path=str(ARTIFACTS / "e2e_library.png"))
 
         page.get_by_role("link", name="Clip view").click()

@@ -84,9 +84,8 @@ def test_models_page_lists_models_and_runs(app, seeded_db, tmp_path, monkeypatch
 @pytest.mark.parametrize("bad", ["group", "=x"])
 def test_library_rejects_bad_tags(app, bad):
     app.run()
-    app.text_input[2].input(bad)
-    app.button[0].click().run()
-    assert any("is not KEY=VALUE" in e.value for e in app.error)
+    app.text_input[1].input(bad).run()
+    assert any("is not KEY\\=VALUE" in e.value for e in app.error)  # shown as plain text
 
 
 def test_clip_view_with_a_linked_stimulus(app, seeded_db):
@@ -136,3 +135,29 @@ def test_models_page_overlays_two_models_on_one_clip(app, seeded_db, samples, tm
     assert len(overlay) == 1
     traces = {t.get("name") for t in json.loads(overlay[0].proto.spec)["data"]}
     assert {"mini-xception", "ferpipe-cnn"} <= traces
+
+
+def test_titles_and_tags_are_plain_text_everywhere(app, seeded_db):
+    """A title carrying Markdown (an image that would make the browser fetch a URL) is shown escaped."""
+    from ferpipe.store import Store
+
+    db, ids = seeded_db
+    store = Store(db)
+    clip_id = ids["single_face.mp4"]
+    old = store.clip(clip_id)["title"]
+    evil = "![t](http://127.0.0.1:8765/track.png) **bold**"
+    store.upsert_clip(clip_id, {}, {}, title=evil)
+    try:
+        app.run()
+        app.selectbox(key="delete_clip").select(clip_id).run()
+        app.checkbox[1].check().run() if len(app.checkbox) > 1 else None
+        labels = [c.label for c in app.checkbox]
+        assert any("\\!\\[t\\]\\(http" in lbl for lbl in labels), labels
+        assert not any("![t](" in lbl for lbl in labels)
+        for page in ("pages/compare.py", "pages/clip.py", "pages/export.py", "pages/models.py"):
+            app.switch_page(page).run()
+            shown = [e.value for kind in ("markdown", "subheader", "caption", "title", "header", "info", "warning",
+                                          "error", "success") for e in getattr(app, kind)]  # fmt: skip
+            assert not any("![t](" in str(v) for v in shown), (page, shown)
+    finally:
+        store.upsert_clip(clip_id, {}, {}, title=old)

@@ -1,0 +1,109 @@
+"""Streamed uploads for the dashboard: a file arrives in chunks straight into the media library's
+``.uploads`` folder (never whole in memory), under a name of ferpipe's own, within the size limit,
+and is then processed by a background job.
+
+``receive`` does the work on any async stream of byte chunks; ``routes`` wraps it as Starlette
+routes for the dashboard's server (dashboard/server.py). Requests must carry the dashboard's
+token (``FERPIPE_UPLOAD_TOKEN``), which pages embed: another site open in the same browser cannot
+post files to the local server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
+
+from .config import max_upload_mb, media_dir
+from .errors import InputError
+from .frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "FERPIPE_UPLOAD_TOKEN"
+MAX_TITLE = 200
+
+
+def upload_token() -> str:
+    """The dashboard's upload token (made once per server process unless set)."""
+    return os.environ.setdefault(TOKEN_ENV, secrets.token_urlsafe(24))
+
+
+def uploads_dir(db_path: str | os.PathLike) -> Path:
+    d = media_dir(db_path) / ".uploads"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def clean_title(name: str) -> str:
+    """A clip title from an uploaded file's name: its stem, without control characters, at most 200 characters."""
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    text = "".join(ch for ch in stem if ch.isprintable()).strip()
+    return (text[: MAX_TITLE - 1] + "…") if len(text) > MAX_TITLE else text or "upload"
+
+
+@dataclass(frozen=True)
+class Received:
+    """An upload on disk, ready for a job."""
+
+    path: Path
+    title: str
+    size: int
+
+
+async def receive(chunks: AsyncIterator[bytes], name: str, db_path: str | os.PathLike) -> Received:
+    """Write an upload to ``.uploads/<random>.<ext>`` chunk by chunk; InputError (and nothing left on disk)
+    when its type is not accepted, it is empty, or it passes FERPIPE_MAX_UPLOAD_MB."""
+    suffix = Path(name).suffix.lower()
+    if suffix not in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS:
+        raise InputError(f"not a video or image file (expected one of {', '.join(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)})")
+    limit = max_upload_mb() * 1024 * 1024
+    path = uploads_dir(db_path) / f"{uuid.uuid4().hex[:16]}{suffix}"
+    size = 0
+    try:
+        with open(path, "wb") as out:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > limit:
+                    raise InputError(f"over the {max_upload_mb()} MiB limit (FERPIPE_MAX_UPLOAD_MB)")
+                out.write(chunk)
+        if size == 0:
+            raise InputError("the file is empty (0 bytes)")
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return Received(path, clean_title(name), size)
+
+
+def routes(db_path_fn) -> list:  # noqa: ANN001
+    """Starlette routes: POST /ferpipe/upload?name=&title=&tags=&settings= (JSON of pipeline Settings fields)
+    starts a background job for the uploaded file and answers {"job_id", "title"} or {"error"}."""
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from . import jobs
+    from .ingest import parse_tags
+    from .pipeline import Settings
+
+    async def upload(request: Request) -> JSONResponse:
+        if not secrets.compare_digest(request.headers.get("x-ferpipe-token", ""), upload_token()):
+            return JSONResponse({"error": "not allowed"}, status_code=403)
+        q = request.query_params
+        try:
+            settings = Settings(**json.loads(q.get("settings") or "{}"))
+            tags = parse_tags(q.get("tags", ""))
+            got = await receive(request.stream(), q.get("name", ""), db_path_fn())
+        except (InputError, ValueError, TypeError) as exc:
+            return JSONResponse({"error": str(exc).splitlines()[0]}, status_code=400)
+        title = (q.get("title") or "").strip()[:MAX_TITLE] or got.title
+        job = jobs.start(db_path_fn(), str(got.path), settings, title=title, tags=tags, delete_source=True)
+        log.info("upload %s (%d bytes) -> job %s", title, got.size, job.job_id)
+        return JSONResponse({"job_id": job.job_id, "title": title, "bytes": got.size})
+
+    return [Route("/ferpipe/upload", upload, methods=["POST"])]

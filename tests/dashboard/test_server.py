@@ -1,0 +1,90 @@
+"""The dashboard server's own routes on a real server: the token, refusals, and memory during a large upload."""
+
+import importlib.util
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "dashboard"
+
+
+def _shot():
+    spec = importlib.util.spec_from_file_location("dashboard_screenshot", DASHBOARD / "screenshot.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _post(url, body, token, name="clip.mp4", stream=False):
+    q = urllib.parse.urlencode({"name": name, "settings": json.dumps({"model": "mini-xception", "sample_fps": 5.0})})
+    data = body
+    if stream:  # a generator: sent chunked, like a browser streaming a File
+        data = (body[i : i + (1 << 20)] for i in range(0, len(body), 1 << 20))
+    req = urllib.request.Request(f"{url}/ferpipe/upload?{q}", data=data, method="POST",
+                                 headers={"X-Ferpipe-Token": token} if token else {})  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@pytest.mark.slow
+def test_upload_route_checks_token_type_size_and_stays_small(tmp_path, samples):
+    import urllib.parse  # noqa: F401  (used by _post)
+
+    shot = _shot()
+    db = tmp_path / "srv.duckdb"
+    token = "test-token-123"
+    with shot.serve(db, env={"FERPIPE_UPLOAD_TOKEN": token, "FERPIPE_MAX_UPLOAD_MB": "200"}) as url:
+        uploads = tmp_path / "srv_media" / ".uploads"
+        assert _post(url, b"x", None)[0] == 403  # another site cannot post without the page's token
+        code, body = _post(url, b"hello", token, name="notes.txt")
+        assert code == 400 and "not a video or image" in body["error"]
+        # a real clip: accepted, processed in the background, and its upload removed once in the library
+        code, body = _post(url, Path(samples["single_face.mp4"]).read_bytes(), token, name="é" * 200 + ".mp4")
+        assert code == 200 and len(body["title"]) == 200
+        jobs = tmp_path / "srv_media" / ".jobs"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list(jobs.glob("*/result.json")):
+            time.sleep(0.5)
+        result = json.loads(next(jobs.glob("*/result.json")).read_text())
+        assert result["status"] == "done" and result["faces"] == 1
+        assert not list(uploads.iterdir())
+        # 150 MiB streamed in: the server's memory does not grow with the file
+        pid = _server_pid(url)
+        before = _rss_mib(pid)
+        code, body = _post(url, b"\0" * (150 << 20), token, name="big.mp4", stream=True)
+        grown = _rss_mib(pid) - before
+        assert code == 200, body
+        assert grown < 60, f"the server grew by {grown:.0f} MiB during a 150 MiB upload"
+
+
+def _server_pid(url: str) -> int:
+    """The pid of the process listening on the dashboard's port."""
+    port = int(url.rsplit(":", 1)[1])
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        parts = line.split()
+        if int(parts[1].split(":")[1], 16) == port and parts[3] == "0A":
+            inode = parts[9]
+            for proc in Path("/proc").iterdir():
+                if not proc.name.isdigit():
+                    continue
+                try:
+                    if any(os.readlink(fd).endswith(f"[{inode}]") for fd in (proc / "fd").iterdir()):
+                        return int(proc.name)
+                except OSError:
+                    continue
+    raise RuntimeError("server process not found")

@@ -1,0 +1,37 @@
+"""Streamed uploads: straight to disk, within the limit, under ferpipe's own names, behind the dashboard's token."""
+
+import asyncio
+
+import pytest
+
+from ferpipe.errors import InputError
+from ferpipe.uploads import clean_title, receive, uploads_dir
+
+
+async def _chunks(data: bytes, size: int = 65536):
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+def test_an_upload_is_written_in_chunks_under_a_name_of_its_own(db_path):
+    got = asyncio.run(receive(_chunks(b"x" * 300_000), "é" * 250 + ".mp4", db_path))
+    assert got.path.parent == uploads_dir(db_path) and got.path.suffix == ".mp4"
+    assert len(got.path.name) < 40 and got.size == 300_000 and got.path.stat().st_size == 300_000
+    assert len(got.title) == 200 and got.title.endswith("…")  # a title, never a file name on disk
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "expect"),
+    [("notes.txt", b"hi", "not a video or image"), ("empty.mp4", b"", "empty"), ("big.mp4", b"x" * (2 << 20), "over the 1 MiB")],
+)
+def test_refused_uploads_leave_nothing_behind(db_path, monkeypatch, name, data, expect):
+    monkeypatch.setenv("FERPIPE_MAX_UPLOAD_MB", "1")
+    with pytest.raises(InputError, match=expect):
+        asyncio.run(receive(_chunks(data), name, db_path))
+    assert list(uploads_dir(db_path).iterdir()) == []
+
+
+def test_titles_from_file_names():
+    assert clean_title("Panel 3 – session A.mov") == "Panel 3 – session A"
+    assert clean_title("\x00\x1b[31m.mp4") == "[31m"
+    assert clean_title(".mp4") == "upload"
