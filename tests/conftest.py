@@ -16,6 +16,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SHARED_FER = REPO.parent / "shared" / "datasets" / "fer2013" / "fer2013.parquet"
 SHARED_FERPLUS = REPO.parent / "shared" / "datasets" / "ferplus" / "ferplus.parquet"
+SHARED_MODELS = REPO.parent / "shared" / "models"
+if SHARED_MODELS.is_dir():  # the Face Landmarker's offline copy, loaded through the registry's mirror path
+    os.environ.setdefault("FERPIPE_MODEL_MIRROR", str(SHARED_MODELS))
 
 
 @pytest.fixture(scope="session")
