@@ -8,21 +8,71 @@ intervals are Student-t intervals over those face means.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
 from scipy import stats
 
-from .store import Store
+from .signals import AU_PROXIES, BLENDSHAPES
+from .store import QualityFilter, Store
 from .types import EXPRESSIONS
 
 SIGNALS: tuple[str, ...] = (*EXPRESSIONS, "valence", "arousal")
+"""The expression signals: the default of every curve and report."""
+
+
+@dataclass(frozen=True)
+class Signal:
+    """A curve ferpipe can draw: its label (what it is, derived or not), its range (CI bands are clipped to
+    it) and the stored columns it is the mean of."""
+
+    name: str
+    label: str
+    lo: float | None
+    hi: float | None
+    columns: tuple[str, ...]
+
+
+def _signal_table() -> dict[str, Signal]:
+    table = {e: Signal(e, f"{e} (probability)", 0.0, 1.0, (e,)) for e in EXPRESSIONS}
+    table["valence"] = Signal("valence", "valence (derived from the expressions)", -1.0, 1.0, ("valence",))
+    table["arousal"] = Signal("arousal", "arousal (derived from the expressions)", -1.0, 1.0, ("arousal",))
+    table["attentive"] = Signal("attentive", "attentive (share of faces)", 0.0, 1.0, ("attentive",))
+    table["blink_rate"] = Signal("blink_rate", "blinks per minute", 0.0, None, ())
+    table["eye_openness"] = Signal("eye_openness", "eye openness (0 closed, 1 open)", 0.0, 1.0, ("eye_openness",))
+    for c, what in (("yaw_deg", "yaw"), ("pitch_deg", "pitch"), ("roll_deg", "roll")):
+        table[c] = Signal(c, f"head {what} (degrees)", None, None, (c,))
+    for b in BLENDSHAPES:
+        table[f"bs_{b}"] = Signal(f"bs_{b}", f"blendshape {b} (not a FACS AU)", 0.0, 1.0, (f"bs_{b}",))
+    for label, shapes in AU_PROXIES.items():
+        key = "au" + label.split()[0][2:].zfill(2) + "_proxy"
+        table[key] = Signal(key, label, 0.0, 1.0, tuple(f"bs_{b}" for b in shapes))
+    return table
+
+
+SIGNAL_INFO: dict[str, Signal] = _signal_table()
+ATTENTION_SIGNALS: tuple[str, ...] = ("attentive", "yaw_deg", "pitch_deg", "roll_deg", "eye_openness")
+AU_PROXY_SIGNALS: tuple[str, ...] = tuple(k for k in SIGNAL_INFO if k.endswith("_proxy"))
+BLENDSHAPE_SIGNALS: tuple[str, ...] = tuple(f"bs_{b}" for b in BLENDSHAPES)
 
 
 def _check_signals(signals: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    bad = [s for s in signals if s not in SIGNALS]
+    bad = [s for s in signals if s not in SIGNAL_INFO]
     if bad:
-        raise ValueError(f"unknown signal(s) {bad}; choose from {SIGNALS}")
+        raise ValueError(f"unknown signal(s) {bad}; choose from {', '.join(SIGNAL_INFO)}")
     return tuple(signals)
+
+
+def _stored(signals: tuple[str, ...]) -> tuple[str, ...]:
+    """The stored columns the signals are means of (each once)."""
+    return tuple(dict.fromkeys(c for s in signals for c in SIGNAL_INFO[s].columns))
+
+
+def _derive(fb: pl.DataFrame, signals: tuple[str, ...]) -> pl.DataFrame:
+    """Add the derived signals (AU proxies: the mean of their blendshapes) to per-(bin, face) means."""
+    extra = [s for s in signals if s not in fb.columns]
+    return fb.with_columns(pl.mean_horizontal(SIGNAL_INFO[s].columns).alias(s) for s in extra) if extra else fb
 
 
 def t_interval(mean: np.ndarray, sd: np.ndarray, n: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -44,21 +94,27 @@ def face_bins_frame(obs: pl.DataFrame, bin_s: float = 1.0, signals: tuple[str, .
     signals = _check_signals(signals)
     keys = [k for k in ("clip_id",) if k in obs.columns]
     ts = pl.col("timestamp_ms").cast(pl.Float64)
-    return (
+    fb = (
         obs.filter(ts.is_finite())
         .with_columns((ts / 1000.0 / bin_s).floor().cast(pl.Int64).alias("bin"))
         .group_by("bin", *keys, "face_id")
         .agg(
             pl.len().cast(pl.Int64).alias("n_obs"),
-            *[pl.col(s).cast(pl.Float64).filter(pl.col(s).cast(pl.Float64).is_finite()).mean().alias(s) for s in signals],
-        )
+            *[pl.col(c).cast(pl.Float64).filter(pl.col(c).cast(pl.Float64).is_finite()).mean().alias(c)
+              for c in _stored(signals)],
+        )  # fmt: skip
         .sort("bin", *keys, "face_id")
     )
+    return _derive(fb, signals)
 
 
-def face_bins(store: Store, run_id: int, bin_s: float = 1.0, signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:
-    """Per (time bin, face) means of a stored run (see Store.face_bins)."""
-    return store.face_bins(run_id, bin_s, _check_signals(signals))
+def face_bins(store: Store, run_id: int, bin_s: float = 1.0, signals: tuple[str, ...] = SIGNALS,
+              quality: QualityFilter | None = None) -> pl.DataFrame:  # fmt: skip
+    """Per (time bin, face) means of a stored run (see Store.face_bins), derived signals included; a quality
+    filter that keeps everything is no filter."""
+    signals = _check_signals(signals)
+    fb = store.face_bins(run_id, bin_s, _stored(signals), quality if quality is not None and quality.active else None)
+    return _derive(fb, signals)
 
 
 def aggregate_face_bins(fb: pl.DataFrame, bin_s: float, signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:
@@ -84,8 +140,9 @@ def aggregate_face_bins(fb: pl.DataFrame, bin_s: float, signals: tuple[str, ...]
     for s in signals:
         mean = df[f"{s}_mean"].to_numpy()
         lo, hi = t_interval(mean, df[f"{s}_sd"].to_numpy(), n)
-        floor = -1.0 if s in ("valence", "arousal") else 0.0
-        lo, hi = np.clip(lo, floor, 1.0), np.clip(hi, floor, 1.0)
+        info = SIGNAL_INFO[s]
+        if info.lo is not None or info.hi is not None:
+            lo, hi = np.clip(lo, info.lo, info.hi), np.clip(hi, info.lo, info.hi)
         cols += [pl.Series(f"{s}_mean", mean), pl.Series(f"{s}_lo", lo), pl.Series(f"{s}_hi", hi)]
     return df.select("bin", "t_s", "n_faces").with_columns(cols)
 
@@ -330,3 +387,31 @@ def clip_observations(store: Store, clip_ids: list[str], signals: tuple[str, ...
         return pl.DataFrame(schema={"clip_id": pl.String, "face_id": pl.Int64, "timestamp_ms": pl.Float64,
                                     **{s: pl.Float32 for s in signals}})  # fmt: skip
     return pl.concat(parts)
+
+
+def blink_bins(store: Store, run_id: int, bin_s: float = 10.0) -> pl.DataFrame:
+    """Per (time bin, face with a face mesh in it): blinks per minute of the bin (face_bins layout, signal
+    "blink_rate"), for aggregate_face_bins. Blinks last 100-400 ms, so rates need an analysis rate of 10 frames/s
+    or more; at 5 frames/s many are missed."""
+    if not bin_s > 0:
+        raise ValueError(f"bin_s must be > 0, got {bin_s}")
+    seen = store.face_bins(run_id, bin_s, ("eye_openness",)).filter(pl.col("eye_openness").is_not_null())
+    starts = store.blink_starts(run_id)
+    counts = (
+        starts.with_columns((pl.col("timestamp_ms") / 1000.0 / bin_s).floor().cast(pl.Int64).alias("bin"))
+        .group_by("bin", "face_id").len("blinks")
+    )  # fmt: skip
+    return (
+        seen.join(counts, on=["bin", "face_id"], how="left")
+        .with_columns((pl.col("blinks").fill_null(0) * 60.0 / bin_s).alias("blink_rate"))
+        .select("bin", "face_id", "n_obs", "blink_rate")
+    )
+
+
+def blink_summary(store: Store, run_id: int) -> dict:
+    """Blinks, face-minutes with a face mesh, and blinks per minute over a whole run."""
+    starts = store.blink_starts(run_id)
+    spans = store.face_bins(run_id, 1.0, ("eye_openness",)).filter(pl.col("eye_openness").is_not_null())
+    minutes = spans.height / 60.0  # seconds in which each face had a mesh
+    return {"blinks": starts.height, "face_minutes": minutes,
+            "rate_per_min": starts.height / minutes if minutes else float("nan")}  # fmt: skip

@@ -164,3 +164,36 @@ def looped_clip(src: Path, minutes: float, out_path: Path, size: tuple[int, int]
     writer.release()
     os.replace(tmp, out_path)
     return out_path
+
+
+def transformed_clip(src: Path, out_path: Path, transform: str) -> Path:
+    """src mirrored ("mirror") or turned in-plane ("rotate+15", "rotate-30": degrees counterclockwise as
+    displayed, about the centre, same size), for the validity checks of head pose; cached."""
+    if out_path.is_file():
+        return out_path
+    if transform == "mirror":
+        def fn(img: np.ndarray) -> np.ndarray:
+            return cv2.flip(img, 1)
+    elif transform.startswith("rotate"):
+        angle = float(transform[len("rotate"):])
+
+        def fn(img: np.ndarray) -> np.ndarray:
+            h, w = img.shape[:2]
+            m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+            return cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+    else:
+        raise ValueError(f"transform must be mirror or rotate<degrees>, got {transform!r}")
+    cap = cv2.VideoCapture(str(src))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 24.0
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    tmp = out_path.with_suffix(".part.mp4")
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        writer.write(fn(frame))
+    cap.release()
+    writer.release()
+    os.replace(tmp, out_path)
+    return out_path

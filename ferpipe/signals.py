@@ -14,7 +14,7 @@ Sign conventions, in the picture as the camera sees it:
 Mirroring a video negates yaw and roll and keeps pitch.
 
 ``attentive``: the mesh was found, |yaw| and |pitch| are within the cone (30 and 20 degrees by
-default) and the eyes are open (eye_openness >= 0.5). These are readings of what a face shows,
+default) and the eyes are open (eye_openness >= 0.25, see EYES_OPEN). These are readings of what a face shows,
 made by models; blendshapes are not FACS action units.
 """
 
@@ -71,7 +71,10 @@ AU_PROXIES: dict[str, tuple[str, ...]] = {
 
 MESH_SIZE = 256
 ROI_SCALE = 1.5  # face_landmarker_graph.cc: the face box grown 1.5 times
-EYES_OPEN = 0.5
+# Eyes count as open at eye_openness >= 0.25 (both eyeBlink blendshapes below about 0.75): eyeBlink also rises
+# when people look down (measured here and with the mediapipe package on WolfgangLanger_Pexels.mp4: 0.5 would
+# call a speaker reading his notes "eyes closed" in 38% of frames), while a real blink takes it near 1.
+EYES_OPEN = 0.25
 
 
 @dataclass(frozen=True)

@@ -521,7 +521,7 @@ class Store:
         n = int(row["n"][0])
         return 1.0 - int(row["kept"][0]) / n if n else 0.0
 
-    def blink_starts(self, run_id: int, closed_below: float = 0.5) -> pl.DataFrame:
+    def blink_starts(self, run_id: int, closed_below: float = 0.25) -> pl.DataFrame:
         """(face_id, timestamp_ms) of each blink: a face's eyes seen open, then closed at its next observation
         with a mesh."""
         return self.query(
