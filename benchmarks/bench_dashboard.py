@@ -1,12 +1,14 @@
-"""Clip-view render time over a large database (default 1,000,000 observation rows).
+"""Clip-view render time over a large database (default 10,000,000 observation rows), for two storage layouts:
+the expression columns only (as before signals) and every column of a run with signals (76).
 
-Builds a DuckDB file with one clip of N faces x F frames of synthetic observations
-(inserted by DuckDB SQL), then times, as medians of repeated runs:
-  - the clip view's data work (per-face bins in DuckDB, curves, shares, peaks),
+Builds a DuckDB file with one clip of N faces x F frames of synthetic observations (inserted by DuckDB SQL)
+and its per-second rollup, then times, as medians of repeated runs:
+  - the clip view's data work (bins, curves, shares, peaks, attention) from the rollup,
+  - the same from the raw rows (what a quality filter forces),
   - a full server-side render of the Clip view page with Streamlit's AppTest,
   - a peer: pulling every observation into Python first, then aggregating.
 
-    .venv/bin/python benchmarks/bench_dashboard.py [--faces 50] [--frames 20000] [--repeats 5]
+    .venv/bin/python benchmarks/bench_dashboard.py [--faces 50] [--frames 200000] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -21,51 +23,66 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def build_db(path: Path, faces: int, frames: int, video: Path) -> int:
+def build_db(path: Path, faces: int, frames: int, video: Path, signals: bool = True) -> int:
+    """A run of faces x frames observations at 5 frames/s; with ``signals``, every column of a real run (head pose,
+    attention, 52 blendshapes), else the expression columns only (the layout before signals)."""
     import duckdb
 
+    from ferpipe.signals import BS_COLUMNS
     from ferpipe.store import Store
     from ferpipe.types import EXPRESSIONS
 
     store = Store(path)
     store.migrate()
-    store.upsert_clip("bigclip00001", {"sha256": "b" * 64, "path": str(video), "title": "1M-row benchmark clip",
+    store.upsert_clip("bigclip00001", {"sha256": "b" * 64, "path": str(video), "title": "benchmark clip",
                                        "duration_s": frames / 5.0, "fps": 5.0, "frame_count": frames}, {"group": "A"})  # fmt: skip
     run_id = store.start_run("bigclip00001", "mini-xception", "mtcnn", {"bench": True}, frames).run_id
     raw = ", ".join(f"random() + CASE WHEN f % 7 = {k} THEN 1.5 ELSE 0 END AS r{k}" for k in range(7))
     total = " + ".join(f"r{k}" for k in range(7))
     probs = ", ".join(f"(r{k} / ({total}))::REAL" for k in range(7))
+    va = " + ".join(f"r{k} / ({total}) * {v}" for k, v in enumerate((-0.51, -0.6, -0.64, 0.81, -0.63, 0.4, 0.0)))
+    extra = ""
+    if signals:
+        shapes = ", ".join(f"(((i * {k + 3} + f * 7) % 97) / 97.0)::REAL" for k in range(len(BS_COLUMNS)))
+        extra = (", ((i % 61) - 30)::REAL, ((i % 41) - 20)::REAL, ((f % 21) - 10)::REAL, 0.8::REAL, "
+                 f"(i % 10 <> 0), 0.99::REAL, {shapes}")  # fmt: skip
     con = duckdb.connect(str(path))
+    cols = "" if signals else f"(run_id, face_id, frame_index, timestamp_ms, x, y, w, h, det_score, {', '.join(EXPRESSIONS)}, valence, arousal)"
     con.execute(f"""
-        INSERT INTO observations
-        SELECT {run_id}, f, i, i * 200.0, 10 * f, 10, 48, 48, 0.99, {probs}, 0, 0
+        INSERT INTO observations {cols}
+        SELECT {run_id}, f, i, i * 200.0, 10 * f, 10, 48, 48, 0.99, {probs}, ({va})::REAL, 0::REAL{extra}
         FROM (SELECT i, f, {raw} FROM range({frames}) t(i), range(1, {faces + 1}) u(f))
     """)  # fmt: skip
-    va = " + ".join(f"{e} * {v}" for e, v in zip(EXPRESSIONS, (-0.51, -0.6, -0.64, 0.81, -0.63, 0.4, 0.0)))
-    con.execute(f"UPDATE observations SET valence = {va}")
-    con.execute("""INSERT INTO faces SELECT run_id, face_id, min(timestamp_ms), max(timestamp_ms), count(*), avg(det_score)
+    con.execute("""INSERT INTO faces (run_id, face_id, first_seen_ms, last_seen_ms, n_obs, mean_score)
+                    SELECT run_id, face_id, min(timestamp_ms), max(timestamp_ms), count(*), avg(det_score)
                     FROM observations GROUP BY ALL""")  # fmt: skip
-    n = con.execute("SELECT count(*) FROM observations").fetchone()[0]
+    n = con.execute("SELECT count(*) FROM observations").fetchall()[0][0]
     con.execute(f"UPDATE runs SET status = 'done', frames_done = {frames}, faces = {faces}, observations = {n}")
     con.close()
+    store.build_rollup(run_id)
     return n
 
 
-def clip_view_data(store, run_id: int, bin_s: float = 1.0) -> None:
+def clip_view_data(store, run_id: int, bin_s: float, raw: bool = False) -> None:
+    """What the Clip view computes: expression bins, curves, shares, peaks, attention; ``raw`` skips the rollup."""
     from ferpipe import analytics as an
+    from ferpipe.store import QualityFilter
 
-    fb = an.face_bins(store, run_id, bin_s)
+    quality = QualityFilter(min_face_px=1.0) if raw else None  # a filter that keeps every row forces the raw path
+    fb = an.face_bins(store, run_id, bin_s, quality=quality)
     agg = an.smooth(an.aggregate_face_bins(fb, bin_s), 3)
     an.top_expression_share(fb, bin_s)
-    an.dominant_share(an.face_means_from_bins(fb))
+    an.face_means_from_bins(fb)
     for e in ("happy", "surprise", "sad", "neutral"):
-        an.peaks(agg, e, k=3)
+        an.peaks(agg, e, k=3, bin_s=bin_s)
+    fa = an.face_bins(store, run_id, bin_s, an.ATTENTION_SIGNALS, quality=quality)
+    an.aggregate_face_bins(fa, bin_s, an.ATTENTION_SIGNALS)
 
 
 def naive(store, run_id: int, bin_s: float = 1.0) -> None:
     from ferpipe import analytics as an
 
-    obs = store.timeline(run_id)  # every row into Python first
+    obs = store.observations(run_id, an.SIGNALS)  # every row into Python first
     an.aggregate_frame(obs, bin_s)
 
 
@@ -81,40 +98,52 @@ def timed(fn, repeats: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--faces", type=int, default=50)
-    ap.add_argument("--frames", type=int, default=20000)
+    ap.add_argument("--frames", type=int, default=200000, help="50 faces x 200,000 frames = 10M observations")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-page", action="store_true", help="skip the AppTest page renders")
     args = ap.parse_args()
 
     from streamlit.testing.v1 import AppTest
 
+    from ferpipe import analytics as an
     from ferpipe.samples import build_samples
     from ferpipe.store import Store
 
     video = build_samples()["WolfgangLanger_Pexels.mp4"]
-    with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "big.duckdb"
-        t0 = time.perf_counter()
-        n = build_db(db, args.faces, args.frames, video)
-        print(f"built {n:,} observation rows ({args.faces} faces x {args.frames} frames) in {time.perf_counter() - t0:.1f}s")
-        store = Store(db)
-        run_id = store.best_run("bigclip00001")
-        clip_view_data(store, run_id)  # warm the OS cache
-        data_s = timed(lambda: clip_view_data(store, run_id), args.repeats)
-        naive_s = timed(lambda: naive(store, run_id), max(1, args.repeats // 2))
+    bin_s = an.default_bin(args.frames / 5.0)
+    results = {}
+    for layout, signals in (("expressions only (old layout)", False), ("with signals (76 columns)", True)):
+        with tempfile.TemporaryDirectory() as tmp:
+            db = Path(tmp) / "big.duckdb"
+            t0 = time.perf_counter()
+            n = build_db(db, args.faces, args.frames, video, signals)
+            size = db.stat().st_size / 2**20
+            print(f"{layout}: built {n:,} rows in {time.perf_counter() - t0:.0f}s, file {size:,.0f} MiB")
+            store = Store(db)
+            run_id = store.best_run("bigclip00001")
+            clip_view_data(store, run_id, bin_s)  # warm the OS cache
+            r = {"rollup": timed(lambda: clip_view_data(store, run_id, bin_s), args.repeats),
+                 "raw": timed(lambda: clip_view_data(store, run_id, bin_s, raw=True), max(1, args.repeats // 2)),
+                 "naive": timed(lambda: naive(store, run_id, bin_s), 1)}  # fmt: skip
+            if not args.no_page:
+                os.environ["FERPIPE_DB"] = str(db)
 
-        os.environ["FERPIPE_DB"] = str(db)
+                def render() -> None:
+                    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=300)
+                    at.switch_page("pages/clip.py").run()
+                    assert not at.exception, at.exception
 
-        def render() -> None:
-            at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=120)
-            at.switch_page("pages/clip.py").run()
-            assert not at.exception, at.exception
-
-        render()
-        page_s = timed(render, args.repeats)
-    print(f"clip view data (DuckDB bins + curves + shares + peaks): median {data_s * 1000:.0f} ms")
-    print(f"clip view page, full server-side render (AppTest):       median {page_s * 1000:.0f} ms")
-    print(f"peer, all rows into Python then aggregate:               median {naive_s * 1000:.0f} ms")
-    print(f"data work vs peer: {naive_s / data_s:.1f}x faster; median of {args.repeats} runs each")
+                render()
+                r["page"] = timed(render, args.repeats)
+            results[layout] = r
+    print(f"\n{args.faces * args.frames:,} observations, default bin {bin_s:g} s; medians of {args.repeats} runs")
+    for layout, r in results.items():
+        print(f"{layout}:")
+        print(f"  clip view data from the per-second rollup: {r['rollup'] * 1000:7.0f} ms")
+        print(f"  clip view data from raw rows (filtered):   {r['raw'] * 1000:7.0f} ms")
+        print(f"  peer, all rows into Python then aggregate: {r['naive'] * 1000:7.0f} ms")
+        if "page" in r:
+            print(f"  clip view page, full server-side render:  {r['page'] * 1000:7.0f} ms")
 
 
 if __name__ == "__main__":

@@ -72,12 +72,17 @@ def main() -> None:
     with serve(args.db) as url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        for name, path in (("library", ""), ("clip_view", f"clip?clip={args.clip}")):
+        shots = (("library", "", None), ("clip_view", f"clip?clip={args.clip}", None),
+                 ("attention", f"clip?clip={args.clip}", "Attention, head pose and blinks"))  # fmt: skip
+        for name, path, heading in shots:
             page.goto(f"{url}/{path}")
             page.wait_for_selector("[data-testid='stMain']", timeout=30000)
-            if name == "clip_view":
+            if path.startswith("clip"):
                 page.wait_for_selector(".js-plotly-plot", timeout=30000)
             page.wait_for_timeout(2500)
+            if heading:
+                page.get_by_role("heading", name=heading).scroll_into_view_if_needed()
+                page.wait_for_timeout(1500)
             page.screenshot(path=str(args.out / f"dashboard_{name}.png"), full_page=False)
             print(args.out / f"dashboard_{name}.png")
         browser.close()

@@ -57,6 +57,16 @@ AU_PROXY_SIGNALS: tuple[str, ...] = tuple(k for k in SIGNAL_INFO if k.endswith("
 BLENDSHAPE_SIGNALS: tuple[str, ...] = tuple(f"bs_{b}" for b in BLENDSHAPES)
 
 
+def unit_of(df: pl.DataFrame) -> str:
+    """The unit of analysis a frame carries: person_id (tracks linked into people) or face_id (tracks)."""
+    return "person_id" if "person_id" in df.columns else "face_id"
+
+
+def count_of(df: pl.DataFrame) -> str:
+    """The name of a count of units: n_people or n_faces (say "people" only where the count means people)."""
+    return "n_people" if unit_of(df) == "person_id" else "n_faces"
+
+
 def _check_signals(signals: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     bad = [s for s in signals if s not in SIGNAL_INFO]
     if bad:
@@ -73,6 +83,18 @@ def _derive(fb: pl.DataFrame, signals: tuple[str, ...]) -> pl.DataFrame:
     """Add the derived signals (AU proxies: the mean of their blendshapes) to per-(bin, face) means."""
     extra = [s for s in signals if s not in fb.columns]
     return fb.with_columns(pl.mean_horizontal(SIGNAL_INFO[s].columns).alias(s) for s in extra) if extra else fb
+
+
+BIN_CHOICES: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+
+
+def default_bin(duration_s: float, max_bins: int = 1500) -> float:
+    """The smallest bin width of BIN_CHOICES (1 s at least) that keeps a clip's curve under ``max_bins`` bins: long
+    recordings open readable and fast, short ones in 1 s steps."""
+    for b in BIN_CHOICES:
+        if b >= 1.0 and (duration_s or 0) / b <= max_bins:
+            return b
+    return BIN_CHOICES[-1]
 
 
 def t_interval(mean: np.ndarray, sd: np.ndarray, n: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -93,17 +115,18 @@ def face_bins_frame(obs: pl.DataFrame, bin_s: float = 1.0, signals: tuple[str, .
         raise ValueError(f"bin_s must be > 0, got {bin_s}")
     signals = _check_signals(signals)
     keys = [k for k in ("clip_id",) if k in obs.columns]
+    unit = unit_of(obs)
     ts = pl.col("timestamp_ms").cast(pl.Float64)
     fb = (
         obs.filter(ts.is_finite())
         .with_columns((ts / 1000.0 / bin_s).floor().cast(pl.Int64).alias("bin"))
-        .group_by("bin", *keys, "face_id")
+        .group_by("bin", *keys, unit)
         .agg(
             pl.len().cast(pl.Int64).alias("n_obs"),
             *[pl.col(c).cast(pl.Float64).filter(pl.col(c).cast(pl.Float64).is_finite()).mean().alias(c)
               for c in _stored(signals)],
         )  # fmt: skip
-        .sort("bin", *keys, "face_id")
+        .sort("bin", *keys, unit)
     )
     return _derive(fb, signals)
 
@@ -120,22 +143,22 @@ def face_bins(store: Store, run_id: int, bin_s: float = 1.0, signals: tuple[str,
 def aggregate_face_bins(fb: pl.DataFrame, bin_s: float, signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:
     """Per bin: faces in view and, per signal, the mean of face means with a Student-t 95% CI.
 
-    Columns: bin, t_s (bin start), n_faces, and <signal>_mean / _lo / _hi. Bounds are clipped
+    Columns: bin, t_s (bin start), n_people (or n_faces, for tracks), and <signal>_mean / _lo / _hi. Bounds are clipped
     to the signal's range ([0, 1] for probabilities, [-1, 1] for valence and arousal).
     """
     signals = _check_signals(signals)
     if fb.height == 0:
-        cols = {"bin": pl.Int64, "t_s": pl.Float64, "n_faces": pl.Int64}
+        cols = {"bin": pl.Int64, "t_s": pl.Float64, count_of(fb): pl.Int64}
         cols.update({f"{s}_{k}": pl.Float64 for s in signals for k in ("mean", "lo", "hi")})
         return pl.DataFrame(schema=cols)
     df = (
         fb.group_by("bin")
-        .agg(pl.len().alias("n_faces"), *[pl.col(s).mean().alias(f"{s}_mean") for s in signals],
+        .agg(pl.len().alias(count_of(fb)), *[pl.col(s).mean().alias(f"{s}_mean") for s in signals],
              *[pl.col(s).std(ddof=1).fill_null(0).alias(f"{s}_sd") for s in signals])  # fmt: skip
         .sort("bin")
         .with_columns((pl.col("bin") * bin_s).alias("t_s"))
     )
-    n = df["n_faces"].to_numpy()
+    n = df[count_of(fb)].to_numpy()
     cols = []
     for s in signals:
         mean = df[f"{s}_mean"].to_numpy()
@@ -144,7 +167,7 @@ def aggregate_face_bins(fb: pl.DataFrame, bin_s: float, signals: tuple[str, ...]
         if info.lo is not None or info.hi is not None:
             lo, hi = np.clip(lo, info.lo, info.hi), np.clip(hi, info.lo, info.hi)
         cols += [pl.Series(f"{s}_mean", mean), pl.Series(f"{s}_lo", lo), pl.Series(f"{s}_hi", hi)]
-    return df.select("bin", "t_s", "n_faces").with_columns(cols)
+    return df.select("bin", "t_s", count_of(fb)).with_columns(cols)
 
 
 def aggregate_frame(obs: pl.DataFrame, bin_s: float = 1.0, signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:
@@ -181,12 +204,12 @@ def top_expression_share(fb: pl.DataFrame, bin_s: float = 1.0) -> pl.DataFrame:
     """
     if bin_s <= 0:
         raise ValueError(f"bin_s must be > 0, got {bin_s}")
-    schema = {"t_s": pl.Float64, "n_faces": pl.Int64, **{f"{e}_share": pl.Float64 for e in EXPRESSIONS}}
+    schema = {"t_s": pl.Float64, count_of(fb): pl.Int64, **{f"{e}_share": pl.Float64 for e in EXPRESSIONS}}
     if fb.height == 0:
         return pl.DataFrame(schema=schema)
     top = fb.select("bin").with_columns(pl.Series("top", fb.select(EXPRESSIONS).to_numpy().argmax(axis=1)))
     out = top.group_by("bin").agg(
-        pl.len().alias("n_faces"), *[(pl.col("top") == k).mean().alias(f"{e}_share") for k, e in enumerate(EXPRESSIONS)]
+        pl.len().alias(count_of(fb)), *[(pl.col("top") == k).mean().alias(f"{e}_share") for k, e in enumerate(EXPRESSIONS)]
     )
     return out.sort("bin").with_columns((pl.col("bin") * bin_s).alias("t_s")).select(list(schema))
 
@@ -198,18 +221,19 @@ def downsample(obs: pl.DataFrame, max_points: int = 1000) -> pl.DataFrame:
     if obs.height == 0:
         return obs
     span = float(obs["timestamp_ms"].max() - obs["timestamp_ms"].min()) or 1.0
-    per_face = obs.group_by("face_id").len()["len"].max()
+    unit = unit_of(obs)
+    per_face = obs.group_by(unit).len()["len"].max()
     if per_face <= max_points:
         return obs
     step = span / max_points
     t0 = float(obs["timestamp_ms"].min())
-    cols = [c for c in obs.columns if c not in ("face_id", "timestamp_ms")]
+    cols = [c for c in obs.columns if c not in (unit, "timestamp_ms")]
     return (
         obs.with_columns(((pl.col("timestamp_ms") - t0) / step).floor().alias("_slice"))
-        .group_by("face_id", "_slice")
+        .group_by(unit, "_slice")
         .agg(pl.col("timestamp_ms").mean(), *[pl.col(c).mean() for c in cols])
         .drop("_slice")
-        .sort("face_id", "timestamp_ms")
+        .sort(unit, "timestamp_ms")
     )
 
 
@@ -218,14 +242,14 @@ def face_means(obs: pl.DataFrame, signals: tuple[str, ...] = SIGNALS) -> pl.Data
     signals = _check_signals(signals)
     keys = [c for c in ("clip_id", "group") if c in obs.columns]
     return (
-        obs.group_by(*keys, "face_id")
+        obs.group_by(*keys, unit_of(obs))
         .agg(
             pl.len().alias("n_obs"),
             (pl.col("timestamp_ms").min() / 1000).alias("first_s"),
             (pl.col("timestamp_ms").max() / 1000).alias("last_s"),
             *[pl.col(s).mean() for s in signals],
         )
-        .sort(*keys, "face_id")
+        .sort(*keys, unit_of(obs))
     )
 
 
@@ -253,12 +277,13 @@ def _bin_step(t: np.ndarray, bin_s: float | None = None) -> float:
 def peaks(agg: pl.DataFrame, signal: str, k: int = 5, min_gap_s: float = 2.0, bin_s: float | None = None) -> pl.DataFrame:
     """The k highest local maxima of a signal's mean curve, at least ``min_gap_s`` apart.
 
-    Columns: t_s, value, n_faces, ordered by value (highest first).
+    Columns: t_s, value, n_people (or n_faces), ordered by value (highest first).
     """
     _check_signals((signal,))
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    schema = {"t_s": pl.Float64, "value": pl.Float64, "n_faces": pl.Int64}
+    n_col = "n_people" if "n_people" in agg.columns else "n_faces"
+    schema = {"t_s": pl.Float64, "value": pl.Float64, n_col: pl.Int64}
     if agg.height == 0:
         return pl.DataFrame(schema=schema)
     from scipy.signal import find_peaks
@@ -271,22 +296,24 @@ def peaks(agg: pl.DataFrame, signal: str, k: int = 5, min_gap_s: float = 2.0, bi
     idx = idx - 1
     idx = idx[np.argsort(-y[idx], kind="stable")][:k]
     return pl.DataFrame(
-        {"t_s": t[idx].astype(np.float64), "value": y[idx], "n_faces": agg["n_faces"].to_numpy()[idx].astype(np.int64)},
+        {"t_s": t[idx].astype(np.float64), "value": y[idx], n_col: agg[n_col].to_numpy()[idx].astype(np.int64)},
         schema=schema,
     )
 
 
 def peak_table(agg: pl.DataFrame, signals: list[str] | tuple[str, ...], k: int = 3,
                bin_s: float | None = None) -> pl.DataFrame:  # fmt: skip
-    """peaks() of several signals in one table: expression, t_s, value, n_faces."""
+    """peaks() of several signals in one table: expression, t_s, value, n_people (or n_faces)."""
+    n_col = "n_people" if "n_people" in agg.columns else "n_faces"
     return pl.concat([peaks(agg, e, k=k, bin_s=bin_s).with_columns(pl.lit(e).alias("expression")) for e in signals]).select(
-        "expression", "t_s", "value", "n_faces"
+        "expression", "t_s", "value", n_col
     )
 
 
 def summary(agg: pl.DataFrame, obs: pl.DataFrame, signal: str, threshold: float = 0.5, bin_s: float | None = None,
             duration_s: float | None = None) -> dict:  # fmt: skip
-    """Mean over bins, peak value and time, seconds above threshold, and number of faces.
+    """Mean over bins, peak value and time, seconds above threshold, and the number of units (people, or
+    faces for unlinked tracks) under "n".
 
     Time above the threshold counts each bin whose mean is above it as one bin width, and never
     exceeds ``duration_s`` (the clip's length, where the last bin runs past its end).
@@ -294,19 +321,19 @@ def summary(agg: pl.DataFrame, obs: pl.DataFrame, signal: str, threshold: float 
     _check_signals((signal,))
     if agg.height == 0:
         return {"mean": float("nan"), "peak": float("nan"), "peak_t_s": float("nan"), "time_above_s": 0.0,
-                "n_faces": 0}  # fmt: skip
+                "n": 0}  # fmt: skip
     y = agg[f"{signal}_mean"].to_numpy().astype(np.float64)
     t = agg["t_s"].to_numpy()
     step = _bin_step(t, bin_s)
     if not np.isfinite(y).any():
         return {"mean": float("nan"), "peak": float("nan"), "peak_t_s": float("nan"), "time_above_s": 0.0,
-                "n_faces": 0}  # fmt: skip
+                "n": 0}  # fmt: skip
     i = int(np.nanargmax(np.where(np.isfinite(y), y, -np.inf)))
     keys = [c for c in ("clip_id",) if c in obs.columns]
-    n_faces = obs.select(*keys, "face_id").unique().height if obs.height else 0
+    n_faces = obs.select(*keys, unit_of(obs)).unique().height if obs.height else 0
     return {"mean": float(np.nanmean(np.where(np.isfinite(y), y, np.nan))), "peak": float(y[i]), "peak_t_s": float(t[i]),
             "time_above_s": _capped((np.nan_to_num(y, nan=-np.inf) > threshold).sum() * step, duration_s),
-            "n_faces": int(n_faces)}  # fmt: skip
+            "n": int(n_faces)}  # fmt: skip
 
 
 def _capped(seconds: float, duration_s: float | None) -> float:
@@ -369,7 +396,7 @@ def face_means_from_bins(fb: pl.DataFrame, signals: tuple[str, ...] = EXPRESSION
     signals = _check_signals(signals)
     keys = [c for c in ("clip_id",) if c in fb.columns]
     w = pl.col("n_obs")
-    return fb.group_by(*keys, "face_id").agg(
+    return fb.group_by(*keys, unit_of(fb)).agg(
         w.sum().alias("n_obs"), *[((pl.col(s) * w).sum() / w.sum()).alias(s) for s in signals]
     )
 
@@ -382,9 +409,10 @@ def clip_observations(store: Store, clip_ids: list[str], signals: tuple[str, ...
     for cid in clip_ids:
         run_id = store.best_run(cid, model)
         if run_id is not None:
-            parts.append(store.observations(run_id, signals).select(pl.lit(cid).alias("clip_id"), pl.all()))
+            obs = store.observations(run_id, _stored(signals)).select(pl.lit(cid).alias("clip_id"), pl.all())
+            parts.append(_derive(obs, signals))
     if not parts:
-        return pl.DataFrame(schema={"clip_id": pl.String, "face_id": pl.Int64, "timestamp_ms": pl.Float64,
+        return pl.DataFrame(schema={"clip_id": pl.String, "person_id": pl.Int64, "timestamp_ms": pl.Float64,
                                     **{s: pl.Float32 for s in signals}})  # fmt: skip
     return pl.concat(parts)
 
@@ -396,15 +424,16 @@ def blink_bins(store: Store, run_id: int, bin_s: float = 10.0) -> pl.DataFrame:
     if not bin_s > 0:
         raise ValueError(f"bin_s must be > 0, got {bin_s}")
     seen = store.face_bins(run_id, bin_s, ("eye_openness",)).filter(pl.col("eye_openness").is_not_null())
-    starts = store.blink_starts(run_id)
+    unit = unit_of(seen)
+    starts = store.blink_starts(run_id, unit="person" if unit == "person_id" else "face")
     counts = (
         starts.with_columns((pl.col("timestamp_ms") / 1000.0 / bin_s).floor().cast(pl.Int64).alias("bin"))
-        .group_by("bin", "face_id").len("blinks")
+        .group_by("bin", unit).len("blinks")
     )  # fmt: skip
     return (
-        seen.join(counts, on=["bin", "face_id"], how="left")
+        seen.join(counts, on=["bin", unit], how="left")
         .with_columns((pl.col("blinks").fill_null(0) * 60.0 / bin_s).alias("blink_rate"))
-        .select("bin", "face_id", "n_obs", "blink_rate")
+        .select("bin", unit, "n_obs", "blink_rate")
     )
 
 

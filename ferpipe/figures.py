@@ -16,35 +16,83 @@ COLORS = {
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 
 
+def _band(agg: pl.DataFrame, signal: str) -> tuple[np.ndarray, np.ndarray]:
+    """A curve's 95% band; where there is none (fewer than two faces) it closes onto the mean, so the shaded
+    polygon never jumps across gaps."""
+    mean = agg[f"{signal}_mean"].to_numpy().astype(np.float64)
+    lo, hi = (agg[f"{signal}_{k}"].to_numpy().astype(np.float64) for k in ("lo", "hi"))
+    return np.where(np.isfinite(lo), lo, mean), np.where(np.isfinite(hi), hi, mean)
+
+
 def _rgba(hex_color: str, alpha: float) -> str:
     h = hex_color.lstrip("#")
     r, g, b = (int(h[i : i + 2], 16) for i in (0, 2, 4))
     return f"rgba({r},{g},{b},{alpha})"
 
 
+def y_title(signals: list[str]) -> str:
+    """The y axis of curves of these signals: what they are, with their unit."""
+    from .analytics import SIGNAL_INFO
+
+    if all(s in EXPRESSIONS for s in signals):
+        return "mean probability"
+    if all(s in ("valence", "arousal") for s in signals):
+        return "valence / arousal (−1 … 1, derived)"
+    if all(s.endswith("_deg") for s in signals):
+        return "degrees"
+    if signals == ["attentive"]:
+        return "share of faces attentive"
+    if len(signals) == 1:
+        return SIGNAL_INFO[signals[0]].label if signals[0] in SIGNAL_INFO else signals[0]
+    return "mean score (0 … 1)"
+
+
 def curves_figure(agg: pl.DataFrame, signals: list[str], x: str = "t_s", title: str = "",
-                  x_title: str = "video time (s)", marker_t: float | None = None) -> go.Figure:  # fmt: skip
-    """Mean curves with 95% CI bands, and the number of faces in view underneath."""
+                  x_title: str = "video time (s)", marker_t: float | None = None, names: dict | None = None,
+                  markers: list[tuple[str, float, float | None]] | None = None) -> go.Figure:  # fmt: skip
+    """Mean curves with 95% CI bands, and the number of faces in view underneath.
+
+    names: legend names by signal; markers: (label, start_s, end_s or None) drawn on the curves.
+    """
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.78, 0.22], vertical_spacing=0.04)
     t = agg[x].to_numpy()
     for s in signals:
-        color = COLORS.get(s, "#333333")
-        lo, hi = agg[f"{s}_lo"].to_numpy(), agg[f"{s}_hi"].to_numpy()
+        color = COLORS.get(s, PALETTE[signals.index(s) % len(PALETTE)])
+        lo, hi = _band(agg, s)
         fig.add_trace(go.Scatter(x=np.concatenate([t, t[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself",
                                  fillcolor=_rgba(color, 0.15), line={"width": 0}, hoverinfo="skip", showlegend=False,
                                  legendgroup=s), 1, 1)  # fmt: skip
-        fig.add_trace(go.Scatter(x=t, y=agg[f"{s}_mean"].to_numpy(), name=s, line={"color": color, "width": 2},
-                                 legendgroup=s, hovertemplate=f"{s} %{{y:.2f}} at %{{x:.1f}}<extra></extra>"), 1, 1)  # fmt: skip
-    fig.add_trace(go.Bar(x=t, y=agg["n_faces"].to_numpy(), name="faces in view", marker_color="#bbbbbb",
-                         showlegend=False, hovertemplate="%{y} faces<extra></extra>"), 2, 1)  # fmt: skip
+        name = (names or {}).get(s, s)
+        fig.add_trace(go.Scatter(x=t, y=agg[f"{s}_mean"].to_numpy(), name=name, line={"color": color, "width": 2},
+                                 legendgroup=s, hovertemplate=f"{name} %{{y:.2f}} at %{{x:.1f}}<extra></extra>"), 1, 1)  # fmt: skip
+    people = "n_people" in agg.columns
+    counts = agg["n_people" if people else "n_faces"]
+    what = "people" if people else "faces"
+    fig.add_trace(go.Bar(x=t, y=counts.to_numpy(), name=f"{what} in view", marker_color="#bbbbbb",
+                         showlegend=False, hovertemplate=f"%{{y}} {what}<extra></extra>"), 2, 1)  # fmt: skip
     if marker_t is not None:
         fig.add_vline(x=marker_t, line_dash="dash", line_color="#444")
-    fig.update_yaxes(title_text="mean probability", row=1, col=1)
-    fig.update_yaxes(title_text="faces", row=2, col=1)
+    add_markers(fig, markers)
+    fig.update_yaxes(title_text=y_title(signals), row=1, col=1)
+    fig.update_yaxes(title_text=what, row=2, col=1, rangemode="tozero", tickformat="d", dtick=max(1, int(np.ceil(
+        (counts.max() or 1) / 4))) if agg.height else 1)  # fmt: skip
     fig.update_xaxes(title_text=x_title, row=2, col=1)
-    fig.update_layout(title=title or None, height=460, margin={"l": 50, "r": 20, "t": 40 if title else 10, "b": 40},
-                      legend={"orientation": "h", "y": 1.08})  # fmt: skip
+    top = 70 if title else 30
+    fig.update_layout(title={"text": title, "y": 0.98, "x": 0.01} if title else None, height=470,
+                      margin={"l": 60, "r": 20, "t": top, "b": 40},
+                      legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0})  # fmt: skip
     return fig
+
+
+def add_markers(fig: go.Figure, markers: list[tuple[str, float, float | None]] | None) -> None:
+    """Event markers on a figure: a dotted line at a point, a shaded span for an interval, each labelled."""
+    for label, start, end in markers or []:
+        if end is not None and end > start:
+            fig.add_vrect(x0=start, x1=end, fillcolor="#f0a000", opacity=0.12, line_width=0, annotation_text=label,
+                          annotation_position="top left", annotation_font_size=10)  # fmt: skip
+        else:
+            fig.add_vline(x=start, line_dash="dot", line_color="#f0a000", annotation_text=label,
+                          annotation_position="top", annotation_font_size=10)  # fmt: skip
 
 
 def share_figure(shares: pl.DataFrame, expressions: list[str] | None = None) -> go.Figure:
@@ -58,13 +106,15 @@ def share_figure(shares: pl.DataFrame, expressions: list[str] | None = None) -> 
     return fig
 
 
-def face_figure(obs: pl.DataFrame, face_ids: list[int], signals: list[str]) -> go.Figure:
-    """Small multiples: one row per face, its raw per-frame probabilities."""
+def face_figure(obs: pl.DataFrame, face_ids: list[int], signals: list[str], names: dict | None = None) -> go.Figure:
+    """Small multiples: one row per person (or track), its per-frame probabilities."""
     face_ids = face_ids or []
-    fig = make_subplots(rows=max(1, len(face_ids)), cols=1, shared_xaxes=True,
-                        subplot_titles=[f"face {f}" for f in face_ids], vertical_spacing=0.06)  # fmt: skip
+    unit = "person_id" if "person_id" in obs.columns else "face_id"
+    what = "person" if unit == "person_id" else "face"
+    fig = make_subplots(rows=max(1, len(face_ids)), cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        subplot_titles=[(names or {}).get(f) or f"{what} {f}" for f in face_ids])  # fmt: skip
     for row, fid in enumerate(face_ids, start=1):
-        part = obs.filter(pl.col("face_id") == fid).sort("timestamp_ms")
+        part = obs.filter(pl.col(unit) == fid).sort("timestamp_ms")
         t = (part["timestamp_ms"] / 1000).to_numpy()
         for s in signals:
             fig.add_trace(go.Scatter(x=t, y=part[s].to_numpy(), name=s, line={"color": COLORS.get(s), "width": 1.5},
@@ -75,18 +125,21 @@ def face_figure(obs: pl.DataFrame, face_ids: list[int], signals: list[str]) -> g
     return fig
 
 
-def overlay_figure(aggs: dict[str, pl.DataFrame], signal: str, x: str = "t_s", x_title: str = "video time (s)") -> go.Figure:
+def overlay_figure(aggs: dict[str, pl.DataFrame], signal: str, x: str = "t_s", x_title: str = "video time (s)",
+                   markers: list[tuple[str, float, float | None]] | None = None) -> go.Figure:  # fmt: skip
     """One signal's mean curve (with CI band) for several clips or segments."""
     fig = go.Figure()
     for k, (label, agg) in enumerate(aggs.items()):
         color = PALETTE[k % len(PALETTE)]
         t = agg[x].to_numpy()
-        lo, hi = agg[f"{signal}_lo"].to_numpy(), agg[f"{signal}_hi"].to_numpy()
+        lo, hi = _band(agg, signal)
         fig.add_trace(go.Scatter(x=np.concatenate([t, t[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself",
                                  fillcolor=_rgba(color, 0.12), line={"width": 0}, hoverinfo="skip", showlegend=False))  # fmt: skip
         fig.add_trace(go.Scatter(x=t, y=agg[f"{signal}_mean"].to_numpy(), name=label, line={"color": color, "width": 2}))
-    fig.update_layout(height=380, xaxis_title=x_title, yaxis_title=f"mean {signal}",
-                      margin={"l": 50, "r": 20, "t": 10, "b": 40}, legend={"orientation": "h", "y": 1.1})  # fmt: skip
+    add_markers(fig, markers)
+    fig.update_layout(height=400, xaxis_title=x_title, yaxis_title=y_title([signal]),
+                      margin={"l": 60, "r": 20, "t": 30, "b": 40},
+                      legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0})  # fmt: skip
     return fig
 
 

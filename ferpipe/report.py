@@ -224,7 +224,7 @@ def pdf_report(data: ReportData) -> bytes:
             ax1.set_ylabel("mean probability (95% CI)")
             ax1.set_title(label)
             ax1.legend(ncol=7, fontsize=8, loc="upper center")
-            ax2.bar(t, agg["n_faces"].to_numpy(), width=data.bin_s * 0.9, color="#bbb")
+            ax2.bar(t, agg["n_people" if "n_people" in agg.columns else "n_faces"].to_numpy(), width=data.bin_s * 0.9, color="#bbb")
             ax2.set_ylabel("faces")
             ax2.set_xlabel("video time (s)")
             pdf.savefig(fig)

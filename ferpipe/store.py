@@ -127,6 +127,32 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (run_id, face_id, sec)
     );
     """,
+    # 5: people (tracks linked into persons), the user's corrections, respondent attributes, event markers
+    """
+    ALTER TABLE faces ADD COLUMN person_id BIGINT;
+    ALTER TABLE faces ADD COLUMN embedding FLOAT[128];
+    ALTER TABLE faces ADD COLUMN first_box FLOAT[4];
+    ALTER TABLE faces ADD COLUMN last_box FLOAT[4];
+    ALTER TABLE faces ADD COLUMN person_label VARCHAR;
+    CREATE SEQUENCE edit_ids START 1;
+    CREATE TABLE person_edits (
+        edit_id BIGINT PRIMARY KEY DEFAULT nextval('edit_ids'),
+        clip_id VARCHAR NOT NULL, kind VARCHAR NOT NULL,
+        t_ms DOUBLE NOT NULL, x DOUBLE NOT NULL, y DOUBLE NOT NULL,
+        t2_ms DOUBLE, x2 DOUBLE, y2 DOUBLE, label VARCHAR,
+        created_at TIMESTAMP DEFAULT current_timestamp
+    );
+    CREATE TABLE person_attributes (
+        clip_id VARCHAR NOT NULL, person VARCHAR NOT NULL, key VARCHAR NOT NULL, value VARCHAR NOT NULL,
+        PRIMARY KEY (clip_id, person, key)
+    );
+    CREATE SEQUENCE marker_ids START 1;
+    CREATE TABLE markers (
+        marker_id BIGINT PRIMARY KEY DEFAULT nextval('marker_ids'),
+        clip_id VARCHAR NOT NULL, name VARCHAR NOT NULL, start_s DOUBLE NOT NULL, end_s DOUBLE,
+        created_at TIMESTAMP DEFAULT current_timestamp
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -170,7 +196,7 @@ def observation_frame(run_id: int, obs: Observations) -> pl.DataFrame:
 
 def _num(column: str) -> str:
     """A column as a number for averaging (attentive is stored as a boolean)."""
-    return f"{column}::DOUBLE" if column == "attentive" else column
+    return f"{column}::DOUBLE" if column.rsplit(".", 1)[-1] == "attentive" else column
 
 
 @dataclass(frozen=True)
@@ -192,16 +218,16 @@ class QualityFilter:
     def active(self) -> bool:
         return self.attentive_only or self.min_face_px > 0 or self.min_score > 0
 
-    def sql(self) -> tuple[str, list]:
-        """' AND ...' conditions on observations, and their parameters."""
+    def sql(self, prefix: str = "") -> tuple[str, list]:
+        """' AND ...' conditions on observations (columns named with ``prefix``), and their parameters."""
         parts, params = [], []
         if self.attentive_only:
-            parts.append("attentive")
+            parts.append(f"{prefix}attentive")
         if self.min_face_px > 0:
-            parts.append("h >= ?")
+            parts.append(f"{prefix}h >= ?")
             params.append(float(self.min_face_px))
         if self.min_score > 0:
-            parts.append("det_score >= ?")
+            parts.append(f"{prefix}det_score >= ?")
             params.append(float(self.min_score))
         return "".join(f" AND {p}" for p in parts), params
 
@@ -448,7 +474,8 @@ class Store:
     def faces(self, run_id: int) -> pl.DataFrame:
         """A run's faces, most observed first."""
         return self.query(
-            "SELECT face_id, n_obs, first_seen_ms, last_seen_ms FROM faces WHERE run_id = ? ORDER BY n_obs DESC, face_id",
+            "SELECT face_id, person_id, person_label, n_obs, first_seen_ms, last_seen_ms FROM faces WHERE run_id = ? "
+            "ORDER BY n_obs DESC, face_id",
             [run_id],
         )
 
@@ -460,13 +487,15 @@ class Store:
             [run_id, t_ms, within_ms, t_ms],
         )
 
-    def face_timelines(self, run_id: int, face_ids: list[int], columns: list[str]) -> pl.DataFrame:
-        """The given faces' observations (face_id, timestamp_ms and columns), in time order."""
+    def face_timelines(self, run_id: int, ids: list[int], columns: list[str], unit: str = "person") -> pl.DataFrame:
+        """The observations (unit id, timestamp_ms and columns) of the given people (or tracks), in time order."""
         self._check_columns(columns)
-        ids = [int(f) for f in face_ids]
+        key, name = self._unit(run_id, unit)
+        ids = [int(f) for f in ids]
         return self.query(
-            f"SELECT face_id, timestamp_ms, {', '.join(columns)} FROM observations "
-            f"WHERE run_id = ? AND face_id IN ({', '.join('?' * len(ids)) or 'NULL'}) ORDER BY timestamp_ms, face_id",
+            f"SELECT {key} AS {name}, timestamp_ms, {', '.join('o.' + c for c in columns)} "
+            "FROM observations o LEFT JOIN faces f USING (run_id, face_id) "
+            f"WHERE run_id = ? AND {key} IN ({', '.join('?' * len(ids)) or 'NULL'}) ORDER BY timestamp_ms, o.face_id",
             [run_id, *ids],
         )
 
@@ -477,35 +506,53 @@ class Store:
         return list(columns)
 
     def face_bins(self, run_id: int, bin_s: float, signals: tuple[str, ...] | list[str],
-                  quality: "QualityFilter | None" = None) -> pl.DataFrame:  # fmt: skip
+                  quality: "QualityFilter | None" = None, unit: str = "person") -> pl.DataFrame:  # fmt: skip
         """Per (time bin, face) of a run: observations and the mean of each signal, computed inside the file
         (only the small result leaves DuckDB). Rows with a non-finite time, and non-finite values, are left
         out of the means; a bin where a signal has no value gets null.
 
         A finished run is read from its per-second rollup when the bins are whole seconds and no quality
         filter applies (what keeps a clip of millions of rows fast); otherwise from the observations.
+        unit: "person" (tracks of one person together: column person_id, where the run's tracks are linked) or
+        "face" (each track: column face_id).
         """
         if not bin_s > 0:
             raise ValueError(f"bin_s must be > 0, got {bin_s}")
         signals = self._check_columns(signals)
+        key, name = self._unit(run_id, unit)
         if quality is None and float(bin_s).is_integer() and set(signals) <= set(ROLLUP_SIGNALS) and self._rolled_up(run_id):
             k = int(bin_s)
             means = ", ".join(
-                f"(sum(s_{c}) / nullif(sum({'n_mesh' if c in MESH_COLUMNS else 'n_obs'}), 0))::DOUBLE AS {c}"
+                f"(sum(o.s_{c}) / nullif(sum({'o.n_mesh' if c in MESH_COLUMNS else 'o.n_obs'}), 0))::DOUBLE AS {c}"
                 for c in signals
             )
             return self.query(
-                f"""SELECT (sec // ?)::BIGINT AS bin, face_id, sum(n_obs)::BIGINT AS n_obs{', ' + means if means else ''}
-                    FROM face_seconds WHERE run_id = ? GROUP BY ALL ORDER BY ALL""",
+                f"""SELECT (o.sec // ?)::BIGINT AS bin, {key} AS {name}, sum(o.n_obs)::BIGINT AS n_obs{', ' + means if means else ''}
+                    FROM face_seconds o LEFT JOIN faces f USING (run_id, face_id) WHERE run_id = ? GROUP BY ALL ORDER BY ALL""",
                 [k, int(run_id)],
             )
-        where, params = quality.sql() if quality is not None else ("", [])
-        means = ", ".join(f"avg({_num(c)}) FILTER (WHERE isfinite({_num(c)}))::DOUBLE AS {c}" for c in signals)
+        where, params = quality.sql("o.") if quality is not None else ("", [])
+        means = ", ".join(f"avg({_num('o.' + c)}) FILTER (WHERE isfinite({_num('o.' + c)}))::DOUBLE AS {c}" for c in signals)
         return self.query(
-            f"""SELECT floor(timestamp_ms / 1000.0 / ?)::BIGINT AS bin, face_id, count(*) AS n_obs{', ' + means if means else ''}
-                FROM observations WHERE run_id = ? AND isfinite(timestamp_ms) {where} GROUP BY ALL ORDER BY ALL""",
+            f"""SELECT floor(o.timestamp_ms / 1000.0 / ?)::BIGINT AS bin, {key} AS {name}, count(*) AS n_obs{', ' + means if means else ''}
+                FROM observations o LEFT JOIN faces f USING (run_id, face_id)
+                WHERE run_id = ? AND isfinite(o.timestamp_ms) {where} GROUP BY ALL ORDER BY ALL""",
             [float(bin_s), int(run_id), *params],
         )
+
+    def _unit(self, run_id: int, unit: str) -> tuple[str, str]:
+        """(SQL key over observations o joined with faces f, its column name) for the unit of analysis: people
+        where the run's tracks are linked into people, else tracks."""
+        if unit not in ("person", "face"):
+            raise ValueError(f"unit must be person or face, got {unit!r}")
+        if unit == "person" and self.has_people(run_id):
+            return "coalesce(f.person_id, o.face_id)", "person_id"
+        return "o.face_id", "face_id"
+
+    def has_people(self, run_id: int) -> bool:
+        """Whether a run's tracks have been linked into people."""
+        row = self.query("SELECT count(person_id) AS n FROM faces WHERE run_id = ?", [int(run_id)])
+        return bool(row["n"][0])
 
     def _rolled_up(self, run_id: int) -> bool:
         row = self.query("SELECT rolled_up FROM runs WHERE run_id = ?", [int(run_id)])
@@ -521,35 +568,40 @@ class Store:
         n = int(row["n"][0])
         return 1.0 - int(row["kept"][0]) / n if n else 0.0
 
-    def blink_starts(self, run_id: int, closed_below: float = 0.25) -> pl.DataFrame:
-        """(face_id, timestamp_ms) of each blink: a face's eyes seen open, then closed at its next observation
+    def blink_starts(self, run_id: int, closed_below: float = 0.25, unit: str = "person") -> pl.DataFrame:
+        """(unit id, timestamp_ms) of each blink: a face's eyes seen open, then closed at its next observation
         with a mesh."""
+        key, name = self._unit(run_id, unit)
         return self.query(
-            """SELECT face_id, timestamp_ms FROM (
-                   SELECT face_id, timestamp_ms, eye_openness,
-                          lag(eye_openness) OVER (PARTITION BY face_id ORDER BY timestamp_ms) AS before
-                   FROM observations WHERE run_id = ? AND eye_openness IS NOT NULL)
-               WHERE eye_openness < ? AND before >= ? ORDER BY timestamp_ms, face_id""",
+            f"""SELECT {name}, timestamp_ms FROM (
+                   SELECT {key} AS {name}, timestamp_ms, eye_openness,
+                          lag(eye_openness) OVER (PARTITION BY o.face_id ORDER BY timestamp_ms) AS before
+                   FROM observations o LEFT JOIN faces f USING (run_id, face_id)
+                   WHERE run_id = ? AND eye_openness IS NOT NULL)
+               WHERE eye_openness < ? AND before >= ? ORDER BY timestamp_ms""",
             [int(run_id), closed_below, closed_below],
         )
 
-    def observations(self, run_id: int, columns: list[str] | tuple[str, ...]) -> pl.DataFrame:
-        """A run's face_id, timestamp_ms and the given columns, in time order."""
+    def observations(self, run_id: int, columns: list[str] | tuple[str, ...], unit: str = "person") -> pl.DataFrame:
+        """A run's unit id (person_id, or face_id), timestamp_ms and the given columns, in time order."""
         cols = [c for c in self._check_columns(columns) if c not in ("face_id", "timestamp_ms")]
+        key, name = self._unit(run_id, unit)
         return self.query(
-            f"SELECT face_id, timestamp_ms{''.join(', ' + c for c in cols)} FROM observations WHERE run_id = ? "
-            "ORDER BY timestamp_ms, face_id",
+            f"SELECT {key} AS {name}, timestamp_ms{''.join(', o.' + c for c in cols)} "
+            "FROM observations o LEFT JOIN faces f USING (run_id, face_id) WHERE run_id = ? "
+            "ORDER BY timestamp_ms, o.face_id",
             [int(run_id)],
         )
 
     def timeline_export(self, clip_id: str, run_id: int) -> pl.DataFrame:
-        """Per-face timeline in the export layout: seconds, box, score, 7 probabilities, valence, arousal, head pose,
-        eye openness, attention, mesh score and the 52 blendshapes (bs_<name>)."""
+        """Per-face timeline in the export layout: person (id and name), track (face_id), seconds, box, score,
+        7 probabilities, valence, arousal, head pose, eye openness, attention, mesh score and the 52 blendshapes."""
         return self.query(
             f"""
-            SELECT ? AS clip_id, face_id, timestamp_ms / 1000.0 AS timestamp_s, frame_index,
-                   x, y, w, h, det_score, {', '.join(EXPRESSIONS)}, valence, arousal, {', '.join(MESH_COLUMNS)}
-            FROM observations WHERE run_id = ? ORDER BY timestamp_ms, face_id
+            SELECT ? AS clip_id, f.person_id, f.person_label AS person, o.face_id, timestamp_ms / 1000.0 AS timestamp_s,
+                   frame_index, x, y, w, h, det_score, {', '.join(EXPRESSIONS)}, valence, arousal,
+                   {', '.join('o.' + c for c in MESH_COLUMNS)}
+            FROM observations o LEFT JOIN faces f USING (run_id, face_id) WHERE run_id = ? ORDER BY timestamp_ms, o.face_id
             """,
             [clip_id, int(run_id)],
         )
@@ -654,6 +706,142 @@ class Store:
                 )
             return _run_row(_row(con, "SELECT * FROM runs WHERE run_id = ?", [run_id]))
 
+    # ---- people -------------------------------------------------------------------------
+    def people(self, run_id: int) -> pl.DataFrame:
+        """One row per person of a run: person_id, name, tracks, observations, first and last seen (ms)."""
+        return self.query(
+            """SELECT coalesce(person_id, face_id) AS person_id, any_value(person_label) AS person,
+                      count(*) AS tracks, sum(n_obs)::BIGINT AS n_obs, min(first_seen_ms) AS first_seen_ms,
+                      max(last_seen_ms) AS last_seen_ms
+               FROM faces WHERE run_id = ? GROUP BY 1 ORDER BY n_obs DESC, person_id""",
+            [int(run_id)],
+        )
+
+    def track_summaries(self, run_id: int) -> pl.DataFrame:
+        """Each track with what linking needs: times, first and last box, observations, descriptor."""
+        return self.query(
+            """SELECT face_id, first_seen_ms, last_seen_ms, first_box, last_box, n_obs, embedding
+               FROM faces WHERE run_id = ? ORDER BY face_id""",
+            [int(run_id)],
+        )
+
+    def set_track_samples(self, run_id: int, samples: dict[int, tuple[list, list, list | None]]) -> None:
+        """Store each track's first and last box and its face descriptor (or None)."""
+        with self.transaction() as con:
+            for face_id, (first, last, emb) in samples.items():
+                con.execute(
+                    "UPDATE faces SET first_box = ?, last_box = ?, embedding = ? WHERE run_id = ? AND face_id = ?",
+                    [list(map(float, first)), list(map(float, last)), None if emb is None else list(map(float, emb)),
+                     int(run_id), int(face_id)],
+                )  # fmt: skip
+
+    def set_people(self, run_id: int, person: dict[int, int], labels: dict[int, str] | None = None) -> None:
+        """Record a run's track -> person mapping and the people's names, in one transaction."""
+        labels = labels or {}
+        with self.transaction() as con:
+            con.register("p", pl.DataFrame({"face_id": list(person), "person_id": list(person.values())},
+                                           schema={"face_id": pl.Int64, "person_id": pl.Int64}).to_arrow())  # fmt: skip
+            con.execute(
+                "UPDATE faces SET person_id = p.person_id, person_label = NULL FROM p "
+                "WHERE faces.run_id = ? AND faces.face_id = p.face_id",
+                [int(run_id)],
+            )
+            con.unregister("p")
+            for pid, label in labels.items():
+                con.execute("UPDATE faces SET person_label = ? WHERE run_id = ? AND person_id = ?",
+                            [label, int(run_id), int(pid)])  # fmt: skip
+
+    def track_at(self, run_id: int, t_ms: float, x: float, y: float, within_ms: float = 1000.0) -> int | None:
+        """The track seen at (t_ms, x, y): among observations within ``within_ms``, the nearest box centre
+        (within one face height), nearest in time first."""
+        row = self.query(
+            """SELECT face_id FROM observations WHERE run_id = ? AND abs(timestamp_ms - ?) <= ?
+                   AND abs(x + w / 2 - ?) <= greatest(w, h) AND abs(y + h / 2 - ?) <= greatest(w, h)
+               ORDER BY abs(timestamp_ms - ?) + 0.001 * (abs(x + w / 2 - ?) + abs(y + h / 2 - ?)) LIMIT 1""",
+            [int(run_id), t_ms, within_ms, x, y, t_ms, x, y],
+        )
+        return int(row["face_id"][0]) if row.height else None
+
+    def anchor(self, run_id: int, person_id: int) -> tuple[float, float, float]:
+        """(t_ms, x, y) of a person's most confident observation: where an edit finds them again after a
+        reprocessing."""
+        row = self.query(
+            """SELECT timestamp_ms, x + w / 2 AS cx, y + h / 2 AS cy FROM observations o
+               JOIN faces f USING (run_id, face_id) WHERE run_id = ? AND coalesce(f.person_id, f.face_id) = ?
+               ORDER BY o.det_score DESC, o.h DESC LIMIT 1""",
+            [int(run_id), int(person_id)],
+        )
+        if row.is_empty():
+            raise ValueError(f"run {run_id} has no person {person_id}")
+        return tuple(float(v) for v in row.row(0))  # type: ignore[return-value]
+
+    def add_edit(self, clip_id: str, kind: str, at: tuple[float, float, float],
+                 other: tuple[float, float, float] | None = None, label: str | None = None) -> None:  # fmt: skip
+        """A correction of the people of a clip: merge (at and other are one person), split (the track at ``at``
+        is a person of its own) or name (the person at ``at`` is called ``label``)."""
+        if kind not in ("merge", "split", "name"):
+            raise ValueError(f"edit kind must be merge, split or name, got {kind!r}")
+        if (kind == "merge") != (other is not None) or (kind == "name") != bool(label and label.strip()):
+            raise ValueError(f"a {kind} edit needs {'two anchors' if kind == 'merge' else 'a name' if kind == 'name' else 'one anchor'}")
+        self.clip(clip_id)
+        o = other or (None, None, None)
+        with self.transaction() as con:
+            con.execute(
+                "INSERT INTO person_edits (clip_id, kind, t_ms, x, y, t2_ms, x2, y2, label) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [clip_id, kind, *at, *o, label.strip() if label else None],
+            )
+
+    def edits(self, clip_id: str) -> pl.DataFrame:
+        return self.query("SELECT * FROM person_edits WHERE clip_id = ? ORDER BY edit_id", [clip_id])
+
+    def set_attributes(self, clip_id: str, person: str, values: dict[str, str]) -> None:
+        """Attributes of a respondent (by their name in the clip), e.g. {"gender": "f", "age_band": "25-34"}."""
+        self.clip(clip_id)
+        if not str(person).strip():
+            raise ValueError("a person needs a name to carry attributes")
+        with self.transaction() as con:
+            for key, value in values.items():
+                if not str(key).strip():
+                    raise ValueError(f"attribute names must not be empty (value {value!r})")
+                con.execute("INSERT OR REPLACE INTO person_attributes VALUES (?, ?, ?, ?)",
+                            [clip_id, str(person).strip(), str(key).strip(), str(value).strip()])  # fmt: skip
+
+    def attributes(self, clip_ids: list[str] | None = None) -> pl.DataFrame:
+        """(clip_id, person, key, value) rows, of some clips or all."""
+        if clip_ids is None:
+            return self.query("SELECT * FROM person_attributes ORDER BY clip_id, person, key")
+        return self.query(
+            f"SELECT * FROM person_attributes WHERE clip_id IN ({', '.join('?' * len(clip_ids)) or 'NULL'}) "
+            "ORDER BY clip_id, person, key",
+            list(clip_ids),
+        )
+
+    # ---- event markers --------------------------------------------------------------
+    def add_marker(self, clip_id: str, name: str, start_s: float, end_s: float | None = None) -> int:
+        """A named point (or interval) on a clip's timeline; returns its id."""
+        self.clip(clip_id)
+        if not name or not name.strip():
+            raise ValueError("a marker needs a name")
+        if not np.isfinite(start_s) or start_s < 0 or (end_s is not None and not (np.isfinite(end_s) and end_s > start_s)):
+            raise ValueError(f"a marker needs 0 <= start < end, got start {start_s}, end {end_s}")
+        with self.transaction() as con:
+            return int(con.execute("INSERT INTO markers (clip_id, name, start_s, end_s) VALUES (?, ?, ?, ?) RETURNING marker_id",
+                                   [clip_id, name.strip(), float(start_s), end_s]).fetchall()[0][0])  # fmt: skip
+
+    def markers(self, clip_id: str) -> pl.DataFrame:
+        return self.query("SELECT marker_id, name, start_s, end_s FROM markers WHERE clip_id = ? ORDER BY start_s, marker_id",
+                          [clip_id])  # fmt: skip
+
+    def delete_marker(self, marker_id: int) -> None:
+        with self.transaction() as con:
+            if not con.execute("DELETE FROM markers WHERE marker_id = ? RETURNING 1", [int(marker_id)]).fetchall():
+                raise ValueError(f"unknown marker {marker_id}")
+
+    def build_rollup(self, run_id: int) -> None:
+        """(Re)write a finished run's per-second rollup (finish_run does this; for runs stored another way)."""
+        with self.transaction() as con:
+            _build_rollup(con, int(run_id))
+
     def stop_runs(self, clip_id: str, timeout_s: float = 30.0) -> list[int]:
         """Ask the live processes writing a clip's runs to stop (SIGTERM: they save their last batch and mark
         the run interrupted) and wait for them to exit; returns their pids."""
@@ -685,6 +873,8 @@ class Store:
             con.execute(f"DELETE FROM face_seconds WHERE run_id IN ({runs})", [clip_id])
             con.execute("DELETE FROM runs WHERE clip_id = ?", [clip_id])
             con.execute("DELETE FROM clip_tags WHERE clip_id = ?", [clip_id])
+            for table in ("person_edits", "person_attributes", "markers"):
+                con.execute(f"DELETE FROM {table} WHERE clip_id = ?", [clip_id])
             con.execute("UPDATE clips SET stimulus_clip_id = NULL WHERE stimulus_clip_id = ?", [clip_id])
             con.execute("DELETE FROM clips WHERE clip_id = ?", [clip_id])
         if delete_media and path:
@@ -719,7 +909,7 @@ class Store:
                 con.execute(f"INSERT INTO observations SELECT {', '.join(OBS_COLUMNS)} FROM batch")
                 con.execute(
                     """
-                    INSERT INTO faces
+                    INSERT INTO faces (run_id, face_id, first_seen_ms, last_seen_ms, n_obs, mean_score)
                     SELECT run_id, face_id, min(timestamp_ms), max(timestamp_ms), count(*), avg(det_score)
                     FROM batch GROUP BY run_id, face_id
                     ON CONFLICT (run_id, face_id) DO UPDATE SET

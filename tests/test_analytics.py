@@ -105,7 +105,7 @@ def test_summary_time_above_and_peak():
     agg = pl.DataFrame({"t_s": [0.0, 1, 2, 3], "n_faces": [1] * 4, "happy_mean": [0.2, 0.6, 0.8, 0.4]})
     obs = pl.DataFrame({"face_id": [1, 2]})
     s = summary(agg, obs, "happy", threshold=0.5)
-    assert s == {"mean": pytest.approx(0.5), "peak": 0.8, "peak_t_s": 2.0, "time_above_s": 2.0, "n_faces": 2}
+    assert s == {"mean": pytest.approx(0.5), "peak": 0.8, "peak_t_s": 2.0, "time_above_s": 2.0, "n": 2}
 
 
 def test_smoothing_is_a_centred_rolling_mean():

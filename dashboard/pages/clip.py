@@ -1,13 +1,14 @@
-"""Clip view: aggregate expression curves, shares, peaks, per-face timelines and the video."""
+"""Clip view: expression curves, attention and head pose, facial actions, peaks, per-face timelines and the video."""
 
 import polars as pl
 import streamlit as st
-from common import caveat, clip_picker, store
+from common import caveat, clip_picker, plain, store
 
 from ferpipe import analytics as an
 from ferpipe.errors import FerpipeError
 from ferpipe.figures import curves_figure, face_figure, share_figure
 from ferpipe.media import browser_playable, frame_at, make_preview, preview_path, thumbnail
+from ferpipe.store import QualityFilter
 from ferpipe.types import EXPRESSIONS
 
 st.title("Clip view")
@@ -23,12 +24,21 @@ if runs.is_empty():
 best = int(runs["run_id"][0])
 labels = {r["run_id"]: f"run {r['run_id']} · {r['model']} · {r['status']}" for r in runs.iter_rows(named=True)}
 run_ids = list(labels)
+duration = float(clip["duration_s"] or 0.0)
 
 c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
 exprs = c1.multiselect("Expressions", list(EXPRESSIONS), default=["happy", "surprise", "sad", "neutral"])
-bin_s = c2.select_slider("Bin width (s)", [0.2, 0.5, 1.0, 2.0, 5.0, 10.0], value=1.0)
+bin_s = c2.select_slider("Bin width (s)", list(an.BIN_CHOICES), value=an.default_bin(duration))
 window = c3.slider("Smoothing (bins)", 1, 15, 1)
 run_id = c4.selectbox("Run", run_ids, index=run_ids.index(best), format_func=labels.get)
+
+with st.expander("Data quality filter for the expression curves"):
+    q1, q2, q3 = st.columns(3)
+    quality = QualityFilter(
+        attentive_only=q1.checkbox("Attentive faces only", help="Facing the camera within the attention cone, eyes open."),
+        min_face_px=float(q2.number_input("Smallest face (px tall)", 0, 2000, 0, 10)),
+        min_score=float(q3.slider("Lowest detection score", 0.0, 1.0, 0.0, 0.05)),
+    )
 
 offset = float(clip["stimulus_offset_s"] or 0)
 stimulus = clip["stimulus_clip_id"]
@@ -43,9 +53,14 @@ with st.expander("Stimulus sync" + (f" (linked, offset {offset:g} s)" if stimulu
         s.set_stimulus(clip["clip_id"], choice, new_offset)
         st.rerun()
 on_stimulus = bool(stimulus) and st.toggle("Plot against stimulus time", value=bool(stimulus))
-
+shift = offset if on_stimulus else 0.0
+xt = "stimulus time (s)" if on_stimulus else "video time (s)"
 
 RUN = s.run(run_id)
+
+
+def shifted(agg: pl.DataFrame) -> pl.DataFrame:
+    return agg.with_columns((pl.col("t_s") - shift).alias("t_s"))
 
 
 @st.fragment(run_every=3 if RUN.status == "running" else None)
@@ -57,15 +72,16 @@ def curves() -> None:
 def _curves() -> None:
     run = s.run(run_id) if RUN.status == "running" else RUN
     if run.status == "running":
-        st.info(f"Processing: {run.frames_done}/{run.frames_expected} frames so far; the curves grow as it runs.")
+        st.info(f"Processing: {run.frames_done:,}/{run.frames_expected:,} frames so far; the curves grow as it runs.")
     elif run.status == "truncated":
-        st.warning(f"Truncated media: {run.error}. The curves cover what could be decoded.")
-    fb = an.face_bins(s, run_id, bin_s)
-    agg = an.smooth(an.aggregate_face_bins(fb, bin_s), window)
-    shift = offset if on_stimulus else 0.0
-    agg = agg.with_columns((pl.col("t_s") - shift).alias("t_s"))
+        st.warning(f"Truncated media: {plain(run.error)}. The curves cover what could be decoded.")
+    fb = an.face_bins(s, run_id, bin_s, quality=quality)
+    if quality.active:
+        st.caption(f"Filter: {quality.describe()}; {s.excluded_share(run_id, quality):.0%} of this run's "
+                   "observations are left out of the expression curves.")  # fmt: skip
+    agg = shifted(an.smooth(an.aggregate_face_bins(fb, bin_s), window))
     if agg.is_empty():
-        st.warning("No faces found in this clip." if run.finished else "No faces yet.")
+        st.warning("No faces found in this clip." if run.finished and not quality.active else "No faces (yet, or left).")
         return
     pk = an.peak_table(agg, exprs or ["neutral"], bin_s=bin_s).sort("value", descending=True)
     picked = st.session_state.get("peaks")
@@ -75,35 +91,75 @@ def _curves() -> None:
         st.session_state["t_sel"] = float(pk["t_s"][rows[0]])
     t_sel = st.session_state.get("t_sel", float(agg["t_s"][0]))
     left, right = st.columns([3, 2])
-    xt = "stimulus time (s)" if on_stimulus else "video time (s)"
     left.plotly_chart(curves_figure(agg, exprs or ["neutral"], x_title=xt, marker_t=t_sel), key="curves")
     with right:
-        lo_t, hi_t = float(agg["t_s"].min()), float(agg["t_s"].max() + bin_s)
+        lo_t = float(agg["t_s"].min())
+        hi_t = max(lo_t + 0.1, min(float(agg["t_s"].max() + bin_s), (duration or float(agg["t_s"].max()) + bin_s) - shift))
         t_sel = st.slider("Moment (s)", lo_t, hi_t, min(max(float(t_sel), lo_t), hi_t), 0.1)
         st.session_state["t_sel"] = t_sel
-        video_t = t_sel + shift
-        show_moment(video_t)
+        show_moment(t_sel + shift)
         if on_stimulus:
             st.caption(f"Stimulus at {t_sel:.1f} s")
-            stim = s.clip(stimulus)
             try:
-                st.image(frame_at(stim["path"], t_sel * 1000), width="stretch")
+                st.image(frame_at(s.clip(stimulus)["path"], t_sel * 1000), width="stretch")
             except FerpipeError as exc:
-                st.caption(str(exc))
-    shares = an.top_expression_share(fb, bin_s).with_columns((pl.col("t_s") - shift).alias("t_s"))
-    dom = an.dominant_share(an.face_means_from_bins(fb))
-    st.subheader("% of faces showing each expression")
-    st.caption("Share of faces in view whose top expression is X in each bin; below, over the whole clip.")
-    st.plotly_chart(share_figure(shares), key="shares")
+                st.caption(plain(exc))
+    st.subheader("Mean over the clip")
+    st.caption("Each expression's probability averaged over faces (each face's mean counts once): the level of the "
+               "curves above, not a vote.")  # fmt: skip
+    means = an.face_means_from_bins(fb)
     cols = st.columns(len(EXPRESSIONS))
     for col, e in zip(cols, EXPRESSIONS):
-        col.metric(e, f"{dom[e] * 100:.0f}%")
+        col.metric(e, f"{float(means[e].mean() or 0) * 100:.0f}%")
+    st.subheader("% of faces whose strongest expression is each one")
+    st.caption("Per bin, the share of faces in view whose top expression (of its bin mean) is X.")
+    st.plotly_chart(share_figure(shifted(an.top_expression_share(fb, bin_s))), key="shares")
     st.subheader("Peak moments")
     st.caption("Click a row to show that moment beside the curves.")
-    st.dataframe(pk, hide_index=True, on_select="rerun", selection_mode="single-row", key="peaks")
+    st.dataframe(pk.rename({"t_s": "time (s)", "value": "mean probability", "n_people": "people in view",
+                            "n_faces": "faces in view"}, strict=False),
+                 hide_index=True, on_select="rerun", selection_mode="single-row", key="peaks")  # fmt: skip
     st.subheader("Valence and arousal (derived)")
     st.caption("Derived from the seven probabilities through Russell's circumplex; not a measurement.")
     st.plotly_chart(curves_figure(agg, ["valence", "arousal"], x_title=xt), key="va")
+    attention(run)
+
+
+def attention(run) -> None:  # noqa: ANN001
+    st.subheader("Attention, head pose and blinks")
+    st.caption("Attentive: the face turned to the camera within ±30° yaw and ±20° pitch with its eyes open "
+               "(model readings, not a gaze tracker). Unfiltered: every observation with a face mesh.")  # fmt: skip
+    fb = an.face_bins(s, run_id, bin_s, an.ATTENTION_SIGNALS)
+    if fb.is_empty() or fb["attentive"].drop_nulls().is_empty():
+        st.caption("No attention readings in this run (processed with signals off, or no face mesh found).")
+        return
+    agg = shifted(an.smooth(an.aggregate_face_bins(fb, bin_s, an.ATTENTION_SIGNALS), window))
+    a1, a2 = st.columns(2)
+    a1.plotly_chart(curves_figure(agg, ["attentive"], x_title=xt, names={"attentive": "attentive"}), key="att")
+    a2.plotly_chart(curves_figure(agg, ["yaw_deg", "pitch_deg", "roll_deg"], x_title=xt,
+                                  names={"yaw_deg": "yaw", "pitch_deg": "pitch", "roll_deg": "roll"}), key="pose")  # fmt: skip
+    blink_bin = max(bin_s, 10.0)
+    blinks = shifted(an.aggregate_face_bins(an.blink_bins(s, run_id, blink_bin), blink_bin, ("blink_rate",)))
+    summary = an.blink_summary(s, run_id)
+    b1, b2 = st.columns([1, 3])
+    b1.metric("Blinks per minute", f"{summary['rate_per_min']:.1f}", help=f"{summary['blinks']} blinks over "
+              f"{summary['face_minutes']:.1f} face-minutes with a face mesh")  # fmt: skip
+    rate = (run.settings or {}).get("sample_fps")
+    if rate is not None and rate < 10:
+        b1.caption(f"Analysed at {rate:g} frames/s: short blinks fall between frames, so this undercounts. "
+                   "Process with --sample-fps 15 or more for blink rates.")  # fmt: skip
+    b2.plotly_chart(curves_figure(blinks, ["blink_rate"], x_title=xt, names={"blink_rate": "blinks/min"}), key="blinks")
+    st.subheader("Facial actions")
+    st.caption("MediaPipe blendshapes (ARKit-style scores in 0–1). They are not FACS action units; where one tracks "
+               "an action unit closely it is offered as an 'AU proxy'.")  # fmt: skip
+    options = [*an.AU_PROXY_SIGNALS, *an.BLENDSHAPE_SIGNALS[1:]]
+    chosen = st.multiselect("Blendshapes or AU proxies", options, default=["au12_proxy", "au04_proxy"],
+                            format_func=lambda k: an.SIGNAL_INFO[k].label)  # fmt: skip
+    if chosen:
+        fa = shifted(an.smooth(an.aggregate_face_bins(an.face_bins(s, run_id, bin_s, tuple(chosen)), bin_s,
+                                                      tuple(chosen)), window))  # fmt: skip
+        st.plotly_chart(curves_figure(fa, chosen, x_title=xt, names={k: an.SIGNAL_INFO[k].label for k in chosen}),
+                        key="actions")  # fmt: skip
 
 
 def show_moment(video_t: float) -> None:
@@ -115,7 +171,7 @@ def show_moment(video_t: float) -> None:
         try:
             st.image(frame_at(path, video_t * 1000), caption=f"frame at {video_t:.1f} s", width="stretch")
         except FerpipeError as exc:
-            st.caption(str(exc))
+            st.caption(plain(exc))
         if st.button("Make a browser preview to play the video"):
             with st.spinner("Encoding a WebM preview…"):
                 make_preview(path)
@@ -133,13 +189,14 @@ def show_moment(video_t: float) -> None:
 
 curves()
 
-st.subheader("Per-face timelines")
+st.subheader("Per-person timelines")
 with s.reading():
-    faces = s.faces(run_id)
-    ids = faces["face_id"].to_list()
-    chosen = st.multiselect("Faces", ids, default=ids[:3], format_func=lambda f: f"face {f}") if ids else []
+    people = s.people(run_id)
+    ids = people["person_id"].to_list()
+    names = {r["person_id"]: r["person"] or f"person {r['person_id']}" for r in people.iter_rows(named=True)}
+    chosen = st.multiselect("People", ids, default=ids[:3], format_func=names.get) if ids else []
     obs = s.face_timelines(run_id, chosen, list(EXPRESSIONS)) if chosen else None
 if not ids:
     st.caption("No faces.")
 elif obs is not None:
-    st.plotly_chart(face_figure(an.downsample(obs, 1000), chosen, exprs or ["neutral"]), key="faces")
+    st.plotly_chart(face_figure(an.downsample(obs, 1000), chosen, exprs or ["neutral"], names), key="faces")

@@ -40,7 +40,7 @@ if len(groups) < 2 or any(not ids for ids in groups.values()):
     st.stop()
 
 c1, c2, c3, c4 = st.columns(4)
-signal = c1.selectbox("Signal", list(an.SIGNALS), index=3)
+signal = c1.selectbox("Signal", list(an.SIGNAL_INFO), index=3, format_func=lambda k: an.SIGNAL_INFO[k].label)
 axis = c2.radio("Time", ["absolute (s)", "normalised (0–100%)"])
 method = c3.radio("Test", ["welch", "permutation"], format_func={"welch": "Welch's t-test", "permutation": "permutation"}.get)
 threshold = c4.slider("Threshold for 'time above'", 0.0, 1.0, 0.5, 0.05)
@@ -50,12 +50,12 @@ bin_s = 2.0 if normalised else 1.0
 aggs, face_tables, rows = {}, {}, []
 durations = dict(zip(clips["clip_id"].to_list(), clips["duration_s"].to_list()))
 for label, ids in groups.items():
-    obs = an.clip_observations(s, ids)
+    obs = an.clip_observations(s, ids, an.SIGNALS if signal in an.SIGNALS else (*an.SIGNALS, signal))
     if normalised:
         obs = an.normalise_time(obs, {c: durations[c] for c in ids})
     agg = an.aggregate_frame(obs, bin_s)
     aggs[label] = agg
-    face_tables[label] = an.face_means(obs)
+    face_tables[label] = an.face_means(obs, tuple(c for c in obs.columns if c in an.SIGNAL_INFO))
     rows.append({"clip or segment": label, "clips": len(ids), **an.summary(agg, obs, signal, threshold, bin_s=bin_s)})
 
 x_title = "% of clip" if normalised else "video time (s)"
@@ -73,4 +73,4 @@ st.caption(
     "With few faces, p-values are unstable and effect sizes (Hedges' g) are the better guide."
     + (" Only the first two are compared." if len(labels) > 2 else "")
 )
-st.dataframe(an.compare_table(a, b, method), hide_index=True)
+st.dataframe(an.compare_table(a, b, method, signals=tuple(dict.fromkeys([signal, *an.SIGNALS]))), hide_index=True)

@@ -24,10 +24,27 @@ def test_clip_view_draws_curves_shares_and_peaks(app, seeded_db):
     app.switch_page("pages/clip.py").run()
     _ok(app)
     charts = app.get("plotly_chart")
-    assert len(charts) >= 4  # curves, shares, valence/arousal, per-face
+    # curves, shares, valence/arousal, attention, head pose, blink rate, facial actions, per-face
+    assert len(charts) >= 8
     peaks = app.dataframe[0].value
-    assert list(peaks.columns) == ["expression", "t_s", "value", "n_faces"] and len(peaks) > 0
-    assert [m.label for m in app.metric] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert list(peaks.columns) == ["expression", "time (s)", "mean probability", "people in view"] and len(peaks) > 0
+    labels = [m.label for m in app.metric]
+    assert labels[:7] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert "Blinks per minute" in labels
+    means = [float(m.value.rstrip("%")) for m in app.metric[:7]]
+    assert 95 <= sum(means) <= 105  # mean probabilities of the clip, the level of the curves: they sum to 1
+    moment = next(sl for sl in app.slider if sl.label == "Moment (s)")
+    assert moment.max <= 19.8  # never beyond the clip (the grid is as long as WolfgangLanger, 19.7 s)
+    assert any("not FACS action units" in c.value for c in app.caption)
+
+
+def test_clip_view_quality_filter_says_what_it_leaves_out(app, seeded_db):
+    app.query_params["clip"] = seeded_db[1]["audience_grid.mp4"]
+    app.switch_page("pages/clip.py").run()
+    next(c for c in app.checkbox if c.label == "Attentive faces only").check().run()
+    _ok(app)
+    notes = [c.value for c in app.caption if "observations are left out" in c.value]
+    assert notes and "attentive faces only" in notes[0]
 
 
 def test_clip_view_controls_change_the_curves(app, seeded_db):
@@ -100,7 +117,7 @@ def test_clip_view_with_a_linked_stimulus(app, seeded_db):
         _ok(app)
         assert app.toggle[0].label == "Plot against stimulus time" and app.toggle[0].value
         assert any(c.value.startswith("Stimulus at") for c in app.caption)
-        moment = app.slider[1]
+        moment = next(sl for sl in app.slider if sl.label == "Moment (s)")
         assert moment.min == pytest.approx(-2.0)  # curves start at stimulus time -offset
     finally:
         Store(db).set_stimulus(audience, None, 0.0)
