@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -57,11 +58,33 @@ def create_interpreter(model: str | os.PathLike | bytes, threads: int | None = N
         raise ModelError("the face mesh needs the 'ai-edge-litert' package (pip install ai-edge-litert)") from None
     kwargs = {"model_content": bytes(model)} if isinstance(model, (bytes, bytearray)) else {"model_path": str(model)}
     try:
-        interp = Interpreter(num_threads=threads or default_threads(), **kwargs)
-        interp.allocate_tensors()
+        with _quiet_stderr():  # LiteRT's C++ runtime prints an INFO line about its CPU delegate
+            interp = Interpreter(num_threads=threads or default_threads(), **kwargs)
+            interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise ModelError(f"not a usable TFLite model ({str(exc).splitlines()[0][:200]})") from None
     return interp
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Native code's writes to file descriptor 2 go nowhere while the block runs (Python's own stderr too)."""
+    import sys
+
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (e.g. captured): nothing to silence
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 class OnnxModel:

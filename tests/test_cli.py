@@ -12,9 +12,11 @@ import polars as pl
 import pytest
 
 from conftest import run_cli
+from ferpipe.signals import BLENDSHAPES
 
-TIMELINE_COLUMNS = ["clip_id", "face_id", "timestamp_s", "frame_index", "x", "y", "w", "h", "det_score", "angry",
-                    "disgust", "fear", "happy", "sad", "surprise", "neutral", "valence", "arousal"]  # fmt: skip
+TIMELINE_COLUMNS = ["clip_id", "person_id", "person", "face_id", "timestamp_s", "frame_index", "x", "y", "w", "h",
+                    "det_score", "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral", "valence", "arousal",
+                    "yaw_deg", "pitch_deg", "roll_deg", "eye_openness", "attentive", "mesh_score"]  # fmt: skip
 
 
 def _counts(db):
@@ -51,13 +53,14 @@ def test_export_timeline_and_aggregate(seeded, tmp_path, fmt):
     r = run_cli("export", "--db", str(db), "--clip", res["clip_id"], "--what", "timeline", "--format", fmt, "--out", str(out))
     assert r.returncode == 0, r.stderr
     df = pl.read_csv(out) if fmt == "csv" else pl.read_parquet(out)
-    assert df.columns == TIMELINE_COLUMNS and df.height == res["observations"]
+    assert df.columns[: len(TIMELINE_COLUMNS)] == TIMELINE_COLUMNS and df.height == res["observations"]
+    assert [c for c in df.columns if c.startswith("bs_")] == [f"bs_{n}" for n in BLENDSHAPES]
     agg = tmp_path / f"a.{fmt}"
     r = run_cli("export", "--db", str(db), "--clip", res["clip_id"], "--what", "aggregate", "--format", fmt, "--out", str(agg))
     assert r.returncode == 0, r.stderr
     a = pl.read_csv(agg) if fmt == "csv" else pl.read_parquet(agg)
-    assert {"t_s", "n_faces", "happy_mean", "happy_lo", "happy_hi"} <= set(a.columns)
-    assert a["n_faces"].to_list() == [1, 1, 1]  # 2.4 s clip, 1 s bins, one face
+    assert {"t_s", "n_people", "happy_mean", "happy_lo", "happy_hi"} <= set(a.columns)
+    assert a["n_people"].to_list() == [1, 1, 1]  # 2.4 s clip, 1 s bins, one person
 
 
 def _bad(db, *args, expect):

@@ -95,7 +95,7 @@ def test_signals_are_stored_exported_and_rolled_up(speaker_runs):
     from ferpipe.store import QualityFilter
 
     raw = store.face_bins(run.run_id, 2.0, cols, quality=QualityFilter(min_score=0.0, min_face_px=1.0))
-    assert rolled.select("bin", "face_id", "n_obs").rows() == raw.select("bin", "face_id", "n_obs").rows()
+    assert rolled.select("bin", "person_id", "n_obs").rows() == raw.select("bin", "person_id", "n_obs").rows()
     np.testing.assert_allclose(rolled.select(cols).to_numpy(), raw.select(cols).to_numpy(), atol=1e-5)
 
 
