@@ -197,3 +197,34 @@ def transformed_clip(src: Path, out_path: Path, transform: str) -> Path:
     writer.release()
     os.replace(tmp, out_path)
     return out_path
+
+
+def comings_and_goings(media: dict[str, Path], out_path: Path, seconds: float = 60.0, fps: float = 10.0,
+                       tile: tuple[int, int] = (320, 240)) -> tuple[Path, int]:  # fmt: skip
+    """A 3x2 grid of six different people (two videos, four photos) who each leave their tile and come back to it
+    several times, at different moments: a test of linking tracks into people. Returns (path, number of people)."""
+    tw, th = tile
+    if out_path.is_file():
+        return out_path, 6
+    sources = [_Loop(media["WolfgangLanger_Pexels.mp4"]), _Loop(media["single_face.mp4"])]
+    photos = [cv2.imread(str(media[n])) for n in sorted(m for m in media if m.endswith("-ph.jpg"))]
+    backgrounds = [np.full((th, tw, 3), c, np.uint8) for c in (70, 110, 150, 90, 130, 60)]
+    tmp = out_path.with_suffix(".part.mp4")
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (3 * tw, 2 * th))
+    for i in range(int(seconds * fps)):
+        t = i / fps
+        tiles = []
+        for k in range(6):
+            # person k is in view for 7-11 s, away for 3-5 s, with its own phase: everyone leaves and returns
+            period, away = 10.0 + k, 3.0 + (k % 3)
+            present = ((t + 2.3 * k) % period) >= away
+            if not present:
+                tiles.append(backgrounds[k])
+            elif k < 2:
+                tiles.append(_fit(sources[k].read(), tw, th))
+            else:
+                tiles.append(_fit(photos[k - 2], tw, th))
+        writer.write(np.vstack([np.hstack(tiles[:3]), np.hstack(tiles[3:])]))
+    writer.release()
+    os.replace(tmp, out_path)
+    return out_path, 6

@@ -1,0 +1,87 @@
+"""Tracks linked into people on real media, the linking rules on hand-made tracks, and corrections that survive
+reprocessing."""
+
+import numpy as np
+import pytest
+
+from ferpipe.people import Track, link_tracks
+
+
+def _t(fid, t0, t1, x, emb=None, h=100.0):
+    box = np.array([x, 100.0, x + h, 100.0 + h])
+    return Track(fid, t0, t1, box, box, 10, None if emb is None else np.asarray(emb, np.float32))
+
+
+def test_tracks_seen_together_are_never_one_person():
+    same = [0.0] * 128
+    person = link_tracks([_t(1, 0, 5000, 0, same), _t(2, 1000, 6000, 0, same), _t(3, 7000, 9000, 0, same)])
+    assert person[1] != person[2]  # overlap in time
+    assert person[3] in (person[1], person[2])  # continues one of them
+
+
+def test_a_person_comes_back_near_their_place_and_looks_alike():
+    a, b = np.zeros(128), np.zeros(128)
+    b[0] = 1.0  # 1.0 apart: clearly two people
+    tracks = [_t(1, 0, 1000, 0, a), _t(2, 2000, 3000, 50, a), _t(3, 4000, 5000, 60, b), _t(4, 6000, 7000, 2000, a)]
+    person = link_tracks(tracks)
+    assert person[1] == person[2]  # same face, same place
+    assert person[3] != person[1]  # same place, another face
+    assert person[4] != person[1]  # same face, far away: a new seat is a new person (merge by hand)
+    with pytest.raises(ValueError, match="max_distance"):
+        link_tracks(tracks, max_distance=0)
+
+
+def test_a_track_without_a_descriptor_joins_only_an_unambiguous_continuation():
+    person = link_tracks([_t(1, 0, 1000, 0), _t(2, 2000, 3000, 10)])
+    assert person[1] == person[2]
+    person = link_tracks([_t(1, 0, 1000, 0), _t(2, 2000, 3000, 10), _t(3, 2500, 3500, 40)])
+    assert person[2] != person[3] and len({person[1], person[2], person[3]}) >= 2
+
+
+@pytest.fixture(scope="module")
+def linked(tmp_path_factory, samples, detector, model):
+    from ferpipe.pipeline import Pipeline, Settings
+    from ferpipe.samples import comings_and_goings
+    from ferpipe.store import Store
+
+    folder = tmp_path_factory.mktemp("people")
+    store = Store(folder / "p.duckdb")
+    pipeline = Pipeline(store, Settings(model="mini-xception"), detector=detector, model=model)
+    clip, truth = comings_and_goings(samples, folder / "comings.mp4")
+    return store, pipeline, pipeline.process(str(clip)), truth, pipeline.process(str(samples["audience_grid.mp4"]))
+
+
+def test_people_leaving_and_returning_keep_one_id_each(linked):
+    store, _, run, truth, _ = linked
+    people = store.people(run.run_id)
+    assert run.faces >= 2 * truth  # everyone left and came back: many tracks
+    assert abs(people.height - truth) <= 1
+    assert people["tracks"].sum() == run.faces
+
+
+def test_the_demo_grid_shows_its_ten_people(linked):
+    store, _, _, _, grid = linked
+    assert grid.faces > 10  # the tracker alone sees more
+    assert store.people(grid.run_id).height == 10
+
+
+def test_corrections_survive_reprocessing(linked):
+    from ferpipe.people import relink
+
+    store, pipeline, run, _, _ = linked
+    clip_id = run.clip_id
+    people = store.people(run.run_id).sort("person_id")
+    a, b = people["person_id"][0], people["person_id"][1]
+    store.add_edit(clip_id, "merge", store.anchor(run.run_id, a), store.anchor(run.run_id, b))
+    store.add_edit(clip_id, "name", store.anchor(run.run_id, a), label="Respondent 7")
+    relink(store, run.run_id, clip_id)
+    merged = store.people(run.run_id)
+    assert merged.height == people.height - 1
+    assert "Respondent 7" in merged["person"].to_list()
+    again = pipeline.process(store.clip(clip_id)["path"], reprocess=True)
+    redone = store.people(again.run_id)
+    assert redone.height == people.height - 1 and "Respondent 7" in redone["person"].to_list()
+    with pytest.raises(ValueError, match="needs a name"):
+        store.add_edit(clip_id, "name", (0.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="merge, split or name"):
+        store.add_edit(clip_id, "join", (0.0, 0.0, 0.0))
