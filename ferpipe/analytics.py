@@ -418,29 +418,16 @@ def clip_observations(store: Store, clip_ids: list[str], signals: tuple[str, ...
 
 
 def blink_bins(store: Store, run_id: int, bin_s: float = 10.0) -> pl.DataFrame:
-    """Per (time bin, face with a face mesh in it): blinks per minute of the bin (face_bins layout, signal
-    "blink_rate"), for aggregate_face_bins. Blinks last 100-400 ms, so rates need an analysis rate of 10 frames/s
-    or more; at 5 frames/s many are missed."""
-    if not bin_s > 0:
-        raise ValueError(f"bin_s must be > 0, got {bin_s}")
-    seen = store.face_bins(run_id, bin_s, ("eye_openness",)).filter(pl.col("eye_openness").is_not_null())
-    unit = unit_of(seen)
-    starts = store.blink_starts(run_id, unit="person" if unit == "person_id" else "face")
-    counts = (
-        starts.with_columns((pl.col("timestamp_ms") / 1000.0 / bin_s).floor().cast(pl.Int64).alias("bin"))
-        .group_by("bin", unit).len("blinks")
-    )  # fmt: skip
-    return (
-        seen.join(counts, on=["bin", unit], how="left")
-        .with_columns((pl.col("blinks").fill_null(0) * 60.0 / bin_s).alias("blink_rate"))
-        .select("bin", unit, "n_obs", "blink_rate")
-    )
+    """Per (time bin, person seen with a face mesh in it): blinks per minute of the time they were seen (face_bins
+    layout, signal "blink_rate"), for aggregate_face_bins. Blinks last 100-400 ms, so rates need an analysis rate
+    of 10 frames/s or more; at 5 frames/s many are missed."""
+    bb = store.blink_bins(run_id, bin_s)
+    return bb.with_columns((pl.col("blinks") * 60.0 / pl.col("seconds")).alias("blink_rate"), pl.col("seconds").alias("n_obs"))
 
 
 def blink_summary(store: Store, run_id: int) -> dict:
-    """Blinks, face-minutes with a face mesh, and blinks per minute over a whole run."""
-    starts = store.blink_starts(run_id)
-    spans = store.face_bins(run_id, 1.0, ("eye_openness",)).filter(pl.col("eye_openness").is_not_null())
-    minutes = spans.height / 60.0  # seconds in which each face had a mesh
-    return {"blinks": starts.height, "face_minutes": minutes,
-            "rate_per_min": starts.height / minutes if minutes else float("nan")}  # fmt: skip
+    """Blinks, person-minutes seen with a face mesh, and blinks per minute over a whole run."""
+    bb = store.blink_bins(run_id, 1.0)
+    minutes = float(bb["seconds"].sum() or 0) / 60.0
+    blinks = int(bb["blinks"].sum() or 0)
+    return {"blinks": blinks, "face_minutes": minutes, "rate_per_min": blinks / minutes if minutes else float("nan")}

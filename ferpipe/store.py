@@ -153,6 +153,11 @@ MIGRATIONS: tuple[str, ...] = (
         created_at TIMESTAMP DEFAULT current_timestamp
     );
     """,
+    # 6: blinks counted in the per-second rollup (so blink rates of long clips need no scan of every row)
+    """
+    ALTER TABLE face_seconds ADD COLUMN n_blinks BIGINT DEFAULT 0;
+    UPDATE runs SET rolled_up = false;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -280,14 +285,23 @@ def _row(con: duckdb.DuckDBPyConnection, sql: str, params: list) -> dict:
     return rows.row(0, named=True)
 
 
+BLINK_CLOSED = 0.25  # eye_openness below this is closed (ferpipe.signals.EYES_OPEN)
+
+_BLINKS = f"""(eye_openness < {BLINK_CLOSED}
+               AND lag(eye_openness) OVER (PARTITION BY face_id ORDER BY timestamp_ms) >= {BLINK_CLOSED})"""
+
+
 def _build_rollup(con: duckdb.DuckDBPyConnection, run_id: int) -> None:
-    """(Re)write a run's per-face, per-second sums (face_seconds) from its observations."""
+    """(Re)write a run's per-face, per-second sums (face_seconds) from its observations, with blink starts."""
     sums = ", ".join(f"sum({_num(c)}) FILTER (WHERE isfinite({_num(c)}))" for c in ROLLUP_SIGNALS)
     con.execute("DELETE FROM face_seconds WHERE run_id = ?", [run_id])
     con.execute(
-        f"""INSERT INTO face_seconds
-            SELECT run_id, face_id, floor(timestamp_ms / 1000.0)::BIGINT, count(*), count(yaw_deg), {sums}
-            FROM observations WHERE run_id = ? AND isfinite(timestamp_ms) GROUP BY ALL""",
+        f"""INSERT INTO face_seconds (run_id, face_id, sec, n_obs, n_mesh, {", ".join(f"s_{c}" for c in ROLLUP_SIGNALS)},
+                                      n_blinks)
+            SELECT run_id, face_id, floor(timestamp_ms / 1000.0)::BIGINT, count(*), count(yaw_deg), {sums},
+                   count(*) FILTER (WHERE blink)
+            FROM (SELECT *, {_BLINKS} AS blink FROM observations WHERE run_id = ? AND isfinite(timestamp_ms))
+            GROUP BY ALL""",
         [run_id],
     )
     con.execute("UPDATE runs SET rolled_up = true WHERE run_id = ?", [run_id])
@@ -488,10 +502,22 @@ class Store:
         )
 
     def face_timelines(self, run_id: int, ids: list[int], columns: list[str], unit: str = "person") -> pl.DataFrame:
-        """The observations (unit id, timestamp_ms and columns) of the given people (or tracks), in time order."""
+        """The observations (unit id, timestamp_ms and columns) of the given people (or tracks), in time order; for
+        runs of over 100,000 observations, their per-second means from the rollup (stamped at mid-second)."""
         self._check_columns(columns)
         key, name = self._unit(run_id, unit)
         ids = [int(f) for f in ids]
+        if set(columns) <= set(ROLLUP_SIGNALS) and self._rolled_up(run_id) and self._long(run_id):
+            means = ", ".join(
+                f"(sum(o.s_{c}) / nullif(sum({'o.n_mesh' if c in MESH_COLUMNS else 'o.n_obs'}), 0))::DOUBLE AS {c}"
+                for c in columns
+            )
+            return self.query(
+                f"SELECT {key} AS {name}, o.sec * 1000.0 + 500 AS timestamp_ms, {means} "
+                "FROM face_seconds o LEFT JOIN faces f USING (run_id, face_id) "
+                f"WHERE run_id = ? AND {key} IN ({', '.join('?' * len(ids)) or 'NULL'}) GROUP BY ALL ORDER BY 2, 1",
+                [run_id, *ids],
+            )
         return self.query(
             f"SELECT {key} AS {name}, timestamp_ms, {', '.join('o.' + c for c in columns)} "
             "FROM observations o LEFT JOIN faces f USING (run_id, face_id) "
@@ -549,6 +575,10 @@ class Store:
             return "coalesce(f.person_id, o.face_id)", "person_id"
         return "o.face_id", "face_id"
 
+    def _long(self, run_id: int, rows: int = 100_000) -> bool:
+        row = self.query("SELECT observations FROM runs WHERE run_id = ?", [int(run_id)])
+        return bool(row.height and (row["observations"][0] or 0) > rows)
+
     def has_people(self, run_id: int) -> bool:
         """Whether a run's tracks have been linked into people."""
         row = self.query("SELECT count(person_id) AS n FROM faces WHERE run_id = ?", [int(run_id)])
@@ -568,18 +598,26 @@ class Store:
         n = int(row["n"][0])
         return 1.0 - int(row["kept"][0]) / n if n else 0.0
 
-    def blink_starts(self, run_id: int, closed_below: float = 0.25, unit: str = "person") -> pl.DataFrame:
-        """(unit id, timestamp_ms) of each blink: a face's eyes seen open, then closed at its next observation
-        with a mesh."""
+    def blink_bins(self, run_id: int, bin_s: float, unit: str = "person") -> pl.DataFrame:
+        """Per (time bin, unit with a face mesh in it): seconds seen with a mesh and blinks (a face's eyes seen
+        open, then closed at its next observation with a mesh); from the rollup where the run has one."""
+        if not bin_s > 0:
+            raise ValueError(f"bin_s must be > 0, got {bin_s}")
         key, name = self._unit(run_id, unit)
+        if float(bin_s).is_integer() and self._rolled_up(run_id):
+            return self.query(
+                f"""SELECT (o.sec // ?)::BIGINT AS bin, {key} AS {name}, count(*) FILTER (WHERE o.n_mesh > 0) AS seconds,
+                           sum(o.n_blinks)::BIGINT AS blinks
+                    FROM face_seconds o LEFT JOIN faces f USING (run_id, face_id) WHERE run_id = ?
+                    GROUP BY ALL HAVING seconds > 0 ORDER BY ALL""",
+                [int(bin_s), int(run_id)],
+            )
         return self.query(
-            f"""SELECT {name}, timestamp_ms FROM (
-                   SELECT {key} AS {name}, timestamp_ms, eye_openness,
-                          lag(eye_openness) OVER (PARTITION BY o.face_id ORDER BY timestamp_ms) AS before
-                   FROM observations o LEFT JOIN faces f USING (run_id, face_id)
-                   WHERE run_id = ? AND eye_openness IS NOT NULL)
-               WHERE eye_openness < ? AND before >= ? ORDER BY timestamp_ms""",
-            [int(run_id), closed_below, closed_below],
+            f"""SELECT floor(timestamp_ms / 1000.0 / ?)::BIGINT AS bin, {key} AS {name},
+                       count(DISTINCT floor(timestamp_ms / 1000.0)) AS seconds, count(*) FILTER (WHERE blink) AS blinks
+                FROM (SELECT *, {_BLINKS} AS blink FROM observations WHERE run_id = ? AND eye_openness IS NOT NULL) o
+                LEFT JOIN faces f USING (run_id, face_id) GROUP BY ALL ORDER BY ALL""",
+            [float(bin_s), int(run_id)],
         )
 
     def observations(self, run_id: int, columns: list[str] | tuple[str, ...], unit: str = "person") -> pl.DataFrame:

@@ -131,3 +131,27 @@ def test_bad_inputs_to_the_signals():
         AttentionCone(yaw_deg=0)
     with pytest.raises(ValueError, match="no canonical face"):
         canonical_face(b"")
+
+
+def test_blinks_are_counted_alike_from_rows_and_from_the_rollup(store):
+    """Eyes open, closed, open, closed: two blinks, whether counted from the rows or from the finished run's rollup."""
+    from ferpipe import analytics as an
+    from ferpipe.types import Detections, Expressions, FaceSignals, Observations, RunProgress
+
+    store.upsert_clip("c1", {"sha256": "c1" * 8, "path": "/x.mp4", "title": "c1", "duration_s": 3.0}, {})
+    run = store.start_run("c1", "m", "mtcnn", {}, 10)
+    openness = [0.9, 0.9, 0.1, 0.1, 0.9, 0.1, 0.8]
+    n = len(openness)
+    shapes = np.zeros((n, 52), np.float32)
+    shapes[:, 9] = shapes[:, 10] = 1 - np.array(openness)
+    sig = FaceSignals.from_readings(np.zeros((n, 3)), shapes, np.ones(n), 30, 20, 0.25)
+    obs = Observations(range(n), [k * 400.0 for k in range(n)], Detections(np.tile([0, 0, 9, 9], (n, 1)), np.ones(n),
+                       np.zeros((n, 5, 2)), [1] * n), Expressions(np.eye(7)[[6] * n], np.zeros(n), np.zeros(n)), sig)  # fmt: skip
+    store.commit_batch(run.run_id, obs, RunProgress(n, n - 1, (n - 1) * 400.0, 1.0))
+    raw = store.blink_bins(run.run_id, 10.0)
+    assert int(raw["blinks"].sum()) == 2
+    store.finish_run(run.run_id, "done")
+    rolled = store.blink_bins(run.run_id, 10.0)
+    assert int(rolled["blinks"].sum()) == 2 and int(rolled["seconds"].sum()) == 3
+    summary = an.blink_summary(store, run.run_id)
+    assert summary["blinks"] == 2 and summary["rate_per_min"] == pytest.approx(2 / (3 / 60))
