@@ -431,3 +431,116 @@ def blink_summary(store: Store, run_id: int) -> dict:
     minutes = float(bb["seconds"].sum() or 0) / 60.0
     blinks = int(bb["blinks"].sum() or 0)
     return {"blinks": blinks, "face_minutes": minutes, "rate_per_min": blinks / minutes if minutes else float("nan")}
+
+
+# ---- event markers, norms, people ------------------------------------------------------------
+
+
+def marker_windows(start_s: float, end_s: float | None, window_s: float) -> dict[str, tuple[float, float]]:
+    """The windows a marker's statistics compare: ``before`` (the baseline, window_s long), ``during`` (the
+    interval; for a point, the window_s after it) and ``after`` (window_s after the interval)."""
+    if not window_s > 0:
+        raise ValueError(f"window_s must be > 0, got {window_s}")
+    end = end_s if end_s is not None and end_s > start_s else start_s + window_s
+    return {"before": (start_s - window_s, start_s), "during": (start_s, end), "after": (end, end + window_s)}
+
+
+def marker_stats(obs: pl.DataFrame, markers: pl.DataFrame, signal: str, window_s: float = 5.0) -> pl.DataFrame:
+    """Per marker: the mean of ``signal`` before, during and after it (each person's mean in the window, averaged
+    over the people seen in it, with their number), and the change during and after against before.
+
+    obs: observations with person_id (or face_id), timestamp_ms and the signal; markers: name, start_s, end_s.
+    """
+    _check_signals((signal,))
+    unit = unit_of(obs)
+    rows = []
+    for m in markers.iter_rows(named=True):
+        row: dict = {"marker": m["name"], "start_s": m["start_s"], "end_s": m["end_s"]}
+        for window, (a, b) in marker_windows(m["start_s"], m["end_s"], window_s).items():
+            part = obs.filter((pl.col("timestamp_ms") >= a * 1000) & (pl.col("timestamp_ms") < b * 1000))
+            means = part.group_by(unit).agg(pl.col(signal).cast(pl.Float64).mean())[signal].drop_nulls()
+            row[f"{window}_mean"] = float(means.mean()) if means.len() else float("nan")
+            row[f"{window}_n"] = int(means.len())
+        row["change_during"] = row["during_mean"] - row["before_mean"]
+        row["change_after"] = row["after_mean"] - row["before_mean"]
+        rows.append(row)
+    schema = {"marker": pl.String, "start_s": pl.Float64, "end_s": pl.Float64,
+              **{f"{w}_{k}": (pl.Float64 if k == "mean" else pl.Int64) for w in ("before", "during", "after")
+                 for k in ("mean", "n")}, "change_during": pl.Float64, "change_after": pl.Float64}  # fmt: skip
+    return pl.DataFrame(rows, schema=schema)
+
+
+NORM_METRICS = ("mean", "peak", "time_above_s")
+
+
+def clip_metrics(store: Store, clip_ids: list[str], signal: str, threshold: float = 0.5) -> pl.DataFrame:
+    """Per clip (its shown run): the mean of a signal's curve, its peak and the seconds above the threshold (1 s
+    bins, people as the unit), for norms."""
+    _check_signals((signal,))
+    rows = []
+    for cid in clip_ids:
+        run_id = store.best_run(cid)
+        if run_id is None:
+            continue
+        fb = face_bins(store, run_id, 1.0, (signal,))
+        agg = aggregate_face_bins(fb, 1.0, (signal,))
+        if agg.is_empty():
+            continue
+        duration = store.clip(cid)["duration_s"]
+        s = summary(agg, fb.rename({"bin": "timestamp_ms"}), signal, threshold, bin_s=1.0, duration_s=duration)
+        rows.append({"clip_id": cid, "mean": s["mean"], "peak": s["peak"], "time_above_s": s["time_above_s"]})
+    return pl.DataFrame(rows, schema={"clip_id": pl.String, **{m: pl.Float64 for m in NORM_METRICS}})
+
+
+def percentile_rank(value: float, norm: list[float] | np.ndarray) -> float:
+    """The share (0-100) of the norm set at or below ``value``; NaN with an empty norm set."""
+    norm = np.asarray([v for v in norm if np.isfinite(v)], dtype=np.float64)
+    if not len(norm) or not np.isfinite(value):
+        return float("nan")
+    return float(stats.percentileofscore(norm, value, kind="weak"))
+
+
+def norms(store: Store, clip_ids: list[str], signal: str, metric: str = "mean", tag: tuple[str, str] | None = None,
+          threshold: float = 0.5) -> pl.DataFrame:  # fmt: skip
+    """Each clip's percentile rank on a metric against a norm set: every other processed clip of the library, or
+    those tagged ``tag`` = (key, value). Columns: clip_id, value, percentile, norm_n (the norm set's size)."""
+    if metric not in NORM_METRICS:
+        raise ValueError(f"metric must be one of {NORM_METRICS}, got {metric!r}")
+    library = store.clips().filter(pl.col("status").is_in(["done", "truncated"]))["clip_id"].to_list()
+    if tag is not None:
+        tags = store.tags()
+        keep = set(tags.filter((pl.col("key") == tag[0]) & (pl.col("value") == tag[1]))["clip_id"].to_list())
+        library = [c for c in library if c in keep]
+    metrics = clip_metrics(store, sorted(set(library) | set(clip_ids)), signal, threshold)
+    values = dict(zip(metrics["clip_id"].to_list(), metrics[metric].to_list()))
+    rows = []
+    for cid in clip_ids:
+        others = [values[c] for c in library if c != cid and c in values]
+        v = values.get(cid, float("nan"))
+        rows.append({"clip_id": cid, "value": v, "percentile": percentile_rank(v, others), "norm_n": len(others)})
+    return pl.DataFrame(rows, schema={"clip_id": pl.String, "value": pl.Float64, "percentile": pl.Float64,
+                                      "norm_n": pl.Int64})  # fmt: skip
+
+
+def person_means(store: Store, clip_ids: list[str], signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:
+    """One row per person (clip_id, person_id, person name, observations, mean of each signal) over the shown run
+    of each clip, with the person's respondent attributes as columns (null where not set)."""
+    signals = _check_signals(signals)
+    parts = []
+    for cid in clip_ids:
+        run_id = store.best_run(cid)
+        if run_id is None:
+            continue
+        fm = face_means(store.observations(run_id, _stored(signals)).pipe(_derive, signals), signals)
+        people = store.people(run_id).select("person_id", "person")
+        unit = unit_of(fm)
+        fm = fm.rename({unit: "person_id"}) if unit != "person_id" else fm
+        parts.append(fm.join(people, on="person_id", how="left").with_columns(pl.lit(cid).alias("clip_id")))
+    if not parts:
+        return pl.DataFrame(schema={"clip_id": pl.String, "person_id": pl.Int64, "person": pl.String})
+    out = pl.concat(parts, how="diagonal_relaxed")
+    attrs = store.attributes(clip_ids)
+    if attrs.height:
+        wide = attrs.pivot(on="key", index=["clip_id", "person"], values="value")
+        out = out.join(wide, on=["clip_id", "person"], how="left")
+    return out

@@ -248,3 +248,58 @@ def test_nan_rows_do_not_break_curves_or_summaries():
     assert agg["sad_mean"][0] == pytest.approx(0.2)  # face 1: 0.1, face 2: 0.3
     res = summary(agg, obs, "happy")
     assert np.isnan(res["peak"]) and res["time_above_s"] == 0
+
+
+def test_marker_statistics_on_hand_computed_input():
+    """Two people, one marker at 10 s lasting 2 s, windows of 4 s: before [6, 10), during [10, 12), after [12, 16)."""
+    from ferpipe.analytics import marker_stats
+
+    rows = []
+    for person, base, bump in ((1, 0.2, 0.6), (2, 0.4, 0.8)):
+        for t in range(0, 20):
+            value = bump if 10 <= t < 12 else base
+            rows.append({"person_id": person, "timestamp_ms": t * 1000.0, "happy": value})
+    obs = pl.DataFrame(rows)
+    markers = pl.DataFrame({"name": ["reveal", "point"], "start_s": [10.0, 3.0], "end_s": [12.0, None]})
+    st = marker_stats(obs, markers, "happy", window_s=4.0)
+    r = st.row(0, named=True)
+    assert r["before_mean"] == pytest.approx(0.3) and r["during_mean"] == pytest.approx(0.7)
+    assert r["after_mean"] == pytest.approx(0.3) and r["change_during"] == pytest.approx(0.4)
+    assert r["before_n"] == r["during_n"] == 2
+    p = st.row(1, named=True)  # a point: during is the 4 s after it
+    assert p["during_mean"] == pytest.approx(0.3) and p["change_during"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="window_s"):
+        marker_stats(obs, markers, "happy", window_s=0)
+
+
+def test_percentile_ranks_against_a_norm_set():
+    from ferpipe.analytics import percentile_rank
+
+    norm = [0.1, 0.2, 0.3, 0.4]
+    assert percentile_rank(0.3, norm) == 75.0  # 3 of 4 at or below
+    assert percentile_rank(0.05, norm) == 0.0 and percentile_rank(0.9, norm) == 100.0
+    assert np.isnan(percentile_rank(0.3, []))
+
+
+def test_norms_of_stored_clips_with_a_tag(store):
+    """Three clips whose happy curves sit at 0.2, 0.5 and 0.8: each one's rank among the others, by tag."""
+    from ferpipe.analytics import norms
+    from ferpipe.types import Detections, Expressions, Observations, RunProgress
+
+    for k, level in enumerate((0.2, 0.5, 0.8)):
+        cid = f"c{k}"
+        store.upsert_clip(cid, {"sha256": cid * 32, "path": f"/{cid}.mp4", "title": cid, "duration_s": 4.0},
+                          {"panel": "A" if k < 2 else "B"})  # fmt: skip
+        run = store.start_run(cid, "m", "mtcnn", {}, 4)
+        probs = np.zeros((4, 7))
+        probs[:, 3], probs[:, 6] = level, 1 - level
+        obs = Observations(range(4), [0.0, 1000.0, 2000.0, 3000.0], Detections(np.tile([0, 0, 9, 9], (4, 1)),
+                           np.ones(4), np.zeros((4, 5, 2)), [1] * 4), Expressions(probs, np.zeros(4), np.zeros(4)))  # fmt: skip
+        store.commit_batch(run.run_id, obs, RunProgress(4, 3, 3000.0, 1.0))
+        store.finish_run(run.run_id, "done")
+    lib = norms(store, ["c1"], "happy", "mean")
+    assert lib.row(0, named=True) == {"clip_id": "c1", "value": pytest.approx(0.5), "percentile": 50.0, "norm_n": 2}
+    tagged = norms(store, ["c2"], "happy", "mean", tag=("panel", "A"))
+    assert tagged["percentile"][0] == 100.0 and tagged["norm_n"][0] == 2
+    above = norms(store, ["c0"], "happy", "time_above_s", threshold=0.4)
+    assert above["value"][0] == 0.0 and above["percentile"][0] == 0.0  # the others spend 4 s above 0.4
