@@ -30,6 +30,10 @@ USER_ERRORS = (FerpipeError, ValueError, OSError)
 app = typer_app(add_completion=False, no_args_is_help=True, help="Facial-expression timelines from audience videos.")
 models_app = typer_app(no_args_is_help=True, help="List and fetch registered models.")
 app.add_typer(models_app, name="models")
+people_app = typer_app(no_args_is_help=True, help="People of a clip: list, merge, split, name, respondent attributes.")
+app.add_typer(people_app, name="people")
+markers_app = typer_app(no_args_is_help=True, help="Event markers on a clip's timeline.")
+app.add_typer(markers_app, name="markers")
 
 DB_OPT = typer.Option(
     None, "--db", metavar="FILE", help="DuckDB file (default: $FERPIPE_DB or ~/.local/share/ferpipe/ferpipe.duckdb)"
@@ -233,6 +237,128 @@ def delete(
         title = store.clip(clip_id)["title"]
         store.delete_clip(clip_id, delete_media=not keep_media)
         out.print(f"deleted {clip_id} ({title})", highlight=False)
+
+
+CLIP_OPT = typer.Option(..., "--clip", help="Clip id or a unique prefix of one.", metavar="ID")
+
+
+def _clip_run(db: Optional[Path], clip: str):  # noqa: ANN202
+    from .store import Store
+
+    store = Store(_db(db, must_exist=True))
+    clip_id = store.resolve_clip(clip)
+    run_id = store.best_run(clip_id)
+    if run_id is None:
+        raise ValueError(f"clip {clip_id} has not been processed")
+    return store, clip_id, run_id
+
+
+@people_app.command("list")
+def people_list(db: Optional[Path] = DB_OPT, clip: str = CLIP_OPT, as_json: bool = flag("--json", "Print JSON.")) -> None:
+    """The people of a clip's shown run: id, name, tracks, observations, first and last seen."""
+    store, clip_id, run_id = _clip_run(db, clip)
+    people = store.people(run_id)
+    if as_json:
+        print(people.write_json())
+        return
+    table = Table("person", "name", "tracks", "observations", "seen (s)")
+    for r in people.iter_rows(named=True):
+        table.add_row(str(r["person_id"]), r["person"] or "", str(r["tracks"]), f"{r['n_obs']:,}",
+                      f"{r['first_seen_ms'] / 1000:.1f}–{r['last_seen_ms'] / 1000:.1f}")  # fmt: skip
+    out.print(table)
+
+
+def _relinked(store, run_id: int, clip_id: str) -> None:  # noqa: ANN001
+    from .people import relink
+
+    relink(store, run_id, clip_id)
+    out.print(f"{store.people(run_id).height} people in clip {clip_id}")
+
+
+@people_app.command("merge")
+def people_merge(persons: list[int] = typer.Argument(..., metavar="PERSON...", help="Two or more person ids."),
+                 db: Optional[Path] = DB_OPT, clip: str = CLIP_OPT) -> None:  # fmt: skip
+    """These people are one person (kept when the clip is processed again)."""
+    store, clip_id, run_id = _clip_run(db, clip)
+    if len(persons) < 2:
+        raise ValueError("merge needs two or more person ids")
+    first = store.anchor(run_id, persons[0])
+    for other in persons[1:]:
+        store.add_edit(clip_id, "merge", first, store.anchor(run_id, other))
+    _relinked(store, run_id, clip_id)
+
+
+@people_app.command("split")
+def people_split(track: int = typer.Option(..., "--track", help="A track (face) id of the person.", metavar="ID"),
+                 db: Optional[Path] = DB_OPT, clip: str = CLIP_OPT) -> None:  # fmt: skip
+    """This track is a person of its own (kept when the clip is processed again)."""
+    store, clip_id, run_id = _clip_run(db, clip)
+    row = store.query("SELECT 1 FROM faces WHERE run_id = ? AND face_id = ?", [run_id, track])
+    if row.is_empty():
+        raise ValueError(f"clip {clip_id} has no track {track} (see `ferpipe export --what timeline`)")
+    a = store.query(
+        "SELECT timestamp_ms, x + w / 2 AS cx, y + h / 2 AS cy FROM observations WHERE run_id = ? AND face_id = ? "
+        "ORDER BY det_score DESC LIMIT 1", [run_id, track]).row(0)  # fmt: skip
+    store.add_edit(clip_id, "split", tuple(float(v) for v in a))
+    _relinked(store, run_id, clip_id)
+
+
+@people_app.command("name")
+def people_name(person: int = typer.Argument(..., metavar="PERSON"), name: str = typer.Argument(..., metavar="NAME"),
+                db: Optional[Path] = DB_OPT, clip: str = CLIP_OPT) -> None:  # fmt: skip
+    """Name a person (a respondent id, say); their attributes are kept under this name."""
+    store, clip_id, run_id = _clip_run(db, clip)
+    store.add_edit(clip_id, "name", store.anchor(run_id, person), label=name)
+    _relinked(store, run_id, clip_id)
+
+
+@people_app.command("import")
+def people_import(csv: Path = typer.Argument(..., metavar="FILE.csv", help="Columns: clip, person (id or name), "
+                                             "then one column per attribute, e.g. gender, age_band, segment."),
+                  db: Optional[Path] = DB_OPT) -> None:  # fmt: skip
+    """Attach respondent attributes to people from a CSV keyed by clip and person."""
+    from .people import import_attributes
+    from .store import Store
+
+    n = import_attributes(Store(_db(db, must_exist=True)), csv)
+    out.print(f"attributes set for {n} people")
+
+
+@markers_app.command("add")
+def markers_add(name: str = typer.Option(..., "--name", metavar="TEXT"), at: float = typer.Option(..., "--at", metavar="S",
+                help="Start, in seconds of the clip."), to: Optional[float] = typer.Option(None, "--to", metavar="S",
+                help="End of an interval (default: a point)."), db: Optional[Path] = DB_OPT, clip: str = CLIP_OPT) -> None:  # fmt: skip
+    """Mark a moment ("brand reveal") or an interval ("price shown") on a clip's timeline."""
+    from .store import Store
+
+    store = Store(_db(db, must_exist=True))
+    marker = store.add_marker(store.resolve_clip(clip), name, at, to)
+    out.print(f"marker {marker}: {name} at {at:g} s" + (f" to {to:g} s" if to is not None else ""), highlight=False)
+
+
+@markers_app.command("list")
+def markers_list(db: Optional[Path] = DB_OPT, clip: str = CLIP_OPT, as_json: bool = flag("--json", "Print JSON.")) -> None:
+    """A clip's markers."""
+    from .store import Store
+
+    store = Store(_db(db, must_exist=True))
+    markers = store.markers(store.resolve_clip(clip))
+    if as_json:
+        print(markers.write_json())
+        return
+    table = Table("marker", "name", "start (s)", "end (s)")
+    for r in markers.iter_rows(named=True):
+        table.add_row(str(r["marker_id"]), r["name"], f"{r['start_s']:g}", "" if r["end_s"] is None else f"{r['end_s']:g}")
+    out.print(table)
+
+
+@markers_app.command("delete")
+def markers_delete(marker: int = typer.Argument(..., metavar="MARKER"), db: Optional[Path] = DB_OPT) -> None:
+    """Delete a marker by id."""
+    from .store import Store
+
+    Store(_db(db, must_exist=True)).delete_marker(marker)
+    out.print(f"deleted marker {marker}")
 
 
 @models_app.command("list")

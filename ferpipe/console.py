@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
-from typer.core import TyperArgument, TyperCommand
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -58,8 +58,19 @@ class Command(TyperCommand):
         return opt
 
 
+class Group(TyperGroup):
+    """A command group whose --help has no type column either."""
+
+    def get_help_option(self, ctx):  # noqa: ANN001, ANN201
+        opt = super().get_help_option(ctx)
+        if opt is not None:
+            opt.metavar = ""
+        return opt
+
+
 def typer_app(**kwargs) -> typer.Typer:  # noqa: ANN003
-    """A Typer app whose commands use ``Command``."""
+    """A Typer app whose commands use ``Command`` (and the app itself ``Group``)."""
+    kwargs.setdefault("cls", Group)
     app = typer.Typer(**kwargs)
     command = app.command
 

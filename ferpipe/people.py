@@ -224,3 +224,40 @@ def relink(store, run_id: int, clip_id: str, max_distance: float = 0.55, max_jum
     labels = {p: name for p, name in labels.items() if p in set(person.values())}
     store.set_people(run_id, person, labels)
     return person
+
+
+def import_attributes(store, csv_path) -> int:  # noqa: ANN001
+    """Respondent attributes from a CSV: columns clip (id or unique prefix), person (a person id of the clip's shown
+    run, or a name given earlier), then one column per attribute. A person given by id without a name is named
+    "person <id>" (a name is what keeps attributes across reprocessing). Returns the number of people set."""
+    import polars as pl
+
+    from .errors import InputError
+
+    try:
+        table = pl.read_csv(csv_path, infer_schema_length=0)  # every cell as text
+    except Exception as exc:  # polars raises several types for unreadable files
+        raise InputError(f"{csv_path}: not a readable CSV ({type(exc).__name__})") from None
+    missing = [c for c in ("clip", "person") if c not in table.columns]
+    if missing or len(table.columns) < 3:
+        raise InputError(f"{csv_path}: needs columns clip, person and at least one attribute; found {table.columns}")
+    keys = [c for c in table.columns if c not in ("clip", "person")]
+    count = 0
+    for row in table.iter_rows(named=True):
+        clip_id = store.resolve_clip(row["clip"] or "")
+        person = (row["person"] or "").strip()
+        if person.isdigit():
+            run_id = store.best_run(clip_id)
+            people = store.people(run_id) if run_id is not None else None
+            match = people.filter(pl.col("person_id") == int(person)) if people is not None else None
+            if match is None or match.is_empty():
+                raise InputError(f"clip {clip_id} has no person {person}")
+            name = match["person"][0]
+            if not name:
+                name = f"person {person}"
+                store.add_edit(clip_id, "name", store.anchor(run_id, int(person)), label=name)
+                relink(store, run_id, clip_id)
+            person = name
+        store.set_attributes(clip_id, person, {k: row[k] for k in keys if row[k] is not None and row[k].strip()})
+        count += 1
+    return count

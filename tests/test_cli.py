@@ -310,3 +310,34 @@ def test_help_is_readable():
     r = run_cli("process", "--help", env={"COLUMNS": "120"})
     assert r.returncode == 0
     assert "<bool>" not in r.stdout and "{sources}" not in r.stdout and "SOURCE..." in r.stdout
+
+
+def test_markers_people_and_attributes_from_the_command_line(seeded, tmp_path):
+    db, res = seeded
+    clip = res["clip_id"][:5]
+    r = run_cli("markers", "add", "--db", str(db), "--clip", clip, "--name", "brand reveal", "--at", "0.5", "--to", "1.5")
+    assert r.returncode == 0 and "brand reveal at 0.5 s to 1.5 s" in r.stdout
+    r = run_cli("markers", "add", "--db", str(db), "--clip", clip, "--name", "bad", "--at", "2", "--to", "1")
+    assert r.returncode == 1 and "start < end" in r.stderr
+    listed = json.loads(run_cli("markers", "list", "--db", str(db), "--clip", clip, "--json").stdout)
+    assert [m["name"] for m in listed] == ["brand reveal"]
+    people = json.loads(run_cli("people", "list", "--db", str(db), "--clip", clip, "--json").stdout)
+    assert len(people) == 1
+    pid = people[0]["person_id"]
+    csv = tmp_path / "respondents.csv"
+    csv.write_text(f"clip,person,gender,age_band\n{res['clip_id']},{pid},f,25-34\n")
+    r = run_cli("people", "import", str(csv), "--db", str(db))
+    assert r.returncode == 0 and "attributes set for 1 people" in r.stdout, r.stderr
+    people = json.loads(run_cli("people", "list", "--db", str(db), "--clip", clip, "--json").stdout)
+    assert people[0]["person"] == f"person {pid}"
+    r = run_cli("people", "name", str(pid), "R-017", "--db", str(db), "--clip", clip)
+    assert r.returncode == 0
+    assert json.loads(run_cli("people", "list", "--db", str(db), "--clip", clip, "--json").stdout)[0]["person"] == "R-017"
+    r = run_cli("people", "merge", str(pid), "--db", str(db), "--clip", clip)
+    assert r.returncode == 1 and "two or more" in r.stderr
+    bad = tmp_path / "bad.csv"
+    bad.write_text("who,what\n1,2\n")
+    r = run_cli("people", "import", str(bad), "--db", str(db))
+    assert r.returncode == 1 and "needs columns clip, person" in r.stderr
+    r = run_cli("markers", "delete", str(listed[0]["marker_id"]), "--db", str(db))
+    assert r.returncode == 0
