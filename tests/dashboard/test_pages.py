@@ -178,3 +178,29 @@ def test_titles_and_tags_are_plain_text_everywhere(app, seeded_db):
             assert not any("![t](" in str(v) for v in shown), (page, shown)
     finally:
         store.upsert_clip(clip_id, {}, {}, title=old)
+
+
+def test_people_page_names_merges_and_splits(app, seeded_db):
+    from ferpipe.store import Store
+
+    db, ids = seeded_db
+    store = Store(db)
+    grid = ids["audience_grid.mp4"]
+    run_id = store.best_run(grid)
+    before = store.people(run_id).height
+    app.query_params["clip"] = grid
+    app.switch_page("pages/people.py").run()
+    _ok(app)
+    assert app.metric[0].value == str(before)
+    a, b = store.people(run_id).sort("person_id")["person_id"].to_list()[:2]
+    app.multiselect(key="merge_pick").set_value([a, b]).run()
+    next(bt for bt in app.button if bt.label == "Merge").click().run()
+    _ok(app)
+    assert store.people(run_id).height == before - 1
+    # the merged person has two tracks now: detach one again
+    merged = store.people(run_id).filter(store.people(run_id)["tracks"] >= 2)["person_id"][0]
+    app.selectbox(key="split_person").set_value(merged).run()
+    next(bt for bt in app.button if bt.label == "Make it a person of its own").click().run()
+    _ok(app)
+    assert store.people(run_id).height == before
+    store.query("SELECT 1")  # the page wrote through the store; nothing left half-done
