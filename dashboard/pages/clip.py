@@ -52,11 +52,34 @@ with st.expander("Stimulus sync" + (f" (linked, offset {offset:g} s)" if stimulu
     if st.button("Save link"):
         s.set_stimulus(clip["clip_id"], choice, new_offset)
         st.rerun()
+with st.expander("Event markers"):
+    st.caption("Named moments or intervals of the clip (e.g. 'brand reveal', 'price shown'), drawn on every curve, "
+               "with the mean before, during and after each.")  # fmt: skip
+    m1, m2, m3, m4 = st.columns([3, 1, 1, 1])
+    m_name = m1.text_input("Marker name", key="marker_name")
+    m_start = m2.number_input("Start (s)", 0.0, max(duration, 0.1), 0.0, 0.5, key="marker_start")
+    m_end = m3.number_input("End (s, 0: a point)", 0.0, max(duration, 0.1), 0.0, 0.5, key="marker_end")
+    if m4.button("Add marker", disabled=not m_name.strip()):
+        try:
+            s.add_marker(clip["clip_id"], m_name, m_start, m_end if m_end > m_start else None)
+            st.rerun()
+        except ValueError as exc:
+            st.error(plain(exc))
+    for m in s.markers(clip["clip_id"]).iter_rows(named=True):
+        a, b = st.columns([5, 1])
+        span = f"{m['start_s']:g} s" + (f" – {m['end_s']:g} s" if m["end_s"] is not None else "")
+        a.write(f"{plain(m['name'])} · {span}")
+        if b.button("Delete", key=f"del-marker-{m['marker_id']}"):
+            s.delete_marker(m["marker_id"])
+            st.rerun()
 on_stimulus = bool(stimulus) and st.toggle("Plot against stimulus time", value=bool(stimulus))
 shift = offset if on_stimulus else 0.0
 xt = "stimulus time (s)" if on_stimulus else "video time (s)"
 
 RUN = s.run(run_id)
+MARKERS = s.markers(clip["clip_id"])
+MARKS = [(m["name"], m["start_s"] - shift, None if m["end_s"] is None else m["end_s"] - shift)
+         for m in MARKERS.iter_rows(named=True)]  # fmt: skip
 
 
 def shifted(agg: pl.DataFrame) -> pl.DataFrame:
@@ -91,7 +114,7 @@ def _curves() -> None:
         st.session_state["t_sel"] = float(pk["t_s"][rows[0]])
     t_sel = st.session_state.get("t_sel", float(agg["t_s"][0]))
     left, right = st.columns([3, 2])
-    left.plotly_chart(curves_figure(agg, exprs or ["neutral"], x_title=xt, marker_t=t_sel), key="curves")
+    left.plotly_chart(curves_figure(agg, exprs or ["neutral"], x_title=xt, marker_t=t_sel, markers=MARKS), key="curves")
     with right:
         lo_t = float(agg["t_s"].min())
         hi_t = max(lo_t + 0.1, min(float(agg["t_s"].max() + bin_s), (duration or float(agg["t_s"].max()) + bin_s) - shift))
@@ -119,9 +142,20 @@ def _curves() -> None:
     st.dataframe(pk.rename({"t_s": "time (s)", "value": "mean probability", "n_people": "people in view",
                             "n_faces": "faces in view"}, strict=False),
                  hide_index=True, on_select="rerun", selection_mode="single-row", key="peaks")  # fmt: skip
+    if MARKERS.height:
+        st.subheader("Around the markers")
+        around = st.slider("Window before and after (s)", 1.0, 30.0, 5.0, 1.0, key="marker_window")
+        obs = s.observations(run_id, tuple(exprs or ["neutral"]))
+        tables = [an.marker_stats(obs, MARKERS, e, around).with_columns(pl.lit(e).alias("expression"))
+                  for e in exprs or ["neutral"]]  # fmt: skip
+        st.caption("Mean probability per person in each window, averaged over the people seen in it (n); change = "
+                   "during or after minus before (the baseline).")  # fmt: skip
+        st.dataframe(pl.concat(tables).select("marker", "expression", "before_mean", "during_mean", "after_mean",
+                                              "change_during", "change_after", "before_n", "during_n", "after_n"),
+                     hide_index=True)  # fmt: skip
     st.subheader("Valence and arousal (derived)")
     st.caption("Derived from the seven probabilities through Russell's circumplex; not a measurement.")
-    st.plotly_chart(curves_figure(agg, ["valence", "arousal"], x_title=xt), key="va")
+    st.plotly_chart(curves_figure(agg, ["valence", "arousal"], x_title=xt, markers=MARKS), key="va")
     attention(run)
 
 
@@ -135,7 +169,8 @@ def attention(run) -> None:  # noqa: ANN001
         return
     agg = shifted(an.smooth(an.aggregate_face_bins(fb, bin_s, an.ATTENTION_SIGNALS), window))
     a1, a2 = st.columns(2)
-    a1.plotly_chart(curves_figure(agg, ["attentive"], x_title=xt, names={"attentive": "attentive"}), key="att")
+    a1.plotly_chart(curves_figure(agg, ["attentive"], x_title=xt, names={"attentive": "attentive"}, markers=MARKS),
+                    key="att")  # fmt: skip
     a2.plotly_chart(curves_figure(agg, ["yaw_deg", "pitch_deg", "roll_deg"], x_title=xt,
                                   names={"yaw_deg": "yaw", "pitch_deg": "pitch", "roll_deg": "roll"}), key="pose")  # fmt: skip
     blink_bin = max(bin_s, 10.0)

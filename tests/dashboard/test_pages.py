@@ -56,15 +56,40 @@ def test_clip_view_controls_change_the_curves(app, seeded_db):
     _ok(app)
 
 
-def test_compare_clips_and_segments(app):
+def _stats(app):
+    return next(d.value for d in app.dataframe if "hedges_g" in d.value.columns)
+
+
+def test_compare_clips_segments_and_respondents(app, seeded_db):
+    from ferpipe.store import Store
+
     app.switch_page("pages/compare.py").run()
     _ok(app)
-    stats = app.dataframe[-1].value
-    assert {"signal", "p_value", "hedges_g", "n_a", "n_b"} <= set(stats.columns)
-    app.radio[0].set_value("Tag groups (segments)").run()
+    stats = _stats(app)
+    assert {"signal", "p_value", "hedges_g", "people A", "people B"} <= set(stats.columns)
+    assert stats["people A"].iloc[0] == 10  # the grid's ten people (the default: the clips with most people)
+    norms = next(d.value for d in app.dataframe if "percentile" in d.value.columns)
+    assert (norms["norm_n"] == 2).all()  # each clip against the two others
+    app.radio[2].set_value("Tag groups (segments)").run()
     _ok(app)
-    stats = app.dataframe[-1].value
-    assert stats["n_a"].iloc[0] >= 5 and stats["n_b"].iloc[0] == 2  # grid faces vs two single viewers
+    stats = _stats(app)
+    assert stats["people A"].iloc[0] == 10 and stats["people B"].iloc[0] == 2  # grid people vs two single viewers
+    db, ids = seeded_db
+    store = Store(db)
+    grid = ids["audience_grid.mp4"]
+    run_id = store.best_run(grid)
+    people = store.people(run_id)["person_id"].to_list()
+    from ferpipe.people import relink
+
+    for k, pid in enumerate(people):
+        store.add_edit(grid, "name", store.anchor(run_id, pid), label=f"R{k}")
+    relink(store, run_id, grid)
+    for k in range(len(people)):
+        store.set_attributes(grid, f"R{k}", {"gender": "f" if k % 2 else "m"})
+    app.radio[2].set_value("Respondents (people by attribute)").run()
+    _ok(app)
+    stats = _stats(app)
+    assert stats["people A"].iloc[0] == 5 and stats["people B"].iloc[0] == 5  # ten people split by gender
 
 
 def test_export_offers_every_download(app):
@@ -204,3 +229,26 @@ def test_people_page_names_merges_and_splits(app, seeded_db):
     _ok(app)
     assert store.people(run_id).height == before
     store.query("SELECT 1")  # the page wrote through the store; nothing left half-done
+
+
+def test_clip_view_markers_are_added_drawn_and_summarised(app, seeded_db):
+    from ferpipe.store import Store
+
+    db, ids = seeded_db
+    clip = ids["WolfgangLanger_Pexels.mp4"]
+    app.query_params["clip"] = clip
+    app.switch_page("pages/clip.py").run()
+    app.text_input(key="marker_name").input("brand reveal")
+    app.number_input(key="marker_start").set_value(5.0)
+    app.number_input(key="marker_end").set_value(8.0).run()
+    next(b for b in app.button if b.label == "Add marker").click().run()
+    _ok(app)
+    try:
+        assert Store(db).markers(clip)["name"].to_list() == ["brand reveal"]
+        stats = next(d.value for d in app.dataframe if "change_during" in d.value.columns)
+        assert set(stats["marker"]) == {"brand reveal"} and stats["during_n"].iloc[0] == 1
+        shapes = app.get("plotly_chart")[0].proto.spec
+        assert "brand reveal" in shapes  # drawn on the curves
+    finally:
+        for m in Store(db).markers(clip)["marker_id"].to_list():
+            Store(db).delete_marker(m)
