@@ -1,37 +1,72 @@
+import shutil
+import subprocess
+
 import polars as pl
 import pytest
 
 from conftest import run_cli
 from ferpipe.report import build_report, render
 
+RAW_NAMES = ("peak_t_s", "time_above_s", "n_faces", "n_people", "hedges_g", "p_value", "mean_a", "_mean", "_lo")
+
 
 @pytest.fixture()
-def two_clips(pipeline_factory, samples, store):
+def three_clips(pipeline_factory, samples, store):
     p = pipeline_factory()
-    a = p.process(str(samples["WolfgangLanger_Pexels.mp4"]), tags={"group": "A"}).clip_id
-    b = p.process(str(samples["single_face.mp4"]), tags={"group": "B"}).clip_id
-    return store, a, b
+    a = p.process(str(samples["audience_grid.mp4"]), tags={"group": "A"}).clip_id
+    b = p.process(str(samples["WolfgangLanger_Pexels.mp4"]), tags={"group": "B"}).clip_id
+    c = p.process(str(samples["single_face.mp4"]), tags={"group": "B"}).clip_id
+    store.add_marker(a, "brand reveal", 8.0, 11.0)
+    return store, a, b, c
 
 
-def test_report_formats(two_clips, tmp_path):
-    store, a, b = two_clips
-    data = build_report(store, [a, b], bin_s=1.0)
+def test_report_formats_and_findings(three_clips, tmp_path):
+    store, a, b, c = three_clips
+    data = build_report(store, [a, b, c], bin_s=1.0)
+    # every pair is compared under its own two labels, never two clips pooled under one name
+    assert [(x, y) for x, y, _ in data.comparisons] == [
+        ("audience_grid", "WolfgangLanger_Pexels"), ("audience_grid", "single_face"), ("WolfgangLanger_Pexels", "single_face")
+    ]
+    assert any(f.startswith("audience_grid: 10 people (from ") for f in data.findings)  # people, from more face tracks
+    assert data.clips[0].markers["marker"].unique().to_list() == ["brand reveal"]
     html = render(data, "html").decode()
     assert html.count("<script") >= 1 and "Plotly" in html and "not what people feel" in html
-    assert "mini-xception" in html and "Comparison" in html and "1 faces vs 1 faces" in html
+    assert "Summary of findings" in html and "mini-xception" in html and "Comparison" in html
     pdf = render(data, "pdf")
     assert pdf.startswith(b"%PDF") and len(pdf) > 10_000
     (tmp_path / "c.parquet").write_bytes(render(data, "parquet"))
     curves = pl.read_parquet(tmp_path / "c.parquet")
-    assert curves["clip"].n_unique() == 2 and {"t_s", "n_faces", "happy_mean", "happy_lo"} <= set(curves.columns)
+    assert curves["clip"].n_unique() == 3 and {"t_s", "n_people", "happy_mean", "happy_lo"} <= set(curves.columns)
     with pytest.raises(ValueError, match="format"):
         render(data, "docx")
     with pytest.raises(ValueError, match="unknown clip"):
         build_report(store, ["nope"])
+    with pytest.raises(ValueError, match="threshold"):
+        build_report(store, [a], threshold=1.5)
 
 
-def test_report_cli(two_clips, tmp_path, db_path):
-    _, a, b = two_clips
+@pytest.mark.skipif(not shutil.which("pdftotext"), reason="poppler-utils (pdftotext, pdftoppm) is not installed")
+def test_every_pdf_page_renders_and_reads_as_a_client_would(three_clips, tmp_path):
+    """Each page rendered to PNG; the text has whole titles, stated thresholds and human headers, no raw names."""
+    store, a, b, c = three_clips
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(render(build_report(store, [a, b, c]), "pdf"))
+    subprocess.run(["pdftoppm", "-r", "50", "-png", str(pdf), str(tmp_path / "page")], check=True)
+    pages = sorted(tmp_path.glob("page-*.png"))
+    assert len(pages) >= 5 and all(p.stat().st_size > 5_000 for p in pages)
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    first = text.split("\f")[0]
+    assert "Summary of findings" in first and "Read this first" in first  # findings open the report
+    for title in ("audience_grid", "WolfgangLanger_Pexels", "single_face"):
+        assert title in text  # whole titles, not cut at an edge
+    assert "Time above 0.5 (s)" in text and "over 0.5" in text  # the threshold is stated
+    assert "Hedges' g" in text and "People A" in text
+    for raw in RAW_NAMES:
+        assert raw not in text, raw
+
+
+def test_report_cli(three_clips, tmp_path, db_path):
+    _, a, b, _ = three_clips
     for fmt in ("html", "pdf", "csv"):
         out = tmp_path / f"r.{fmt}"
         r = run_cli("report", "--db", str(db_path), "--clip", a, "--clip", b, "--format", fmt, "--out", str(out))

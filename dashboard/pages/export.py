@@ -1,48 +1,76 @@
-"""Export: curves and timelines as CSV/Parquet, and HTML/PDF reports, for a clip or a comparison."""
+"""Export: curves and per-person timelines as CSV/Parquet, and HTML/PDF reports, for a clip or a comparison."""
 
 import io
 
 import polars as pl
 import streamlit as st
-from common import caveat, store
+from common import caveat, plain, store
 
 from ferpipe import analytics as an
-from ferpipe.report import build_report, render
+from ferpipe.report import build_report, render, safe_for_spreadsheets
+from ferpipe.store import QualityFilter
 
 st.title("Export")
 caveat()
 s = store()
-clips = s.clips().filter(pl.col("status").is_not_null())
+clips = s.clips().filter(pl.col("status").is_in(["done", "truncated"]))
 if clips.is_empty():
     st.info("No processed clips yet.")
     st.stop()
 titles = dict(zip(clips["clip_id"].to_list(), clips["title"].to_list()))
 default = st.session_state.get("current_clip")
-chosen = st.multiselect("Clips (one for a clip report, several for a comparison)", list(titles),
+chosen = st.multiselect("Clips (one for a clip report, several to compare them pair by pair)", list(titles),
                         default=[default] if default in titles else list(titles)[:1], format_func=titles.get)  # fmt: skip
-bin_s = st.select_slider("Bin width (s)", [0.5, 1.0, 2.0, 5.0], value=1.0)
+c1, c2, c3 = st.columns(3)
+bin_s = c1.select_slider("Bin width (s)", [0.5, 1.0, 2.0, 5.0, 10.0, 30.0], value=1.0)
+threshold = c2.slider("Threshold for 'time above'", 0.05, 0.95, 0.5, 0.05)
+attentive = c3.checkbox("Attentive faces only (expression curves)")
+quality = QualityFilter(attentive_only=attentive)
 if not chosen:
     st.stop()
+key = (tuple(chosen), bin_s, threshold, attentive)
 
 
 def table_bytes(df: pl.DataFrame, fmt: str) -> bytes:
     buf = io.BytesIO()
-    df.write_csv(buf) if fmt == "csv" else df.write_parquet(buf)
+    if fmt == "csv":
+        safe_for_spreadsheets(df).write_csv(buf)
+    else:
+        df.write_parquet(buf)
     return buf.getvalue()
 
 
 st.subheader("Data")
-runs = {c: s.best_run(c) for c in chosen}
-timelines = pl.concat([an.timeline_export(s, c, r) for c, r in runs.items() if r is not None])
-data = build_report(s, chosen, bin_s=bin_s)
-curves = pl.concat([agg.with_columns(pl.lit(label).alias("clip")) for label, agg in data.aggs.items()])
-c1, c2 = st.columns(2)
-for fmt in ("csv", "parquet"):
-    c1.download_button(f"Aggregated curves ({fmt})", table_bytes(curves, fmt), f"ferpipe_curves.{fmt}", key=f"agg-{fmt}")
-    c2.download_button(f"Per-face timelines ({fmt})", table_bytes(timelines, fmt), f"ferpipe_timelines.{fmt}",
-                       key=f"tl-{fmt}")  # fmt: skip
+st.caption("Per-person timelines: one row per face and frame, with the person, the track, the seven probabilities, "
+           "valence and arousal (derived), head pose, attention and the 52 blendshapes. Curves: the per-bin means "
+           f"with 95% bands ({quality.describe()}).")  # fmt: skip
+if st.button("Prepare data files"):
+    runs = {c: s.best_run(c) for c in chosen}
+    timelines = pl.concat([an.timeline_export(s, c, r) for c, r in runs.items() if r is not None], how="diagonal_relaxed")
+    curves = pl.concat([an.aggregate_face_bins(an.face_bins(s, r, bin_s, quality=quality), bin_s)
+                        .with_columns(pl.lit(titles[c]).alias("clip")) for c, r in runs.items() if r is not None],
+                       how="diagonal_relaxed")  # fmt: skip
+    st.session_state["export_data"] = (key, {f"{n}.{fmt}": table_bytes(df, fmt) for n, df in
+                                             (("ferpipe_curves", curves), ("ferpipe_timelines", timelines))
+                                             for fmt in ("csv", "parquet")})  # fmt: skip
+ready = st.session_state.get("export_data")
+if ready and ready[0] == key:
+    cols = st.columns(4)
+    for col, (name, payload) in zip(cols, ready[1].items()):
+        label = ("Aggregated curves" if "curves" in name else "Per-person timelines") + f" ({name.rsplit('.', 1)[1]})"
+        _ = col.download_button(label, payload, name, key=f"dl-{name}")
+
 st.subheader("Reports")
-st.caption("Charts, tables, settings, model and date; the HTML file is self-contained and opens offline.")
-c3, c4 = st.columns(2)
-c3.download_button("HTML report", render(data, "html"), "ferpipe_report.html", mime="text/html", key="html")
-c4.download_button("PDF report", render(data, "pdf"), "ferpipe_report.pdf", mime="application/pdf", key="pdf")
+st.caption("A first page of findings in words, then curves, tables with the thresholds stated, comparisons, markers and "
+           "norms, with the settings and model. The HTML file is self-contained and opens offline.")  # fmt: skip
+if st.button("Build the reports", type="primary"):
+    with st.spinner("Building the HTML and PDF reports…"):
+        data = build_report(s, chosen, bin_s=bin_s, threshold=threshold, quality=quality)
+        st.session_state["export_reports"] = (key, render(data, "html"), render(data, "pdf"), data.findings)
+built = st.session_state.get("export_reports")
+if built and built[0] == key:
+    for finding in built[3][:6]:
+        st.markdown(f"- {plain(finding)}")
+    r1, r2 = st.columns(2)
+    _ = r1.download_button("HTML report", built[1], "ferpipe_report.html", mime="text/html", key="html")
+    _ = r2.download_button("PDF report", built[2], "ferpipe_report.pdf", mime="application/pdf", key="pdf")

@@ -16,17 +16,43 @@ st.title("Models")
 caveat()
 default = default_expression_model()
 specs = {n: m for n, m in registry().items() if m.task == "expression"}
-evals = {r["model"]: r for r in saved_reports() if r.get("split") == "public_test" and not r.get("flip")}
+reports = saved_reports()
+
+
+def latest(model: str, protocol: str) -> dict:
+    """The newest saved evaluation of a model on FER2013 or FER+ public_test, or on full images."""
+    found = [r for r in reports if r.get("model") == model and not r.get("flip") and not r.get("limit")
+             and r.get("protocol", "fer2013") == protocol and (protocol == "full-image" or r.get("split") == "public_test")]
+    return max(found, key=lambda r: r.get("evaluated_at", "")) if found else {}  # fmt: skip
+
+
+evals = {name: latest(name, "fer2013") for name in specs}
 rows = []
 for name, spec in specs.items():
-    ev = evals.get(name) or spec.extra.get("metrics", {})
-    rows.append({"model": name, "default": name == default, "accuracy": ev.get("accuracy"),
-                 "macro_f1": ev.get("macro_f1"), "ece": ev.get("ece"), "ms_per_face": ev.get("ms_per_face"),
-                 "evaluated on": f"{ev.get('split', ev.get('select_split', '-'))} (n={ev.get('n', '?')})" if ev else "-",
-                 "description": spec.description})  # fmt: skip
-st.dataframe(pl.DataFrame(rows), hide_index=True)
-st.caption("Evaluations come from `ferpipe eval --split public_test` (latest per model) or, failing that, the metrics "
-           "stored with the model when it was trained.")  # fmt: skip
+    stored = spec.extra.get("metrics", {})
+    heads = stored.get("heads", {})
+    fer, ferplus, full = evals[name], latest(name, "ferplus"), latest(name, "full-image")
+
+    def pick(key: str, ev: dict, head: str) -> float | None:
+        value = ev.get(key)
+        if value is None:
+            value = heads.get(head, {}).get(key) if heads else (stored.get(key) if head == "fer2013" else None)
+        return value
+
+    n = fer.get("n") or heads.get("fer2013", {}).get("n") or (3589 if stored.get("select_split") == "public_test" else None)
+    rows.append({"model": name, "default": name == default,
+                 "FER2013 accuracy": pick("accuracy", fer, "fer2013"), "FER+ accuracy": pick("accuracy", ferplus, "ferplus"),
+                 "full images": full.get("accuracy"), "macro-F1": pick("macro_f1", fer, "fer2013"),
+                 "ECE": pick("ece", fer, "fer2013"), "ms/face": fer.get("ms_per_face") or stored.get("ms_per_face"),
+                 "FER2013 n": n, "description": spec.description})  # fmt: skip
+st.dataframe(pl.DataFrame(rows), hide_index=True, column_config={
+    c: st.column_config.NumberColumn(c, format="%.4f") for c in ("FER2013 accuracy", "FER+ accuracy", "full images",
+                                                                  "macro-F1", "ECE")} | {
+    "ms/face": st.column_config.NumberColumn("ms/face", format="%.2f")})  # fmt: skip
+st.caption("Accuracy on FER2013 and FER+ public_test (FER+: majority label over the seven expressions) and on full "
+           "images (`ferpipe eval --full-image`), from the latest `ferpipe eval` of each model or, failing that, the "
+           "metrics stored with it when it was trained. An empty cell: not measured yet. Models with one head per "
+           "labelling protocol are scored with that protocol's head.")  # fmt: skip
 
 st.subheader("Algorithms compared on FER2013 public_test")
 base = [{"algorithm": r["arch"], "features": r.get("features", "-"), "C": r.get("C"), "accuracy": r["accuracy"],
@@ -38,7 +64,7 @@ if base:
                "public_test like the CNNs above; the CNN rows are in the table of registered models.")  # fmt: skip
 else:
     st.caption("No baseline results yet: run `ferpipe train --arch svm-hog` or `--arch cnn-svm`.")
-with_cm = [n for n in specs if n in evals]
+with_cm = [n for n in specs if evals.get(n)]
 if with_cm:
     pick = st.selectbox("Confusion matrix of", with_cm)
     st.plotly_chart(confusion_figure(evals[pick]["confusion"], evals[pick]["labels"]), key="cm")

@@ -53,6 +53,7 @@ def test_upload_process_view_and_download_report(tmp_path, samples):
         page.screenshot(path=str(ARTIFACTS / "e2e_clip_view.png"))
 
         page.get_by_role("link", name="Export").click()
+        page.get_by_role("button", name="Build the reports").click()
         button = page.get_by_role("button", name="HTML report")
         expect(button).to_be_visible(timeout=60000)
         with page.expect_download(timeout=60000) as info:

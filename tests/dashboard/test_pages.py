@@ -92,11 +92,18 @@ def test_compare_clips_segments_and_respondents(app, seeded_db):
     assert stats["people A"].iloc[0] == 5 and stats["people B"].iloc[0] == 5  # ten people split by gender
 
 
-def test_export_offers_every_download(app):
+def test_export_builds_on_demand_and_offers_every_download(app):
     app.switch_page("pages/export.py").run()
     _ok(app)
+    assert not app.get("download_button")  # nothing is built on page load
+    assert not app.code  # and no stray return values printed under the buttons
+    next(b for b in app.button if b.label == "Prepare data files").click().run()
+    next(b for b in app.button if b.label == "Build the reports").click().run()
+    _ok(app)
     labels = {b.label for b in app.get("download_button")}
-    assert {"HTML report", "PDF report", "Aggregated curves (csv)", "Per-face timelines (parquet)"} <= labels
+    assert {"HTML report", "PDF report", "Aggregated curves (csv)", "Per-person timelines (parquet)"} <= labels
+    assert not app.code
+    assert app.markdown  # the findings, in words
 
 
 def test_models_page_lists_models_and_runs(app, seeded_db, tmp_path, monkeypatch):
@@ -114,7 +121,9 @@ def test_models_page_lists_models_and_runs(app, seeded_db, tmp_path, monkeypatch
     _ok(app)
     models = app.dataframe[0].value
     row = models[models["model"] == "mini-xception"].iloc[0]
-    assert row["accuracy"] == 0.75
+    assert row["FER2013 accuracy"] == 0.75 and row["ms/face"] == 0.3 and row["FER2013 n"] == 4
+    cnn = models[models["model"] == "ferpipe-cnn"].iloc[0]
+    assert cnn["FER2013 accuracy"] > 0.6 and cnn["FER2013 n"] > 0  # from the metrics stored with it: never "n=?"
     assert len(app.get("plotly_chart")) == 1  # the confusion matrix
     base = app.dataframe[1].value  # algorithms compared: a baseline run here overrides the shipped one
     assert base[base["algorithm"] == "svm-hog"].iloc[0]["accuracy"] == 0.5
