@@ -3,6 +3,7 @@
 import streamlit as st
 
 st.set_page_config(page_title="ferpipe", page_icon=":material/mood:", layout="wide")
+st.sidebar.markdown("### ferpipe\nAudience expression analytics")
 
 st.navigation(
     [

@@ -52,7 +52,9 @@ def clip_picker(label: str = "Clip", key: str = "clip", with_faces: bool = False
     ids = clips["clip_id"].to_list()
     names = {r["clip_id"]: f"{r['title']}  ·  {r['clip_id']}" for r in clips.iter_rows(named=True)}  # options are plain
     default = st.query_params.get("clip") or st.session_state.get("current_clip")
-    index = ids.index(default) if default in ids else 0
+    if default not in ids:  # first visit: the clip with the most people seen, not simply the newest
+        default = clips.sort("observations", descending=True, nulls_last=True)["clip_id"][0]
+    index = ids.index(default)
     chosen = st.selectbox(label, ids, index=index, format_func=names.get, key=key)
     st.session_state["current_clip"] = chosen
     return clips.filter(clips["clip_id"] == chosen).row(0, named=True)

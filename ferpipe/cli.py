@@ -453,9 +453,9 @@ def _serve(db_path: Path, port: int, headless: bool = True, address: str = "127.
     import urllib.request
     import webbrowser
 
-    from .registry import PROJECT_MODELS_DIR
+    from .config import bundled
 
-    app_file = PROJECT_MODELS_DIR.parent / "dashboard" / "server.py"
+    app_file = bundled("dashboard") / "server.py"
     if not app_file.is_file():
         raise FerpipeError(f"dashboard not found at {app_file}")
     env = dict(os.environ, FERPIPE_DB=str(db_path))

@@ -91,3 +91,14 @@ def max_upload_mb() -> int:
     if value <= 0:
         raise ValueError(f"{ENV_MAX_UPLOAD_MB} must be positive, got {value}")
     return value
+
+
+def bundled(name: str) -> Path:
+    """A folder shipped with ferpipe, ``models`` or ``dashboard``: the top-level folder of a checkout (also under an
+    editable install), or the copy packaged inside an installed wheel (as ferpipe/models, ferpipe/dashboard)."""
+    if name not in ("models", "dashboard"):
+        raise ValueError(f"no bundled folder {name!r}")
+    inside = Path(__file__).resolve().parent / name
+    if inside.is_dir():  # an installed wheel
+        return inside
+    return Path(__file__).resolve().parent.parent / name

@@ -49,6 +49,7 @@ class JobResult:
     observations: int = 0
     frames_analyzed: int = 0
     error: str | None = None
+    people: int = 0
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ def run_job(folder: Path) -> JobResult:
                 Path(spec.source).unlink(missing_ok=True)
         res = pipeline.analyse(item.sha256[:12])
         result = JobResult(res.status, res.title, res.clip_id, res.run_id, res.faces, res.observations,
-                           res.frames_analyzed, res.error)  # fmt: skip
+                           res.frames_analyzed, res.error, res.people)  # fmt: skip
     except KeyboardInterrupt:
         result = JobResult("interrupted", title, error="stopped")
     except (FerpipeError, ValueError, OSError) as exc:

@@ -125,22 +125,27 @@ class RunResult:
     resumed: bool = False
     reused: bool = False
     error: str | None = None
+    people: int = 0
 
     @property
     def message(self) -> str:
+        """One line for the terminal: people (and the face tracks they came from), observations and frames."""
+        who = f"{_count(self.people, 'person', 'people')}" + (
+            f" (from {_count(self.faces, 'face track')})" if self.faces != self.people else ""
+        )
         if self.status == "truncated":
-            return f"{self.title}: truncated media: {self.error}; what decoded is stored ({_count(self.faces, 'face')})"
+            return f"{self.title}: truncated media: {self.error}; what decoded is stored ({who})"
         if self.faces == 0:
-            return f"{self.title}: no faces found in {self.frames_analyzed} analysed frames"
+            return f"{self.title}: no faces found in {_count(self.frames_analyzed, 'analysed frame')}"
         verb = "already processed" if self.reused else "processed"
         return (
-            f"{self.title}: {verb}, {_count(self.faces, 'face')}, {_count(self.observations, 'observation')} "
+            f"{self.title}: {verb}, {who}, {_count(self.observations, 'observation')} "
             f"over {_count(self.frames_analyzed, 'frame')}"
         )
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+def _count(n: int, noun: str, plural: str | None = None) -> str:
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
 @dataclass(frozen=True)
@@ -375,10 +380,10 @@ class Pipeline:
                      last_full_ms=last_full if math.isfinite(last_full) else None)  # fmt: skip
         sink.append(rows, replace(progress, seconds=time.perf_counter() - t0, tracker_state=state))
 
-    @staticmethod
-    def _result(clip: dict, run: RunRow, resumed: bool = False, reused: bool = False) -> RunResult:
+    def _result(self, clip: dict, run: RunRow, resumed: bool = False, reused: bool = False) -> RunResult:
         return RunResult(
             clip_id=clip["clip_id"], run_id=run.run_id, title=clip["title"], status=run.status,
             frames_analyzed=run.frames_done, faces=run.faces, observations=run.observations,
             seconds=round(run.seconds, 3), resumed=resumed, reused=reused, error=run.error,
+            people=self.store.people(run.run_id).height,
         )  # fmt: skip

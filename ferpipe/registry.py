@@ -23,13 +23,13 @@ import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import cache_dir
+from .config import bundled, cache_dir
 from .errors import ModelError
 from .types import EXPRESSIONS
 
 log = logging.getLogger(__name__)
 
-PROJECT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+PROJECT_MODELS_DIR = bundled("models")
 
 
 @dataclass(frozen=True)

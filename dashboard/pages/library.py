@@ -85,7 +85,9 @@ def progress_panel() -> None:
         elif res.faces == 0:
             st.warning(f"{name}: no faces found in {res.frames_analyzed:,} frames.")
         else:
-            st.success(f"{name}: {res.faces:,} face{'s' * (res.faces != 1)}, {res.observations:,} observations.")
+            who = f"{res.people:,} {'person' if res.people == 1 else 'people'}"
+            st.success(f"{name}: {who} ({res.faces:,} face track{'s' * (res.faces != 1)}), "
+                       f"{res.observations:,} observations.")  # fmt: skip
         if st.button("Dismiss", key=f"dismiss-{job.job_id}"):
             jobs.forget(job)
             st.rerun(scope="fragment")
