@@ -47,7 +47,11 @@ def build_db(path: Path, faces: int, frames: int, video: Path, signals: bool = T
         extra = (", ((i % 61) - 30)::REAL, ((i % 41) - 20)::REAL, ((f % 21) - 10)::REAL, 0.8::REAL, "
                  f"(i % 10 <> 0), 0.99::REAL, {shapes}")  # fmt: skip
     con = duckdb.connect(str(path))
-    cols = "" if signals else f"(run_id, face_id, frame_index, timestamp_ms, x, y, w, h, det_score, {', '.join(EXPRESSIONS)}, valence, arousal)"
+    cols = (
+        ""
+        if signals
+        else f"(run_id, face_id, frame_index, timestamp_ms, x, y, w, h, det_score, {', '.join(EXPRESSIONS)}, valence, arousal)"
+    )
     con.execute(f"""
         INSERT INTO observations {cols}
         SELECT {run_id}, f, i, i * 200.0, 10 * f, 10, 48, 48, 0.99, {probs}, ({va})::REAL, 0::REAL{extra}
@@ -122,9 +126,9 @@ def main() -> None:
             store = Store(db)
             run_id = store.best_run("bigclip00001")
             clip_view_data(store, run_id, bin_s)  # warm the OS cache
-            r = {"rollup": timed(lambda: clip_view_data(store, run_id, bin_s), args.repeats),
-                 "raw": timed(lambda: clip_view_data(store, run_id, bin_s, raw=True), max(1, args.repeats // 2)),
-                 "naive": timed(lambda: naive(store, run_id, bin_s), 1)}  # fmt: skip
+            r = {"rollup": timed(lambda s=store, r=run_id: clip_view_data(s, r, bin_s), args.repeats),
+                 "raw": timed(lambda s=store, r=run_id: clip_view_data(s, r, bin_s, raw=True), max(1, args.repeats // 2)),
+                 "naive": timed(lambda s=store, r=run_id: naive(s, r, bin_s), 1)}  # fmt: skip
             if not args.no_page:
                 os.environ["FERPIPE_DB"] = str(db)
 

@@ -56,8 +56,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=None)
     args = ap.parse_args()
 
-    from ferpipe.lab.evaluate import load_crops, predict, summarise
     from ferpipe.expression import ExpressionModel
+    from ferpipe.lab.evaluate import load_crops, predict, summarise
     from ferpipe.registry import registry
 
     gray, labels = load_crops(args.data, "public_test")

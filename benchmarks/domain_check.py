@@ -84,7 +84,9 @@ def main() -> None:
             continue
         rep = json.loads(r.stdout)
         recall = " ".join(f"{k[:3]} {v['recall']:.2f}" for k, v in rep["per_class"].items())
-        print(f"| {model} | {rep['accuracy']:.4f} | {rep['macro_f1']:.4f} | {rep['face_found']:.3f} | {rep['n']} | {recall} |")
+        print(
+            f"| {model} | {rep['accuracy']:.4f} | {rep['macro_f1']:.4f} | {rep['face_found']:.3f} | {rep['n']} | {recall} |"
+        )
 
 
 if __name__ == "__main__":

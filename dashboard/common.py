@@ -63,5 +63,5 @@ def clip_picker(label: str = "Clip", key: str = "clip", with_faces: bool = False
 def fmt_eta(seconds: float | None) -> str:
     if seconds is None:
         return "estimating…"
-    m, s = divmod(int(round(seconds)), 60)
+    m, s = divmod(round(seconds), 60)
     return f"{m}m {s:02d}s" if m else f"{s}s"

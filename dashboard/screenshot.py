@@ -1,6 +1,6 @@
 """Screenshots of the dashboard for the README: serve a database, drive headless Chromium, save PNGs.
 
-    .venv/bin/python dashboard/screenshot.py --db PATH --out docs/  [--chromium /usr/bin/chromium]
+.venv/bin/python dashboard/screenshot.py --db PATH --out docs/  [--chromium /usr/bin/chromium]
 """
 
 from __future__ import annotations

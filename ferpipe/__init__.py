@@ -9,7 +9,4 @@ __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-CAVEAT = (
-    "These curves show facial expressions a model reads from each face: what faces display, "
-    "not what people feel."
-)
+CAVEAT = "These curves show facial expressions a model reads from each face: what faces display, not what people feel."

@@ -123,9 +123,11 @@ def face_bins_frame(obs: pl.DataFrame, bin_s: float = 1.0, signals: tuple[str, .
         .group_by("bin", *keys, unit)
         .agg(
             pl.len().cast(pl.Int64).alias("n_obs"),
-            *[pl.col(c).cast(pl.Float64).filter(pl.col(c).cast(pl.Float64).is_finite()).mean().alias(c)
-              for c in _stored(signals)],
-        )  # fmt: skip
+            *[
+                pl.col(c).cast(pl.Float64).filter(pl.col(c).cast(pl.Float64).is_finite()).mean().alias(c)
+                for c in _stored(signals)
+            ],
+        )
         .sort("bin", *keys, unit)
     )
     return _derive(fb, signals)
@@ -153,8 +155,11 @@ def aggregate_face_bins(fb: pl.DataFrame, bin_s: float, signals: tuple[str, ...]
         return pl.DataFrame(schema=cols)
     df = (
         fb.group_by("bin")
-        .agg(pl.len().alias(count_of(fb)), *[pl.col(s).mean().alias(f"{s}_mean") for s in signals],
-             *[pl.col(s).std(ddof=1).fill_null(0).alias(f"{s}_sd") for s in signals])  # fmt: skip
+        .agg(
+            pl.len().alias(count_of(fb)),
+            *[pl.col(s).mean().alias(f"{s}_mean") for s in signals],
+            *[pl.col(s).std(ddof=1).fill_null(0).alias(f"{s}_sd") for s in signals],
+        )
         .sort("bin")
         .with_columns((pl.col("bin") * bin_s).alias("t_s"))
     )
@@ -192,9 +197,7 @@ def smooth(agg: pl.DataFrame, window_bins: int, signals: tuple[str, ...] = SIGNA
     if window_bins == 1 or agg.height == 0:
         return agg
     cols = [c for s in _check_signals(signals) for c in (f"{s}_mean", f"{s}_lo", f"{s}_hi") if c in agg.columns]
-    return agg.with_columns(
-        pl.col(c).rolling_mean(window_size=window_bins, center=True, min_samples=1) for c in cols
-    )
+    return agg.with_columns(pl.col(c).rolling_mean(window_size=window_bins, center=True, min_samples=1) for c in cols)
 
 
 def top_expression_share(fb: pl.DataFrame, bin_s: float = 1.0) -> pl.DataFrame:
@@ -209,7 +212,8 @@ def top_expression_share(fb: pl.DataFrame, bin_s: float = 1.0) -> pl.DataFrame:
         return pl.DataFrame(schema=schema)
     top = fb.select("bin").with_columns(pl.Series("top", fb.select(EXPRESSIONS).to_numpy().argmax(axis=1)))
     out = top.group_by("bin").agg(
-        pl.len().alias(count_of(fb)), *[(pl.col("top") == k).mean().alias(f"{e}_share") for k, e in enumerate(EXPRESSIONS)]
+        pl.len().alias(count_of(fb)),
+        *[(pl.col("top") == k).mean().alias(f"{e}_share") for k, e in enumerate(EXPRESSIONS)],
     )
     return out.sort("bin").with_columns((pl.col("bin") * bin_s).alias("t_s")).select(list(schema))
 
@@ -274,7 +278,9 @@ def _bin_step(t: np.ndarray, bin_s: float | None = None) -> float:
     return float(gaps.min()) if len(gaps) else 1.0
 
 
-def peaks(agg: pl.DataFrame, signal: str, k: int = 5, min_gap_s: float = 2.0, bin_s: float | None = None) -> pl.DataFrame:
+def peaks(
+    agg: pl.DataFrame, signal: str, k: int = 5, min_gap_s: float = 2.0, bin_s: float | None = None
+) -> pl.DataFrame:
     """The k highest local maxima of a signal's mean curve, at least ``min_gap_s`` apart.
 
     Columns: t_s, value, n_people (or n_faces), ordered by value (highest first).
@@ -292,7 +298,7 @@ def peaks(agg: pl.DataFrame, signal: str, k: int = 5, min_gap_s: float = 2.0, bi
     t = agg["t_s"].to_numpy()
     step = _bin_step(t, bin_s)
     padded = np.concatenate([[-np.inf], y, [-np.inf]])  # let the first and last bins be peaks
-    idx, _ = find_peaks(padded, distance=max(1, int(round(min_gap_s / step))))
+    idx, _ = find_peaks(padded, distance=max(1, round(min_gap_s / step)))
     idx = idx - 1
     idx = idx[np.argsort(-y[idx], kind="stable")][:k]
     return pl.DataFrame(
@@ -305,9 +311,9 @@ def peak_table(agg: pl.DataFrame, signals: list[str] | tuple[str, ...], k: int =
                bin_s: float | None = None) -> pl.DataFrame:  # fmt: skip
     """peaks() of several signals in one table: expression, t_s, value, n_people (or n_faces)."""
     n_col = "n_people" if "n_people" in agg.columns else "n_faces"
-    return pl.concat([peaks(agg, e, k=k, bin_s=bin_s).with_columns(pl.lit(e).alias("expression")) for e in signals]).select(
-        "expression", "t_s", "value", n_col
-    )
+    return pl.concat(
+        [peaks(agg, e, k=k, bin_s=bin_s).with_columns(pl.lit(e).alias("expression")) for e in signals]
+    ).select("expression", "t_s", "value", n_col)
 
 
 def summary(agg: pl.DataFrame, obs: pl.DataFrame, signal: str, threshold: float = 0.5, bin_s: float | None = None,
@@ -349,7 +355,7 @@ def compare_groups(a: np.ndarray, b: np.ndarray, method: str = "welch", n_resamp
     if method not in ("welch", "permutation"):
         raise ValueError(f"method must be 'welch' or 'permutation', got {method!r}")
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    out = {"n_a": int(len(a)), "n_b": int(len(b)), "mean_a": float(np.mean(a)) if len(a) else float("nan"),
+    out = {"n_a": len(a), "n_b": len(b), "mean_a": float(np.mean(a)) if len(a) else float("nan"),
            "mean_b": float(np.mean(b)) if len(b) else float("nan"), "p_value": float("nan"),
            "hedges_g": float("nan"), "method": method}  # fmt: skip
     if len(a) < 2 or len(b) < 2:
@@ -413,7 +419,7 @@ def clip_observations(store: Store, clip_ids: list[str], signals: tuple[str, ...
             parts.append(_derive(obs, signals))
     if not parts:
         return pl.DataFrame(schema={"clip_id": pl.String, "person_id": pl.Int64, "timestamp_ms": pl.Float64,
-                                    **{s: pl.Float32 for s in signals}})  # fmt: skip
+                                    **dict.fromkeys(signals, pl.Float32)})  # fmt: skip
     return pl.concat(parts)
 
 
@@ -422,7 +428,9 @@ def blink_bins(store: Store, run_id: int, bin_s: float = 10.0) -> pl.DataFrame:
     layout, signal "blink_rate"), for aggregate_face_bins. Blinks last 100-400 ms, so rates need an analysis rate
     of 10 frames/s or more; at 5 frames/s many are missed."""
     bb = store.blink_bins(run_id, bin_s)
-    return bb.with_columns((pl.col("blinks") * 60.0 / pl.col("seconds")).alias("blink_rate"), pl.col("seconds").alias("n_obs"))
+    return bb.with_columns(
+        (pl.col("blinks") * 60.0 / pl.col("seconds")).alias("blink_rate"), pl.col("seconds").alias("n_obs")
+    )
 
 
 def blink_summary(store: Store, run_id: int) -> dict:
@@ -489,7 +497,7 @@ def clip_metrics(store: Store, clip_ids: list[str], signal: str, threshold: floa
         duration = store.clip(cid)["duration_s"]
         s = summary(agg, fb.rename({"bin": "timestamp_ms"}), signal, threshold, bin_s=1.0, duration_s=duration)
         rows.append({"clip_id": cid, "mean": s["mean"], "peak": s["peak"], "time_above_s": s["time_above_s"]})
-    return pl.DataFrame(rows, schema={"clip_id": pl.String, **{m: pl.Float64 for m in NORM_METRICS}})
+    return pl.DataFrame(rows, schema={"clip_id": pl.String, **dict.fromkeys(NORM_METRICS, pl.Float64)})
 
 
 def percentile_rank(value: float, norm: list[float] | np.ndarray) -> float:
@@ -512,7 +520,7 @@ def norms(store: Store, clip_ids: list[str], signal: str, metric: str = "mean", 
         keep = set(tags.filter((pl.col("key") == tag[0]) & (pl.col("value") == tag[1]))["clip_id"].to_list())
         library = [c for c in library if c in keep]
     metrics = clip_metrics(store, sorted(set(library) | set(clip_ids)), signal, threshold)
-    values = dict(zip(metrics["clip_id"].to_list(), metrics[metric].to_list()))
+    values = dict(zip(metrics["clip_id"].to_list(), metrics[metric].to_list(), strict=False))
     rows = []
     for cid in clip_ids:
         others = [values[c] for c in library if c != cid and c in values]

@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.logging import RichHandler
@@ -40,7 +39,7 @@ DB_OPT = typer.Option(
 )
 
 
-def _db(path: Optional[Path], must_exist: bool = False) -> Path:
+def _db(path: Path | None, must_exist: bool = False) -> Path:
     p = Path(path) if path else default_db_path()
     if must_exist and not p.exists():
         raise FerpipeError(f"no database at {p}; run `ferpipe process` first")
@@ -60,7 +59,7 @@ def _stop_on_sigterm() -> None:
     """SIGTERM (``ferpipe delete``, the dashboard's Stop) ends a run like Ctrl-C: its last batch is kept and the run
     is marked interrupted."""
 
-    def handler(signum: int, frame: object) -> None:  # noqa: ARG001
+    def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
@@ -71,17 +70,25 @@ def process(
     sources: list[str] = typer.Argument(
         ..., metavar="SOURCE...", help="Video or image files, folders of them, or http(s) URLs."
     ),
-    db: Optional[Path] = DB_OPT,
-    sample_fps: float = typer.Option(5.0, "--sample-fps", help="Analysis rate in frames per second of video.", metavar="FPS"),
+    db: Path | None = DB_OPT,
+    sample_fps: float = typer.Option(
+        5.0, "--sample-fps", help="Analysis rate in frames per second of video.", metavar="FPS"
+    ),
     every_frame: bool = flag("--every-frame", "Analyse every frame (overrides --sample-fps)."),
-    title: Optional[str] = typer.Option(
+    title: str | None = typer.Option(
         None, "--title", help="Clip title, for one source (default: file name or video title).", metavar="TEXT"
     ),
     tag: list[str] = typer.Option([], "--tag", help="KEY=VALUE, repeatable, e.g. --tag group=A.", metavar="KEY=VALUE"),
-    model: Optional[str] = typer.Option(None, "--model", help="Expression model (see `ferpipe models list`).", metavar="NAME"),
+    model: str | None = typer.Option(
+        None, "--model", help="Expression model (see `ferpipe models list`).", metavar="NAME"
+    ),
     detector: str = typer.Option("mtcnn", "--detector", help="mtcnn, or yunet with --detector-model.", metavar="NAME"),
-    detector_model: Optional[Path] = typer.Option(None, "--detector-model", help="ONNX file for --detector yunet.", metavar="FILE"),
-    min_face: Optional[int] = typer.Option(None, "--min-face", help="Smallest face in pixels (default: auto).", metavar="PX"),
+    detector_model: Path | None = typer.Option(
+        None, "--detector-model", help="ONNX file for --detector yunet.", metavar="FILE"
+    ),
+    min_face: int | None = typer.Option(
+        None, "--min-face", help="Smallest face in pixels (default: auto).", metavar="PX"
+    ),
     detect_every_ms: float = typer.Option(
         1000.0, "--detect-every-ms", help="Full detection interval; tracked in between.", metavar="MS"
     ),
@@ -118,7 +125,9 @@ def process(
             with progress_bar() as bar:
                 tasks: dict[str, int] = {}
 
-                def progress(stage: str, done: int, total: int | None) -> None:
+                def progress(
+                    stage: str, done: int, total: int | None, tasks: dict = tasks, source: str = source
+                ) -> None:
                     if stage not in tasks:
                         label = "download" if stage == "download" else f"analyse {Path(source).name[:30]}"
                         unit = "bytes" if stage == "download" else "frames"
@@ -138,13 +147,15 @@ def process(
         if as_json:
             print(json.dumps({"source": source, **result.__dict__}), flush=True)
         elif result.status != "truncated":
-            out.print(f"{result.message} [dim](clip {result.clip_id}, run {result.run_id}, {result.seconds:.1f}s)[/dim]")
+            out.print(
+                f"{result.message} [dim](clip {result.clip_id}, run {result.run_id}, {result.seconds:.1f}s)[/dim]"
+            )
     if failures:
         raise typer.Exit(1)
 
 
 @app.command()
-def clips(db: Optional[Path] = DB_OPT, as_json: bool = flag("--json", "Print the clips as JSON.")) -> None:
+def clips(db: Path | None = DB_OPT, as_json: bool = flag("--json", "Print the clips as JSON.")) -> None:
     """List clips with their latest run."""
     from .store import Store
 
@@ -164,7 +175,7 @@ def clips(db: Optional[Path] = DB_OPT, as_json: bool = flag("--json", "Print the
     out.print(f"[dim]{CAVEAT}[/dim]")
 
 
-def _write(df, fmt: str, path: Path) -> None:  # noqa: ANN001
+def _write(df, fmt: str, path: Path) -> None:
     from .report import safe_for_spreadsheets
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,13 +187,19 @@ def _write(df, fmt: str, path: Path) -> None:  # noqa: ANN001
 
 @app.command()
 def export(
-    db: Optional[Path] = DB_OPT,
-    clip: str = typer.Option(..., "--clip", help="Clip id or a unique prefix of one (see `ferpipe clips`).", metavar="ID"),
-    what: str = typer.Option("timeline", "--what", help="timeline (per face) or aggregate (per time bin).", metavar="KIND"),
+    db: Path | None = DB_OPT,
+    clip: str = typer.Option(
+        ..., "--clip", help="Clip id or a unique prefix of one (see `ferpipe clips`).", metavar="ID"
+    ),
+    what: str = typer.Option(
+        "timeline", "--what", help="timeline (per face) or aggregate (per time bin).", metavar="KIND"
+    ),
     fmt: str = typer.Option("csv", "--format", help="csv or parquet.", metavar="FORMAT"),
     out_path: Path = typer.Option(..., "--out", help="Output file.", metavar="FILE"),
     bin_s: float = typer.Option(1.0, "--bin-s", help="Bin width in seconds for --what aggregate.", metavar="S"),
-    model: Optional[str] = typer.Option(None, "--model", help="Use the run of this model (default: latest done).", metavar="NAME"),
+    model: str | None = typer.Option(
+        None, "--model", help="Use the run of this model (default: latest done).", metavar="NAME"
+    ),
 ) -> None:
     """Write a clip's timeline or aggregate curve as CSV or Parquet."""
     from .analytics import aggregate, timeline_export
@@ -204,8 +221,10 @@ def export(
 
 @app.command()
 def report(
-    db: Optional[Path] = DB_OPT,
-    clip: list[str] = typer.Option(..., "--clip", help="Clip id or unique prefix; repeat to compare clips.", metavar="ID"),
+    db: Path | None = DB_OPT,
+    clip: list[str] = typer.Option(
+        ..., "--clip", help="Clip id or unique prefix; repeat to compare clips.", metavar="ID"
+    ),
     fmt: str = typer.Option("html", "--format", help="html, pdf, csv or parquet.", metavar="FORMAT"),
     out_path: Path = typer.Option(..., "--out", help="Output file.", metavar="FILE"),
     bin_s: float = typer.Option(1.0, "--bin-s", help="Bin width in seconds.", metavar="S"),
@@ -224,7 +243,7 @@ def report(
 
 @app.command()
 def delete(
-    db: Optional[Path] = DB_OPT,
+    db: Path | None = DB_OPT,
     clip: list[str] = typer.Option(..., "--clip", help="Clip id or unique prefix; repeatable.", metavar="ID"),
     keep_media: bool = flag("--keep-media", "Keep the media file in the library."),
 ) -> None:
@@ -242,7 +261,7 @@ def delete(
 CLIP_OPT = typer.Option(..., "--clip", help="Clip id or a unique prefix of one.", metavar="ID")
 
 
-def _clip_run(db: Optional[Path], clip: str):  # noqa: ANN202
+def _clip_run(db: Path | None, clip: str):
     from .store import Store
 
     store = Store(_db(db, must_exist=True))
@@ -254,9 +273,9 @@ def _clip_run(db: Optional[Path], clip: str):  # noqa: ANN202
 
 
 @people_app.command("list")
-def people_list(db: Optional[Path] = DB_OPT, clip: str = CLIP_OPT, as_json: bool = flag("--json", "Print JSON.")) -> None:
+def people_list(db: Path | None = DB_OPT, clip: str = CLIP_OPT, as_json: bool = flag("--json", "Print JSON.")) -> None:
     """The people of a clip's shown run: id, name, tracks, observations, first and last seen."""
-    store, clip_id, run_id = _clip_run(db, clip)
+    store, _clip_id, run_id = _clip_run(db, clip)
     people = store.people(run_id)
     if as_json:
         print(people.write_json())
@@ -268,7 +287,7 @@ def people_list(db: Optional[Path] = DB_OPT, clip: str = CLIP_OPT, as_json: bool
     out.print(table)
 
 
-def _relinked(store, run_id: int, clip_id: str) -> None:  # noqa: ANN001
+def _relinked(store, run_id: int, clip_id: str) -> None:
     from .people import relink
 
     relink(store, run_id, clip_id)
@@ -277,7 +296,7 @@ def _relinked(store, run_id: int, clip_id: str) -> None:  # noqa: ANN001
 
 @people_app.command("merge")
 def people_merge(persons: list[int] = typer.Argument(..., metavar="PERSON...", help="Two or more person ids."),
-                 db: Optional[Path] = DB_OPT, clip: str = CLIP_OPT) -> None:  # fmt: skip
+                 db: Path | None = DB_OPT, clip: str = CLIP_OPT) -> None:  # fmt: skip
     """These people are one person (kept when the clip is processed again)."""
     store, clip_id, run_id = _clip_run(db, clip)
     if len(persons) < 2:
@@ -290,7 +309,7 @@ def people_merge(persons: list[int] = typer.Argument(..., metavar="PERSON...", h
 
 @people_app.command("split")
 def people_split(track: int = typer.Option(..., "--track", help="A track (face) id of the person.", metavar="ID"),
-                 db: Optional[Path] = DB_OPT, clip: str = CLIP_OPT) -> None:  # fmt: skip
+                 db: Path | None = DB_OPT, clip: str = CLIP_OPT) -> None:  # fmt: skip
     """This track is a person of its own (kept when the clip is processed again)."""
     store, clip_id, run_id = _clip_run(db, clip)
     row = store.query("SELECT 1 FROM faces WHERE run_id = ? AND face_id = ?", [run_id, track])
@@ -305,7 +324,7 @@ def people_split(track: int = typer.Option(..., "--track", help="A track (face) 
 
 @people_app.command("name")
 def people_name(person: int = typer.Argument(..., metavar="PERSON"), name: str = typer.Argument(..., metavar="NAME"),
-                db: Optional[Path] = DB_OPT, clip: str = CLIP_OPT) -> None:  # fmt: skip
+                db: Path | None = DB_OPT, clip: str = CLIP_OPT) -> None:  # fmt: skip
     """Name a person (a respondent id, say); their attributes are kept under this name."""
     store, clip_id, run_id = _clip_run(db, clip)
     store.add_edit(clip_id, "name", store.anchor(run_id, person), label=name)
@@ -315,7 +334,7 @@ def people_name(person: int = typer.Argument(..., metavar="PERSON"), name: str =
 @people_app.command("import")
 def people_import(csv: Path = typer.Argument(..., metavar="FILE.csv", help="Columns: clip, person (id or name), "
                                              "then one column per attribute, e.g. gender, age_band, segment."),
-                  db: Optional[Path] = DB_OPT) -> None:  # fmt: skip
+                  db: Path | None = DB_OPT) -> None:  # fmt: skip
     """Attach respondent attributes to people from a CSV keyed by clip and person."""
     from .people import import_attributes
     from .store import Store
@@ -326,8 +345,8 @@ def people_import(csv: Path = typer.Argument(..., metavar="FILE.csv", help="Colu
 
 @markers_app.command("add")
 def markers_add(name: str = typer.Option(..., "--name", metavar="TEXT"), at: float = typer.Option(..., "--at", metavar="S",
-                help="Start, in seconds of the clip."), to: Optional[float] = typer.Option(None, "--to", metavar="S",
-                help="End of an interval (default: a point)."), db: Optional[Path] = DB_OPT, clip: str = CLIP_OPT) -> None:  # fmt: skip
+                help="Start, in seconds of the clip."), to: float | None = typer.Option(None, "--to", metavar="S",
+                help="End of an interval (default: a point)."), db: Path | None = DB_OPT, clip: str = CLIP_OPT) -> None:  # fmt: skip
     """Mark a moment ("brand reveal") or an interval ("price shown") on a clip's timeline."""
     from .store import Store
 
@@ -337,7 +356,7 @@ def markers_add(name: str = typer.Option(..., "--name", metavar="TEXT"), at: flo
 
 
 @markers_app.command("list")
-def markers_list(db: Optional[Path] = DB_OPT, clip: str = CLIP_OPT, as_json: bool = flag("--json", "Print JSON.")) -> None:
+def markers_list(db: Path | None = DB_OPT, clip: str = CLIP_OPT, as_json: bool = flag("--json", "Print JSON.")) -> None:
     """A clip's markers."""
     from .store import Store
 
@@ -348,12 +367,14 @@ def markers_list(db: Optional[Path] = DB_OPT, clip: str = CLIP_OPT, as_json: boo
         return
     table = Table("marker", "name", "start (s)", "end (s)")
     for r in markers.iter_rows(named=True):
-        table.add_row(str(r["marker_id"]), r["name"], f"{r['start_s']:g}", "" if r["end_s"] is None else f"{r['end_s']:g}")
+        table.add_row(
+            str(r["marker_id"]), r["name"], f"{r['start_s']:g}", "" if r["end_s"] is None else f"{r['end_s']:g}"
+        )
     out.print(table)
 
 
 @markers_app.command("delete")
-def markers_delete(marker: int = typer.Argument(..., metavar="MARKER"), db: Optional[Path] = DB_OPT) -> None:
+def markers_delete(marker: int = typer.Argument(..., metavar="MARKER"), db: Path | None = DB_OPT) -> None:
     """Delete a marker by id."""
     from .store import Store
 
@@ -383,7 +404,9 @@ def models_list(as_json: bool = flag("--json", "Print the models as JSON.")) -> 
 
 
 @models_app.command("fetch")
-def models_fetch(names: list[str] = typer.Argument(None, help="Models to fetch (default: all).", metavar="NAME...")) -> None:
+def models_fetch(
+    names: list[str] = typer.Argument(None, help="Models to fetch (default: all).", metavar="NAME..."),
+) -> None:
     """Download, verify (sha256) and convert models into the cache."""
     from .registry import fetch, get_spec, registry
 
@@ -413,7 +436,7 @@ DEMO_CLIPS = (
 
 @app.command()
 def demo(
-    db: Optional[Path] = DB_OPT,
+    db: Path | None = DB_OPT,
     port: int = typer.Option(8501, "--port", help="Dashboard port on 127.0.0.1.", metavar="PORT"),
     no_dashboard: bool = flag("--no-dashboard", "Process and summarise only."),
 ) -> None:
@@ -430,7 +453,7 @@ def demo(
         with progress_bar() as bar:
             task = bar.add_task(f"analyse {name}", total=None, unit="frames")
             result = pipeline.process(str(media[name]), title=title, tags=tags,
-                                      progress=lambda s, d, t: bar.update(task, completed=d, total=t))  # fmt: skip
+                                      progress=lambda s, d, t, task=task: bar.update(task, completed=d, total=t))  # fmt: skip
         out.print(result.message)
     out.print(f"database: {path}")
     out.print(f"[dim]{CAVEAT}[/dim]")
@@ -483,9 +506,11 @@ def _serve(db_path: Path, port: int, headless: bool = True, address: str = "127.
 
 @app.command()
 def dashboard(
-    db: Optional[Path] = DB_OPT,
+    db: Path | None = DB_OPT,
     port: int = typer.Option(8501, "--port", help="Port to serve on.", metavar="PORT"),
-    address: str = typer.Option("127.0.0.1", "--address", help="Interface to bind (default: this machine only).", metavar="IP"),
+    address: str = typer.Option(
+        "127.0.0.1", "--address", help="Interface to bind (default: this machine only).", metavar="IP"
+    ),
 ) -> None:
     """Open the Streamlit dashboard on a database."""
     path = _db(db)

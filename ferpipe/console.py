@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
-from typer.core import TyperArgument, TyperCommand, TyperGroup
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -13,12 +12,13 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 err = Console(stderr=True)
 out = Console()
 
 
-def flag(name: str, help: str) -> bool:  # noqa: A002 - typer's own parameter name
+def flag(name: str, help: str) -> bool:
     """A boolean --flag option without a type column in --help."""
     return typer.Option(False, name, help=help, metavar="")
 
@@ -42,7 +42,7 @@ def progress_bar() -> Progress:
 class Command(TyperCommand):
     """Plain help: arguments by their metavar (``SOURCE...``), no ``<type>`` columns for flags or --help."""
 
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         for param in self.params:
             if isinstance(param, TyperArgument) and param.metavar:
@@ -51,7 +51,7 @@ class Command(TyperCommand):
                 param._rich_display_name = lambda name=param.metavar: name  # type: ignore[method-assign]
                 param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
 
-    def get_help_option(self, ctx):  # noqa: ANN001, ANN201
+    def get_help_option(self, ctx):
         opt = super().get_help_option(ctx)
         if opt is not None:
             opt.metavar = ""
@@ -61,20 +61,20 @@ class Command(TyperCommand):
 class Group(TyperGroup):
     """A command group whose --help has no type column either."""
 
-    def get_help_option(self, ctx):  # noqa: ANN001, ANN201
+    def get_help_option(self, ctx):
         opt = super().get_help_option(ctx)
         if opt is not None:
             opt.metavar = ""
         return opt
 
 
-def typer_app(**kwargs) -> typer.Typer:  # noqa: ANN003
+def typer_app(**kwargs) -> typer.Typer:
     """A Typer app whose commands use ``Command`` (and the app itself ``Group``)."""
     kwargs.setdefault("cls", Group)
     app = typer.Typer(**kwargs)
     command = app.command
 
-    def plain_command(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+    def plain_command(*args, **kw):
         kw.setdefault("cls", Command)
         return command(*args, **kw)
 

@@ -74,7 +74,7 @@ class ExpressionModel(OnnxModel):
         self._order = np.array([self.pre.labels.index(e) for e in EXPRESSIONS]) + block * len(EXPRESSIONS)
 
     @classmethod
-    def from_name(cls, name: str, threads: int | None = None, head: str | None = None) -> "ExpressionModel":
+    def from_name(cls, name: str, threads: int | None = None, head: str | None = None) -> ExpressionModel:
         return cls(get_spec(name, task="expression"), threads=threads, head=head)
 
     def preprocess(self, crops: np.ndarray) -> np.ndarray:

@@ -135,7 +135,9 @@ def overlay_figure(aggs: dict[str, pl.DataFrame], signal: str, x: str = "t_s", x
         lo, hi = _band(agg, signal)
         fig.add_trace(go.Scatter(x=np.concatenate([t, t[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself",
                                  fillcolor=_rgba(color, 0.12), line={"width": 0}, hoverinfo="skip", showlegend=False))  # fmt: skip
-        fig.add_trace(go.Scatter(x=t, y=agg[f"{signal}_mean"].to_numpy(), name=label, line={"color": color, "width": 2}))
+        fig.add_trace(
+            go.Scatter(x=t, y=agg[f"{signal}_mean"].to_numpy(), name=label, line={"color": color, "width": 2})
+        )
     add_markers(fig, markers)
     fig.update_layout(height=400, xaxis_title=x_title, yaxis_title=y_title([signal]),
                       margin={"l": 60, "r": 20, "t": 30, "b": 40},

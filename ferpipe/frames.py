@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg quiet: errors reach users as InputError
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
 from .errors import InputError
 from .types import Frame, VideoInfo
@@ -83,7 +83,9 @@ def probe(path: str | os.PathLike, sha256: str = "") -> VideoInfo:
     if not math.isfinite(fps) or fps <= 0 or fps > 1000:
         fps = 0.0
     duration = count / fps if fps > 0 and count > 0 else 0.0
-    return VideoInfo(str(p), sha256, duration, fps, width, height, count, rotation if rotation in (0, 90, 180, 270) else 0)
+    return VideoInfo(
+        str(p), sha256, duration, fps, width, height, count, rotation if rotation in (0, 90, 180, 270) else 0
+    )
 
 
 def iter_frames(
@@ -138,4 +140,4 @@ def expected_samples(duration_s: float, frame_count: int, sample_fps: float | No
     """About how many frames iter_frames will yield, for progress bars."""
     if sample_fps is None or duration_s <= 0:
         return max(frame_count, 1)
-    return max(1, min(frame_count or 10**9, int(math.ceil(duration_s * sample_fps))))
+    return max(1, min(frame_count or 10**9, math.ceil(duration_s * sample_fps)))

@@ -15,9 +15,10 @@ import socket
 import tempfile
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import ClassVar
 from urllib.parse import urlparse
 
 from .config import download_timeout_s, max_upload_mb, private_url_rules
@@ -112,8 +113,8 @@ class ConnectionGuard:
     """
 
     _lock = threading.Lock()
-    _active: list["ConnectionGuard"] = []
-    _original: dict = {}
+    _active: ClassVar[list[ConnectionGuard]] = []
+    _original: ClassVar[dict] = {}
 
     def __init__(self, deadline_s: float | None = None) -> None:
         self.deadline_s = deadline_s
@@ -138,7 +139,7 @@ class ConnectionGuard:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
-    def __enter__(self) -> "ConnectionGuard":
+    def __enter__(self) -> ConnectionGuard:
         with self._lock:
             if not self._active:
                 original = {"connect": socket.socket.connect, "connect_ex": socket.socket.connect_ex}
@@ -213,7 +214,9 @@ def _sha256_and_store(tmp_path: Path, library: Path, suffix: str) -> Path:
     return target
 
 
-def ingest_file(path: str | os.PathLike, library: Path, title: str | None = None, source_uri: str | None = None) -> Ingested:
+def ingest_file(
+    path: str | os.PathLike, library: Path, title: str | None = None, source_uri: str | None = None
+) -> Ingested:
     """Check a local video or still image and copy it into the library (once per content hash).
 
     Media is only ever opened under the library's own ASCII name (OpenCV's FFmpeg crashes on some
@@ -232,7 +235,9 @@ def ingest_file(path: str | os.PathLike, library: Path, title: str | None = None
         )
     size = p.stat().st_size
     if size > max_upload_mb() * 1024 * 1024:
-        raise InputError(f"{name}: {size / 2**20:.0f} MiB is over the {max_upload_mb()} MiB limit (FERPIPE_MAX_UPLOAD_MB)")
+        raise InputError(
+            f"{name}: {size / 2**20:.0f} MiB is over the {max_upload_mb()} MiB limit (FERPIPE_MAX_UPLOAD_MB)"
+        )
     library.mkdir(parents=True, exist_ok=True)
     clean_leftovers(library)
     fd, tmp_name = tempfile.mkstemp(dir=library, prefix=f".copy-{os.getpid()}-", suffix=suffix)

@@ -101,7 +101,7 @@ def jobs_dir(db_path: str | os.PathLike) -> Path:
     return d
 
 
-def start(db_path: str | os.PathLike, source: str, settings, *, title: str | None = None,  # noqa: ANN001
+def start(db_path: str | os.PathLike, source: str, settings, *, title: str | None = None,
           tags: dict[str, str] | None = None, delete_source: bool = False) -> Job:  # fmt: skip
     """Launch one source in the background with the given pipeline ``Settings``."""
     from .pipeline import Settings
@@ -165,7 +165,7 @@ def run_job(folder: Path) -> JobResult:
     spec = JobSpec(**json.loads((folder / "job.json").read_text()))
     title = spec.title or Path(spec.source).name
 
-    def stop(signum: int, frame: object) -> None:  # noqa: ARG001
+    def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
@@ -182,7 +182,9 @@ def run_job(folder: Path) -> JobResult:
     except KeyboardInterrupt:
         result = JobResult("interrupted", title, error="stopped")
     except (FerpipeError, ValueError, OSError) as exc:
-        result = JobResult("failed", title, error=str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        result = JobResult(
+            "failed", title, error=str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        )
     _write_result(folder, result)
     return result
 

@@ -28,7 +28,9 @@ def frame_at(path: str | os.PathLike, t_ms: float) -> np.ndarray:
         cap.release()
 
 
-def thumbnail(frame_rgb: np.ndarray, box: tuple[float, float, float, float], size: int = 96, blur: bool = True) -> np.ndarray:
+def thumbnail(
+    frame_rgb: np.ndarray, box: tuple[float, float, float, float], size: int = 96, blur: bool = True
+) -> np.ndarray:
     """A square RGB crop of one face (x, y, w, h), heavily blurred unless blur=False."""
     if size < 8:
         raise ValueError(f"size must be >= 8, got {size}")

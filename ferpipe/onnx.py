@@ -48,7 +48,7 @@ def create_session(path: str | os.PathLike, threads: int | None = None) -> ort.I
         raise ModelError(f"{path.name}: not a usable ONNX model ({first[:200]})") from None
 
 
-def create_interpreter(model: str | os.PathLike | bytes, threads: int | None = None):  # noqa: ANN201
+def create_interpreter(model: str | os.PathLike | bytes, threads: int | None = None):
     """The one place ferpipe creates a LiteRT (TensorFlow Lite) interpreter, for models shipped as .tflite that
     LiteRT's XNNPACK kernels run several times faster than the same graph converted for ONNX Runtime
     (MediaPipe's face mesh: see README, "Attention and facial actions")."""
@@ -99,14 +99,14 @@ class OnnxModel:
         self.input_name = self.session.get_inputs()[0].name
         self.input_shape = self.session.get_inputs()[0].shape
 
-    def preprocess(self, inputs):  # noqa: ANN001 - subclasses narrow the type
+    def preprocess(self, inputs):
         return np.asarray(inputs, dtype=np.float32)
 
     def run(self, tensor: np.ndarray) -> list[np.ndarray]:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(tensor, dtype=np.float32)})
 
-    def postprocess(self, outputs: list[np.ndarray], inputs):  # noqa: ANN001
+    def postprocess(self, outputs: list[np.ndarray], inputs):
         return outputs
 
-    def __call__(self, inputs):  # noqa: ANN001
+    def __call__(self, inputs):
         return self.postprocess(self.run(self.preprocess(inputs)), inputs)

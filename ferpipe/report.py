@@ -92,7 +92,7 @@ def _label(clip: dict) -> str:
 
 
 def _ordinal(value: float) -> str:
-    n = int(round(value))
+    n = round(value)
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
 
@@ -156,15 +156,20 @@ def _clip_part(store: Store, clip: dict, bin_s: float, threshold: float, quality
     summ = pl.DataFrame(rows)
     peaks = peak_table(agg, EXPRESSIONS, k=3, bin_s=bin_s) if agg.height else pl.DataFrame()
     if peaks.height:  # only peaks that stand out: above the threshold's half and above the curve's own mean
-        means = dict(zip(summ["Expression"], summ["Mean"]))
+        means = dict(zip(summ["Expression"], summ["Mean"], strict=False))
         peaks = peaks.filter((pl.col("value") >= threshold / 2) & (pl.col("value") > pl.col("expression")
                              .replace_strict(means, return_dtype=pl.Float64) + 0.05))  # fmt: skip
     att = store.observations(run_id, ("attentive",))["attentive"]
     markers = store.markers(cid)
     mstats = (
-        pl.concat([marker_stats(obs, markers, e, marker_window_s).with_columns(pl.lit(e).alias("expression"))
-                   for e in EXPRESSIONS])  # fmt: skip
-        if markers.height else pl.DataFrame()
+        pl.concat(
+            [
+                marker_stats(obs, markers, e, marker_window_s).with_columns(pl.lit(e).alias("expression"))
+                for e in EXPRESSIONS
+            ]
+        )
+        if markers.height
+        else pl.DataFrame()
     )
     ranks = pl.concat([norms(store, [cid], e, "mean").with_columns(pl.lit(e).alias("expression")) for e in EXPRESSIONS])
     return ClipReport(
@@ -281,7 +286,7 @@ def html_report(data: ReportData) -> str:
 
     first = True
 
-    def fig_html(fig) -> str:  # noqa: ANN001
+    def fig_html(fig) -> str:
         nonlocal first
         out = fig.to_html(include_plotlyjs=first, full_html=False)
         first = False
@@ -306,7 +311,9 @@ def html_report(data: ReportData) -> str:
                   fig_html(curves_figure(c.agg, list(EXPRESSIONS), title="Expressions (mean probability)")),
                   fig_html(curves_figure(c.agg, ["valence", "arousal"], title="Valence and arousal (derived)"))]  # fmt: skip
         if c.attention.height:
-            parts.append(fig_html(curves_figure(c.attention, ["attentive"], title="Attention: share of people attentive")))
+            parts.append(
+                fig_html(curves_figure(c.attention, ["attentive"], title="Attention: share of people attentive"))
+            )
         parts += ["<h3>Per expression</h3>", _html_table(c.summary)]
         if c.peaks.height:
             parts += ["<h3>Peak moments</h3>", _html_table(c.peaks.rename(
@@ -344,7 +351,7 @@ class _Flow:
     """Portrait A4 pages filled top to bottom with headings, wrapped paragraphs and tables; a new page starts
     only when the next block does not fit."""
 
-    def __init__(self, pdf) -> None:  # noqa: ANN001
+    def __init__(self, pdf) -> None:
         self.pdf, self.fig, self.y = pdf, None, 0.0
 
     def _room(self, height: float) -> None:
@@ -362,7 +369,7 @@ class _Flow:
             plt.close(self.fig)
             self.fig = None
 
-    def text(self, text: str, size: float = 10, width: int | None = None, gap: float = 0.012, **opts) -> None:  # noqa: ANN003
+    def text(self, text: str, size: float = 10, width: int | None = None, gap: float = 0.012, **opts) -> None:
         lines = textwrap.wrap(text, width=width or int(95 * 10 / size)) or [""]
         height = len(lines) * size * 1.45 / 72 / A4[1] + gap
         self._room(height)

@@ -121,7 +121,7 @@ def build_audience(media: dict[str, Path], out_path: Path, tile: tuple[int, int]
     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (3 * tw, 2 * th))
     if not writer.isOpened():
         raise InputError("OpenCV cannot write mp4 here")
-    ph, pw = photo.shape[:2]
+    _ph, pw = photo.shape[:2]
     for i in range(n):
         tiles = [_fit(lp.read(), tw, th) for lp in loops]
         tiles[4] = cv2.flip(tiles[4], 1)
@@ -160,7 +160,9 @@ def looped_clip(src: Path, minutes: float, out_path: Path, size: tuple[int, int]
     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
     for _ in range(int(minutes * 60 * fps)):
         frame = loop.read()
-        writer.write(frame if frame.shape[1::-1] == (w, h) else cv2.resize(frame, (w, h), interpolation=cv2.INTER_CUBIC))
+        writer.write(
+            frame if frame.shape[1::-1] == (w, h) else cv2.resize(frame, (w, h), interpolation=cv2.INTER_CUBIC)
+        )
     writer.release()
     os.replace(tmp, out_path)
     return out_path
@@ -172,10 +174,11 @@ def transformed_clip(src: Path, out_path: Path, transform: str) -> Path:
     if out_path.is_file():
         return out_path
     if transform == "mirror":
+
         def fn(img: np.ndarray) -> np.ndarray:
             return cv2.flip(img, 1)
     elif transform.startswith("rotate"):
-        angle = float(transform[len("rotate"):])
+        angle = float(transform[len("rotate") :])
 
         def fn(img: np.ndarray) -> np.ndarray:
             h, w = img.shape[:2]

@@ -136,7 +136,7 @@ def canonical_face(metadata: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]
                 elif f == 3 and w == 2:
                     vertices.extend(struct.unpack(f"<{len(v) // 4}f", v))
         elif field == 2 and wire == 2:  # procrustes_landmark_basis: landmark_id, weight
-            entry = dict((f, v) for f, _, v in _proto_fields(value))
+            entry = {f: v for f, _, v in _proto_fields(value)}
             ids.append(int(entry.get(1, 0)))
             weights.append(struct.unpack("<f", entry[2])[0] if 2 in entry else 0.0)
     mesh = np.asarray(vertices, np.float64).reshape(-1, 5)[:, :3]
@@ -186,9 +186,15 @@ class FaceMesh:
 
         with zipfile.ZipFile(bundle) as zf:
             names = set(zf.namelist())
-            need = {"face_landmarks_detector.tflite", "face_blendshapes.tflite", "geometry_pipeline_metadata_landmarks.binarypb"}
+            need = {
+                "face_landmarks_detector.tflite",
+                "face_blendshapes.tflite",
+                "geometry_pipeline_metadata_landmarks.binarypb",
+            }
             if not need <= names:
-                raise ValueError(f"{Path(bundle).name} is not a Face Landmarker bundle (missing {sorted(need - names)})")
+                raise ValueError(
+                    f"{Path(bundle).name} is not a Face Landmarker bundle (missing {sorted(need - names)})"
+                )
             self.mesh = create_interpreter(zf.read("face_landmarks_detector.tflite"), threads)
             self.shapes = create_interpreter(zf.read("face_blendshapes.tflite"), 1)
             self.canonical, self.basis_ids, self.basis_weights = canonical_face(
@@ -197,12 +203,14 @@ class FaceMesh:
         self._mesh_in = self.mesh.get_input_details()[0]["index"]
         outs = self.mesh.get_output_details()
         self._mesh_points = next(o["index"] for o in outs if int(np.prod(o["shape"])) == 1434)
-        self._mesh_score = next(o["index"] for o in outs if o["name"] != outs[0]["name"] and list(o["shape"]) == [1, 1, 1, 1])
+        self._mesh_score = next(
+            o["index"] for o in outs if o["name"] != outs[0]["name"] and list(o["shape"]) == [1, 1, 1, 1]
+        )
         self._shapes_in = self.shapes.get_input_details()[0]["index"]
         self._shapes_out = self.shapes.get_output_details()[0]["index"]
 
     @classmethod
-    def from_registry(cls, name: str = "face-landmarker", threads: int | None = None) -> "FaceMesh":
+    def from_registry(cls, name: str = "face-landmarker", threads: int | None = None) -> FaceMesh:
         from .registry import fetch, get_spec
 
         return cls(fetch(get_spec(name, task="landmarker"))["bundle"], threads)

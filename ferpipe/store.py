@@ -20,9 +20,9 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import duckdb
 import numpy as np
@@ -43,9 +43,9 @@ MESH_COLUMNS: tuple[str, ...] = (*POSE_COLUMNS, "eye_openness", "attentive", "me
 OBS_SCHEMA: dict[str, pl.DataType] = {
     "run_id": pl.Int64, "face_id": pl.Int64, "frame_index": pl.Int64, "timestamp_ms": pl.Float64,
     "x": pl.Float32, "y": pl.Float32, "w": pl.Float32, "h": pl.Float32, "det_score": pl.Float32,
-    **{e: pl.Float32 for e in EXPRESSIONS}, "valence": pl.Float32, "arousal": pl.Float32,
-    **{c: pl.Float32 for c in POSE_COLUMNS}, "eye_openness": pl.Float32, "attentive": pl.Boolean,
-    "mesh_score": pl.Float32, **{c: pl.Float32 for c in BS_COLUMNS},
+    **dict.fromkeys(EXPRESSIONS, pl.Float32), "valence": pl.Float32, "arousal": pl.Float32,
+    **dict.fromkeys(POSE_COLUMNS, pl.Float32), "eye_openness": pl.Float32, "attentive": pl.Boolean,
+    "mesh_score": pl.Float32, **dict.fromkeys(BS_COLUMNS, pl.Float32),
 }  # fmt: skip
 OBS_COLUMNS: tuple[str, ...] = tuple(OBS_SCHEMA)
 
@@ -116,8 +116,9 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE clips ADD COLUMN container_duration_s DOUBLE;
     """,
     # 4: attention, head pose, eye openness and blendshapes per observation; per-second rollups of finished runs
-    "".join(f"ALTER TABLE observations ADD COLUMN {c} {'BOOLEAN' if c == 'attentive' else 'REAL'};\n"
-            for c in MESH_COLUMNS)
+    "".join(
+        f"ALTER TABLE observations ADD COLUMN {c} {'BOOLEAN' if c == 'attentive' else 'REAL'};\n" for c in MESH_COLUMNS
+    )
     + f"""
     ALTER TABLE runs ADD COLUMN rolled_up BOOLEAN DEFAULT false;
     CREATE TABLE face_seconds (
@@ -238,9 +239,11 @@ class QualityFilter:
 
     def describe(self) -> str:
         """The filter in words, for captions, reports and exports."""
-        parts = (["attentive faces only"] if self.attentive_only else []) + (
-            [f"faces at least {self.min_face_px:g} px tall"] if self.min_face_px > 0 else []
-        ) + ([f"detection score at least {self.min_score:g}"] if self.min_score > 0 else [])
+        parts = (
+            (["attentive faces only"] if self.attentive_only else [])
+            + ([f"faces at least {self.min_face_px:g} px tall"] if self.min_face_px > 0 else [])
+            + ([f"detection score at least {self.min_score:g}"] if self.min_score > 0 else [])
+        )
         return ", ".join(parts) if parts else "all observations"
 
 
@@ -330,7 +333,7 @@ class Store:
         self._local = threading.local()
 
     @contextlib.contextmanager
-    def reading(self) -> Iterator["Store"]:
+    def reading(self) -> Iterator[Store]:
         """Share one read-only connection among the queries of a block (one page render).
 
         Keep such blocks short: while they last, a writer in another process waits.
@@ -410,8 +413,9 @@ class Store:
 
     def clips(self) -> pl.DataFrame:
         """One row per clip with its latest run's status, progress and face count."""
-        return self.query(
-            """
+        return (
+            self.query(
+                """
             WITH latest AS (
                 SELECT * FROM runs QUALIFY row_number() OVER (PARTITION BY clip_id ORDER BY run_id DESC) = 1
             ), tags AS (
@@ -425,7 +429,10 @@ class Store:
             FROM clips c LEFT JOIN latest l USING (clip_id) LEFT JOIN tags t USING (clip_id)
             ORDER BY c.created_at DESC, c.clip_id
             """
-        ).pipe(_live).drop("pid")
+            )
+            .pipe(_live)
+            .drop("pid")
+        )
 
     def resolve_clip(self, ref: str) -> str:
         """The clip id that ``ref`` names: a full id, or a prefix that only one clip id starts with."""
@@ -470,11 +477,15 @@ class Store:
 
     def runs(self) -> pl.DataFrame:
         """Every run, newest first, with its clip's title, the model version (fingerprint) and the analysis rate."""
-        return self.query(
-            """SELECT r.run_id, c.title, r.model, r.settings ->> 'model_fingerprint' AS model_version, r.detector,
+        return (
+            self.query(
+                """SELECT r.run_id, c.title, r.model, r.settings ->> 'model_fingerprint' AS model_version, r.detector,
                       r.status, r.faces, TRY_CAST(r.settings ->> 'sample_fps' AS DOUBLE) AS sample_fps, r.finished_at, r.pid
                FROM runs r JOIN clips c USING (clip_id) ORDER BY r.run_id DESC"""
-        ).pipe(_live).drop("pid")
+            )
+            .pipe(_live)
+            .drop("pid")
+        )
 
     def running_runs(self) -> pl.DataFrame:
         """Runs in progress (by a live process) with their clip's title (for progress bars)."""
@@ -532,7 +543,7 @@ class Store:
         return list(columns)
 
     def face_bins(self, run_id: int, bin_s: float, signals: tuple[str, ...] | list[str],
-                  quality: "QualityFilter | None" = None, unit: str = "person") -> pl.DataFrame:  # fmt: skip
+                  quality: QualityFilter | None = None, unit: str = "person") -> pl.DataFrame:  # fmt: skip
         """Per (time bin, face) of a run: observations and the mean of each signal, computed inside the file
         (only the small result leaves DuckDB). Rows with a non-finite time, and non-finite values, are left
         out of the means; a bin where a signal has no value gets null.
@@ -546,21 +557,28 @@ class Store:
             raise ValueError(f"bin_s must be > 0, got {bin_s}")
         signals = self._check_columns(signals)
         key, name = self._unit(run_id, unit)
-        if quality is None and float(bin_s).is_integer() and set(signals) <= set(ROLLUP_SIGNALS) and self._rolled_up(run_id):
+        if (
+            quality is None
+            and float(bin_s).is_integer()
+            and set(signals) <= set(ROLLUP_SIGNALS)
+            and self._rolled_up(run_id)
+        ):
             k = int(bin_s)
             means = ", ".join(
                 f"(sum(o.s_{c}) / nullif(sum({'o.n_mesh' if c in MESH_COLUMNS else 'o.n_obs'}), 0))::DOUBLE AS {c}"
                 for c in signals
             )
             return self.query(
-                f"""SELECT (o.sec // ?)::BIGINT AS bin, {key} AS {name}, sum(o.n_obs)::BIGINT AS n_obs{', ' + means if means else ''}
+                f"""SELECT (o.sec // ?)::BIGINT AS bin, {key} AS {name}, sum(o.n_obs)::BIGINT AS n_obs{", " + means if means else ""}
                     FROM face_seconds o LEFT JOIN faces f USING (run_id, face_id) WHERE run_id = ? GROUP BY ALL ORDER BY ALL""",
                 [k, int(run_id)],
             )
         where, params = quality.sql("o.") if quality is not None else ("", [])
-        means = ", ".join(f"avg({_num('o.' + c)}) FILTER (WHERE isfinite({_num('o.' + c)}))::DOUBLE AS {c}" for c in signals)
+        means = ", ".join(
+            f"avg({_num('o.' + c)}) FILTER (WHERE isfinite({_num('o.' + c)}))::DOUBLE AS {c}" for c in signals
+        )
         return self.query(
-            f"""SELECT floor(o.timestamp_ms / 1000.0 / ?)::BIGINT AS bin, {key} AS {name}, count(*) AS n_obs{', ' + means if means else ''}
+            f"""SELECT floor(o.timestamp_ms / 1000.0 / ?)::BIGINT AS bin, {key} AS {name}, count(*) AS n_obs{", " + means if means else ""}
                 FROM observations o LEFT JOIN faces f USING (run_id, face_id)
                 WHERE run_id = ? AND isfinite(o.timestamp_ms) {where} GROUP BY ALL ORDER BY ALL""",
             [float(bin_s), int(run_id), *params],
@@ -588,7 +606,7 @@ class Store:
         row = self.query("SELECT rolled_up FROM runs WHERE run_id = ?", [int(run_id)])
         return bool(row.height and row["rolled_up"][0])
 
-    def excluded_share(self, run_id: int, quality: "QualityFilter") -> float:
+    def excluded_share(self, run_id: int, quality: QualityFilter) -> float:
         """The share of a run's observations a quality filter leaves out (0 when the run has none)."""
         where, params = quality.sql()
         row = self.query(
@@ -637,8 +655,8 @@ class Store:
         return self.query(
             f"""
             SELECT ? AS clip_id, f.person_id, f.person_label AS person, o.face_id, timestamp_ms / 1000.0 AS timestamp_s,
-                   frame_index, x, y, w, h, det_score, {', '.join(EXPRESSIONS)}, valence, arousal,
-                   {', '.join('o.' + c for c in MESH_COLUMNS)}
+                   frame_index, x, y, w, h, det_score, {", ".join(EXPRESSIONS)}, valence, arousal,
+                   {", ".join("o." + c for c in MESH_COLUMNS)}
             FROM observations o LEFT JOIN faces f USING (run_id, face_id) WHERE run_id = ? ORDER BY timestamp_ms, o.face_id
             """,
             [clip_id, int(run_id)],
@@ -646,9 +664,7 @@ class Store:
 
     def timeline(self, run_id: int) -> pl.DataFrame:
         """Every observation of a run, ordered by time then face."""
-        return self.query(
-            "SELECT * FROM observations WHERE run_id = ? ORDER BY timestamp_ms, face_id", [run_id]
-        )
+        return self.query("SELECT * FROM observations WHERE run_id = ? ORDER BY timestamp_ms, face_id", [run_id])
 
     # ---- writes ------------------------------------------------------------------------
     def upsert_clip(self, clip_id: str, info: dict, tags: dict[str, str], title: str | None = None) -> None:
@@ -820,7 +836,9 @@ class Store:
         if kind not in ("merge", "split", "name"):
             raise ValueError(f"edit kind must be merge, split or name, got {kind!r}")
         if (kind == "merge") != (other is not None) or (kind == "name") != bool(label and label.strip()):
-            raise ValueError(f"a {kind} edit needs {'two anchors' if kind == 'merge' else 'a name' if kind == 'name' else 'one anchor'}")
+            raise ValueError(
+                f"a {kind} edit needs {'two anchors' if kind == 'merge' else 'a name' if kind == 'name' else 'one anchor'}"
+            )
         self.clip(clip_id)
         o = other or (None, None, None)
         with self.transaction() as con:
@@ -860,7 +878,11 @@ class Store:
         self.clip(clip_id)
         if not name or not name.strip():
             raise ValueError("a marker needs a name")
-        if not np.isfinite(start_s) or start_s < 0 or (end_s is not None and not (np.isfinite(end_s) and end_s > start_s)):
+        if (
+            not np.isfinite(start_s)
+            or start_s < 0
+            or (end_s is not None and not (np.isfinite(end_s) and end_s > start_s))
+        ):
             raise ValueError(f"a marker needs 0 <= start < end, got start {start_s}, end {end_s}")
         with self.transaction() as con:
             return int(con.execute("INSERT INTO markers (clip_id, name, start_s, end_s) VALUES (?, ?, ?, ?) RETURNING marker_id",
@@ -883,7 +905,9 @@ class Store:
     def stop_runs(self, clip_id: str, timeout_s: float = 30.0) -> list[int]:
         """Ask the live processes writing a clip's runs to stop (SIGTERM: they save their last batch and mark
         the run interrupted) and wait for them to exit; returns their pids."""
-        runs = self.query("SELECT pid FROM runs WHERE clip_id = ? AND status = 'running' AND pid IS NOT NULL", [clip_id])
+        runs = self.query(
+            "SELECT pid FROM runs WHERE clip_id = ? AND status = 'running' AND pid IS NOT NULL", [clip_id]
+        )
         pids = [int(p) for p in runs["pid"].unique().to_list() if int(p) != os.getpid() and _pid_alive(int(p))]
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
@@ -969,9 +993,15 @@ class Store:
                 WHERE run_id = ?
                 """,
                 [
-                    progress.frames_done, progress.last_frame_index, progress.last_timestamp_ms, progress.seconds,
-                    json.dumps(progress.tracker_state), run_id, run_id, run_id,
-                ],  # fmt: skip
+                    progress.frames_done,
+                    progress.last_frame_index,
+                    progress.last_timestamp_ms,
+                    progress.seconds,
+                    json.dumps(progress.tracker_state),
+                    run_id,
+                    run_id,
+                    run_id,
+                ],
             )
 
 
@@ -995,7 +1025,7 @@ class ObservationSink:
         self._last_commit = time.monotonic()
         self.commits = 0
 
-    def __enter__(self) -> "ObservationSink":
+    def __enter__(self) -> ObservationSink:
         return self
 
     def append(self, rows: Observations, progress: RunProgress) -> None:
@@ -1015,7 +1045,7 @@ class ObservationSink:
         self._last_commit = time.monotonic()
         self.commits += 1
 
-    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
+    def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.flush()
             return
@@ -1024,6 +1054,8 @@ class ObservationSink:
             return  # nothing of this run is left to mark
         status = "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
         try:
-            self.store.finish_run(self.run_id, status, error=str(exc).splitlines()[0] if str(exc) else exc_type.__name__)
+            self.store.finish_run(
+                self.run_id, status, error=str(exc).splitlines()[0] if str(exc) else exc_type.__name__
+            )
         except Exception:  # the original error matters more
             log.exception("could not mark run %d as %s", self.run_id, status)

@@ -36,7 +36,7 @@ class EmaSmoother:
         if self.tau_ms == 0 or len(probs) == 0:
             return probs
         out = np.empty_like(probs)
-        for i, (fid, t, p) in enumerate(zip(track_ids.tolist(), timestamps_ms.tolist(), probs)):
+        for i, (fid, t, p) in enumerate(zip(track_ids.tolist(), timestamps_ms.tolist(), probs, strict=False)):
             prev = self.state.get(fid)
             if prev is None:
                 value = p

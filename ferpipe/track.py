@@ -76,14 +76,16 @@ class FaceTracker:
         live = [t for t in self.tracks if timestamp_ms - t.last_ms <= self.lost_buffer_ms]
         if not live:
             return np.zeros(0, dtype=np.int64), np.zeros((0, 4))
-        return np.array([t.track_id for t in live], dtype=np.int64), np.array([self._moved(t, timestamp_ms) for t in live])
+        return np.array([t.track_id for t in live], dtype=np.int64), np.array(
+            [self._moved(t, timestamp_ms) for t in live]
+        )
 
     def _match(self, tracks: list[_Track], boxes: np.ndarray, ts: float) -> list[tuple[int, int]]:
         if not tracks or len(boxes) == 0:
             return []
         iou = iou_matrix(np.array([self._moved(t, ts) for t in tracks]), boxes)
         rows, cols = linear_sum_assignment(-iou)
-        return [(r, c) for r, c in zip(rows, cols) if iou[r, c] >= self.iou_threshold]
+        return [(r, c) for r, c in zip(rows, cols, strict=False) if iou[r, c] >= self.iou_threshold]
 
     def _update_track(self, track: _Track, box: np.ndarray, ts: float) -> None:
         dt = ts - track.last_ms

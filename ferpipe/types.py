@@ -6,8 +6,8 @@ that a shape bug fails where it is made, not three stages later.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -78,10 +78,10 @@ class Detections:
         return int(self.boxes.shape[0])
 
     @classmethod
-    def empty(cls) -> "Detections":
+    def empty(cls) -> Detections:
         return cls(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
 
-    def __getitem__(self, idx: np.ndarray | slice | Sequence[int]) -> "Detections":
+    def __getitem__(self, idx: np.ndarray | slice | Sequence[int]) -> Detections:
         return Detections(self.boxes[idx], self.scores[idx], self.landmarks[idx], self.track_ids[idx])
 
     def largest(self) -> int:
@@ -91,11 +91,11 @@ class Detections:
         b = self.boxes
         return int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
 
-    def with_track_ids(self, track_ids: np.ndarray) -> "Detections":
+    def with_track_ids(self, track_ids: np.ndarray) -> Detections:
         return Detections(self.boxes, self.scores, self.landmarks, track_ids)
 
     @staticmethod
-    def concat(parts: Sequence["Detections"]) -> "Detections":
+    def concat(parts: Sequence[Detections]) -> Detections:
         if not parts:
             return Detections.empty()
         return Detections(
@@ -156,10 +156,19 @@ class FaceSignals:
         pose = np.asarray(self.pose, dtype=np.float32).reshape(-1, 3)
         n = pose.shape[0]
         shapes = np.asarray(self.blendshapes, dtype=np.float32)
-        shapes = shapes.reshape(n, shapes.shape[-1] if shapes.ndim == 2 else -1) if n else shapes.reshape(0, -1 if shapes.size else 52)
-        cols = {k: np.asarray(getattr(self, k), dtype=np.float32).reshape(-1) for k in ("mesh_score", "eye_openness", "attentive")}
+        shapes = (
+            shapes.reshape(n, shapes.shape[-1] if shapes.ndim == 2 else -1)
+            if n
+            else shapes.reshape(0, -1 if shapes.size else 52)
+        )
+        cols = {
+            k: np.asarray(getattr(self, k), dtype=np.float32).reshape(-1)
+            for k in ("mesh_score", "eye_openness", "attentive")
+        }
         if any(v.shape[0] != n for v in cols.values()):
-            raise ValueError(f"FaceSignals columns disagree with {n} poses: { {k: v.shape[0] for k, v in cols.items()} }")
+            raise ValueError(
+                f"FaceSignals columns disagree with {n} poses: { {k: v.shape[0] for k, v in cols.items()} }"
+            )
         object.__setattr__(self, "pose", pose)
         object.__setattr__(self, "blendshapes", shapes)
         for k, v in cols.items():
@@ -170,7 +179,7 @@ class FaceSignals:
 
     @classmethod
     def from_readings(cls, pose: np.ndarray, blendshapes: np.ndarray, mesh_score: np.ndarray, yaw_deg: float,
-                      pitch_deg: float, eyes_open: float) -> "FaceSignals":  # fmt: skip
+                      pitch_deg: float, eyes_open: float) -> FaceSignals:  # fmt: skip
         """Derive eye openness (from eyeBlinkLeft/Right, columns 9 and 10) and attention (within the cone, eyes
         open) from the model readings."""
         pose = np.asarray(pose, dtype=np.float32).reshape(-1, 3)
@@ -183,13 +192,13 @@ class FaceSignals:
         return cls(pose, shapes, mesh_score, openness, attentive)
 
     @staticmethod
-    def empty(n: int = 0, k: int = 52) -> "FaceSignals":
+    def empty(n: int = 0, k: int = 52) -> FaceSignals:
         """n faces without readings (signals off, or no mesh)."""
         nan = np.full(n, np.nan, np.float32)
         return FaceSignals(np.full((n, 3), np.nan), np.full((n, k), np.nan), np.zeros(n), nan, nan)
 
     @staticmethod
-    def concat(parts: Sequence["FaceSignals"]) -> "FaceSignals":
+    def concat(parts: Sequence[FaceSignals]) -> FaceSignals:
         if not parts:
             return FaceSignals.empty()
         return FaceSignals(*(np.concatenate([getattr(p, f) for p in parts]) for f in
@@ -313,12 +322,12 @@ class Observations:
         return len(self.detections)
 
     @staticmethod
-    def empty() -> "Observations":
+    def empty() -> Observations:
         return Observations(np.zeros(0), np.zeros(0), Detections.empty(),
                             Expressions(np.zeros((0, len(EXPRESSIONS))), np.zeros(0), np.zeros(0)))  # fmt: skip
 
     @staticmethod
-    def concat(parts: Sequence["Observations"]) -> "Observations":
+    def concat(parts: Sequence[Observations]) -> Observations:
         parts = [p for p in parts if len(p)]
         if not parts:
             return Observations.empty()

@@ -15,9 +15,9 @@ import logging
 import os
 import secrets
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator
 
 from .config import max_upload_mb, media_dir
 from .errors import InputError
@@ -61,7 +61,9 @@ async def receive(chunks: AsyncIterator[bytes], name: str, db_path: str | os.Pat
     when its type is not accepted, it is empty, or it passes FERPIPE_MAX_UPLOAD_MB."""
     suffix = Path(name).suffix.lower()
     if suffix not in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS:
-        raise InputError(f"not a video or image file (expected one of {', '.join(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)})")
+        raise InputError(
+            f"not a video or image file (expected one of {', '.join(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)})"
+        )
     limit = max_upload_mb() * 1024 * 1024
     path = uploads_dir(db_path) / f"{uuid.uuid4().hex[:16]}{suffix}"
     size = 0
@@ -80,7 +82,7 @@ async def receive(chunks: AsyncIterator[bytes], name: str, db_path: str | os.Pat
     return Received(path, clean_title(name), size)
 
 
-def routes(db_path_fn) -> list:  # noqa: ANN001
+def routes(db_path_fn) -> list:
     """Starlette routes: POST /ferpipe/upload?name=&title=&tags=&settings= (JSON of pipeline Settings fields)
     starts a background job for the uploaded file and answers {"job_id", "title"} or {"error"}."""
     from starlette.requests import Request

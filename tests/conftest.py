@@ -43,12 +43,12 @@ def model():
     return ExpressionModel.from_name("mini-xception")
 
 
-@pytest.fixture()
+@pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "ferpipe.duckdb"
 
 
-@pytest.fixture()
+@pytest.fixture
 def store(db_path: Path):
     from ferpipe.store import Store
 
@@ -57,7 +57,7 @@ def store(db_path: Path):
     return s
 
 
-@pytest.fixture()
+@pytest.fixture
 def pipeline_factory(store, detector, model):
     """Pipelines over the temporary DB that share the session's loaded networks."""
     from ferpipe.pipeline import Pipeline, Settings
@@ -84,11 +84,11 @@ def ferplus_parquet() -> Path:
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:  # noqa: ANN002
+    def log_message(self, *args) -> None:
         pass
 
 
-@pytest.fixture()
+@pytest.fixture
 def http_dir(tmp_path: Path):
     """(folder, base URL) of an HTTP server on 127.0.0.1 serving that folder."""
     root = tmp_path / "www"
@@ -101,7 +101,7 @@ def http_dir(tmp_path: Path):
     server.server_close()
 
 
-@pytest.fixture()
+@pytest.fixture
 def allow_private(monkeypatch):
     monkeypatch.setenv("FERPIPE_ALLOW_PRIVATE_URLS", "1")
 

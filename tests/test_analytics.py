@@ -109,7 +109,9 @@ def test_summary_time_above_and_peak():
 
 
 def test_smoothing_is_a_centred_rolling_mean():
-    agg = pl.DataFrame({"t_s": [0.0, 1, 2], "happy_mean": [0.0, 0.3, 0.9], "happy_lo": [0.0] * 3, "happy_hi": [1.0] * 3})
+    agg = pl.DataFrame(
+        {"t_s": [0.0, 1, 2], "happy_mean": [0.0, 0.3, 0.9], "happy_lo": [0.0] * 3, "happy_hi": [1.0] * 3}
+    )
     out = smooth(agg, 3, ("happy",))
     assert out["happy_mean"].to_list() == pytest.approx([0.15, 0.4, 0.6])
     assert smooth(agg, 1, ("happy",)).equals(agg)
@@ -150,7 +152,7 @@ def test_faces_of_different_clips_are_not_merged():
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from ferpipe.analytics import aggregate_face_bins, summary  # noqa: E402
+from ferpipe.analytics import aggregate_face_bins  # noqa: E402
 
 _value = st.one_of(st.floats(0, 1), st.just(float("nan")))
 _time = st.one_of(st.floats(0, 1e7), st.sampled_from([0.0, 40.0, float("nan"), float("inf")]))
@@ -256,7 +258,7 @@ def test_marker_statistics_on_hand_computed_input():
 
     rows = []
     for person, base, bump in ((1, 0.2, 0.6), (2, 0.4, 0.8)):
-        for t in range(0, 20):
+        for t in range(20):
             value = bump if 10 <= t < 12 else base
             rows.append({"person_id": person, "timestamp_ms": t * 1000.0, "happy": value})
     obs = pl.DataFrame(rows)

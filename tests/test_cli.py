@@ -10,8 +10,8 @@ import time
 import duckdb
 import polars as pl
 import pytest
-
 from conftest import run_cli
+
 from ferpipe.signals import BLENDSHAPES
 
 TIMELINE_COLUMNS = ["clip_id", "person_id", "person", "face_id", "timestamp_s", "frame_index", "x", "y", "w", "h",
@@ -22,12 +22,15 @@ TIMELINE_COLUMNS = ["clip_id", "person_id", "person", "face_id", "timestamp_s", 
 def _counts(db):
     con = duckdb.connect(str(db), read_only=True)
     try:
-        return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("clips", "runs", "faces", "observations")}
+        return {
+            t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("clips", "runs", "faces", "observations")
+        }
     finally:
         con.close()
 
 
-@pytest.fixture()
+@pytest.fixture
 def seeded(db_path, samples):
     r = run_cli("process", str(samples["single_face.mp4"]), "--db", str(db_path), "--json", "--tag", "group=A",
                 "--title", "Panel 1", "--model", "mini-xception")  # fmt: skip
@@ -50,13 +53,17 @@ def test_process_json_and_clips(seeded):
 def test_export_timeline_and_aggregate(seeded, tmp_path, fmt):
     db, res = seeded
     out = tmp_path / f"t.{fmt}"
-    r = run_cli("export", "--db", str(db), "--clip", res["clip_id"], "--what", "timeline", "--format", fmt, "--out", str(out))
+    r = run_cli(
+        "export", "--db", str(db), "--clip", res["clip_id"], "--what", "timeline", "--format", fmt, "--out", str(out)
+    )
     assert r.returncode == 0, r.stderr
     df = pl.read_csv(out) if fmt == "csv" else pl.read_parquet(out)
     assert df.columns[: len(TIMELINE_COLUMNS)] == TIMELINE_COLUMNS and df.height == res["observations"]
     assert [c for c in df.columns if c.startswith("bs_")] == [f"bs_{n}" for n in BLENDSHAPES]
     agg = tmp_path / f"a.{fmt}"
-    r = run_cli("export", "--db", str(db), "--clip", res["clip_id"], "--what", "aggregate", "--format", fmt, "--out", str(agg))
+    r = run_cli(
+        "export", "--db", str(db), "--clip", res["clip_id"], "--what", "aggregate", "--format", fmt, "--out", str(agg)
+    )
     assert r.returncode == 0, r.stderr
     a = pl.read_csv(agg) if fmt == "csv" else pl.read_parquet(agg)
     assert {"t_s", "n_people", "happy_mean", "happy_lo", "happy_hi"} <= set(a.columns)
@@ -101,7 +108,10 @@ def test_bad_urls_with_local_server(seeded, http_dir):
     root, base = http_dir
     (root / "page.html").write_text("<html>hi</html>")
     env = {"FERPIPE_ALLOW_PRIVATE_URLS": "1"}
-    for url, expect in ((f"{base}/page.html", "cannot download"), (f"http://127.0.0.1:{free_port()}/v.mp4", "cannot download")):
+    for url, expect in (
+        (f"{base}/page.html", "cannot download"),
+        (f"http://127.0.0.1:{free_port()}/v.mp4", "cannot download"),
+    ):
         before = _counts(db)
         r = run_cli("process", url, "--db", str(db), env=env)
         assert r.returncode != 0 and expect in r.stderr and r.stderr.count("\n") == 1, r.stderr
@@ -135,7 +145,7 @@ def test_kill_9_mid_run_leaves_a_consistent_db_and_resumes(db_path, samples):
         if db_path.exists():
             try:
                 runs = store.query("SELECT frames_done FROM runs")
-            except Exception:  # noqa: BLE001 - schema not created yet
+            except Exception:
                 continue
             done = int(runs["frames_done"][0]) if runs.height else 0
             if done > 0:
@@ -155,7 +165,9 @@ def test_kill_9_mid_run_leaves_a_consistent_db_and_resumes(db_path, samples):
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["run_id"] == run["run_id"] and res["resumed"] and res["frames_analyzed"] == 472
-    dup = store.query("SELECT count(*) AS n FROM (SELECT face_id, frame_index FROM observations GROUP BY ALL HAVING count(*) > 1)")
+    dup = store.query(
+        "SELECT count(*) AS n FROM (SELECT face_id, frame_index FROM observations GROUP BY ALL HAVING count(*) > 1)"
+    )
     assert dup["n"][0] == 0
     assert store.query("SELECT count(DISTINCT frame_index) AS n FROM observations")["n"][0] >= 460
     assert store.query("SELECT sum(n_obs) AS n FROM faces")["n"][0] == res["observations"]
@@ -169,7 +181,18 @@ def test_models_list(tmp_path):
 
 
 def test_eval_json(fer_parquet):
-    r = run_cli("eval", "--data", str(fer_parquet), "--split", "public_test", "--model", "mini-xception", "--limit", "500", "--json")
+    r = run_cli(
+        "eval",
+        "--data",
+        str(fer_parquet),
+        "--split",
+        "public_test",
+        "--model",
+        "mini-xception",
+        "--limit",
+        "500",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["n"] == 500 and 0.45 < rep["accuracy"] < 0.75
@@ -199,7 +222,7 @@ def _start_long_run(db_path, samples):
         time.sleep(0.3)
         try:
             runs = store.query("SELECT frames_done FROM runs")
-        except Exception:  # noqa: BLE001 - schema not created yet
+        except Exception:
             continue
         if runs.height and int(runs["frames_done"][0]) > 0:
             break
@@ -222,7 +245,7 @@ def test_delete_during_a_run_stops_it_and_leaves_no_orphans(db_path, samples):
 
 
 def test_a_killed_run_shows_as_interrupted(db_path, samples):
-    proc, store = _start_long_run(db_path, samples)
+    proc, _store = _start_long_run(db_path, samples)
     proc.kill()
     proc.wait()
     r = run_cli("clips", "--db", str(db_path), "--json")
@@ -315,7 +338,9 @@ def test_help_is_readable():
 def test_markers_people_and_attributes_from_the_command_line(seeded, tmp_path):
     db, res = seeded
     clip = res["clip_id"][:5]
-    r = run_cli("markers", "add", "--db", str(db), "--clip", clip, "--name", "brand reveal", "--at", "0.5", "--to", "1.5")
+    r = run_cli(
+        "markers", "add", "--db", str(db), "--clip", clip, "--name", "brand reveal", "--at", "0.5", "--to", "1.5"
+    )
     assert r.returncode == 0 and "brand reveal at 0.5 s to 1.5 s" in r.stdout
     r = run_cli("markers", "add", "--db", str(db), "--clip", clip, "--name", "bad", "--at", "2", "--to", "1")
     assert r.returncode == 1 and "start < end" in r.stderr
@@ -332,7 +357,9 @@ def test_markers_people_and_attributes_from_the_command_line(seeded, tmp_path):
     assert people[0]["person"] == f"person {pid}"
     r = run_cli("people", "name", str(pid), "R-017", "--db", str(db), "--clip", clip)
     assert r.returncode == 0
-    assert json.loads(run_cli("people", "list", "--db", str(db), "--clip", clip, "--json").stdout)[0]["person"] == "R-017"
+    assert (
+        json.loads(run_cli("people", "list", "--db", str(db), "--clip", clip, "--json").stdout)[0]["person"] == "R-017"
+    )
     r = run_cli("people", "merge", str(pid), "--db", str(db), "--clip", clip)
     assert r.returncode == 1 and "two or more" in r.stderr
     bad = tmp_path / "bad.csv"

@@ -26,10 +26,10 @@ def test_alignment_puts_landmarks_on_the_template():
     rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
     pts = (FER_TEMPLATE - 0.5) @ rot.T * 120 + [150, 100]
     for x, y in pts:
-        cv2.circle(img, (int(round(x)), int(round(y))), 3, (255, 255, 255), -1)
+        cv2.circle(img, (round(x), round(y)), 3, (255, 255, 255), -1)
     crop = align_faces(img, pts[None], size=48, channels=1)[0, :, :, 0]
     for tx, ty in FER_TEMPLATE * 48:
-        assert crop[int(round(ty)), int(round(tx))] > 100
+        assert crop[round(ty), round(tx)] > 100
     with pytest.raises(ValueError, match="channels"):
         align_faces(img, pts[None], 48, channels=2)
 

@@ -1,3 +1,5 @@
+import itertools
+
 import cv2
 import numpy as np
 import pytest
@@ -14,13 +16,15 @@ def test_probe_reads_container_metadata(samples):
     assert info.duration_s == pytest.approx(19.69, abs=0.05)
 
 
-@pytest.mark.parametrize("name", ["WolfgangLanger_Pexels.mp4", "noface_face.mov", "face_noface.mov", "audience_grid.mp4"])
+@pytest.mark.parametrize(
+    "name", ["WolfgangLanger_Pexels.mp4", "noface_face.mov", "face_noface.mov", "audience_grid.mp4"]
+)
 def test_timestamps_monotonic_and_within_duration(samples, name):
     info = probe(samples[name])
     ts = [f.timestamp_ms for f in iter_frames(samples[name], None)]
     assert len(ts) >= 0.95 * info.frame_count
-    assert all(b > a for a, b in zip(ts, ts[1:]))
-    assert 0 <= ts[0] and ts[-1] <= info.duration_s * 1000 + 1
+    assert all(b > a for a, b in itertools.pairwise(ts))
+    assert ts[0] >= 0 and ts[-1] <= info.duration_s * 1000 + 1
 
 
 def test_variable_frame_rate_times_come_from_the_container(samples):
@@ -65,7 +69,7 @@ def test_bad_files(tmp_path):
         probe(empty)
     text = tmp_path / "notes.mp4"
     text.write_text("not a video at all\n" * 100)
-    with pytest.raises(InputError, match="not a readable video|no decodable"):
+    with pytest.raises(InputError, match=r"not a readable video|no decodable"):
         probe(text)
     with pytest.raises(ValueError, match="sample_fps"):
         next(iter_frames(text, 0))

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from ferpipe.pipeline import Pipeline, Settings
 from ferpipe.errors import ModelError
+from ferpipe.pipeline import Pipeline, Settings
 from ferpipe.registry import get_spec
 
 

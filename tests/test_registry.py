@@ -9,7 +9,7 @@ from ferpipe.expression import ExpressionModel
 from ferpipe.registry import ModelSpec, Preprocess, Source, fetch, fetch_source, get_spec, registry, sha256_file
 
 
-@pytest.fixture()
+@pytest.fixture
 def mx_onnx():
     return fetch(get_spec("mini-xception"))["model"]
 
@@ -21,7 +21,7 @@ def test_builtins_are_registered():
 
 
 def test_unknown_model_names_the_choices():
-    with pytest.raises(ModelError, match="unknown model 'nope'; choose one of: .*mini-xception"):
+    with pytest.raises(ModelError, match=r"unknown model 'nope'; choose one of: .*mini-xception"):
         get_spec("nope", task="expression")
     with pytest.raises(ModelError, match="unknown model 'mtcnn'"):
         get_spec("mtcnn", task="expression")
@@ -80,7 +80,7 @@ def test_new_classifier_plugs_in_through_a_json_spec(mx_onnx, tmp_path, monkeypa
 def test_spec_validation():
     with pytest.raises(ValueError, match="sha256"):
         Source(kind="url", location="https://x/y.onnx", sha256="abc")
-    with pytest.raises(ValueError, match="Source.kind"):
+    with pytest.raises(ValueError, match=r"Source\.kind"):
         Source(kind="s3", location="x", sha256="0" * 64)
     with pytest.raises(ValueError, match="http"):
         Source(kind="url", location="ftp://x/y", sha256="0" * 64)

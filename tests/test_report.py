@@ -3,14 +3,14 @@ import subprocess
 
 import polars as pl
 import pytest
-
 from conftest import run_cli
+
 from ferpipe.report import build_report, render
 
 RAW_NAMES = ("peak_t_s", "time_above_s", "n_faces", "n_people", "hedges_g", "p_value", "mean_a", "_mean", "_lo")
 
 
-@pytest.fixture()
+@pytest.fixture
 def three_clips(pipeline_factory, samples, store):
     p = pipeline_factory()
     a = p.process(str(samples["audience_grid.mp4"]), tags={"group": "A"}).clip_id
@@ -25,7 +25,9 @@ def test_report_formats_and_findings(three_clips, tmp_path):
     data = build_report(store, [a, b, c], bin_s=1.0)
     # every pair is compared under its own two labels, never two clips pooled under one name
     assert [(x, y) for x, y, _ in data.comparisons] == [
-        ("audience_grid", "WolfgangLanger_Pexels"), ("audience_grid", "single_face"), ("WolfgangLanger_Pexels", "single_face")
+        ("audience_grid", "WolfgangLanger_Pexels"),
+        ("audience_grid", "single_face"),
+        ("WolfgangLanger_Pexels", "single_face"),
     ]
     assert any(f.startswith("audience_grid: 10 people (from ") for f in data.findings)  # people, from more face tracks
     assert data.clips[0].markers["marker"].unique().to_list() == ["brand reveal"]

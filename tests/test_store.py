@@ -26,7 +26,9 @@ def _progress(frames):
 
 
 def _clip(store, cid="c1"):
-    store.upsert_clip(cid, {"sha256": cid * 8, "path": f"/x/{cid}.mp4", "title": cid, "duration_s": 10.0}, {"group": "A"})
+    store.upsert_clip(
+        cid, {"sha256": cid * 8, "path": f"/x/{cid}.mp4", "title": cid, "duration_s": 10.0}, {"group": "A"}
+    )
 
 
 def test_migrations_bring_old_files_up_to_date(db_path):
@@ -45,11 +47,11 @@ def test_sink_commits_in_batches_with_progress(store):
     _clip(store)
     run_id = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100).run_id
     with ObservationSink(store, run_id, batch_rows=10, batch_seconds=60) as sink:
-        sink.append(_rows(run_id, range(0, 6)), _progress(list(range(0, 6))))
+        sink.append(_rows(run_id, range(6)), _progress(list(range(6))))
         assert store.run(run_id).observations == 0  # not yet committed
-        sink.append(_rows(run_id, range(6, 12)), _progress(list(range(0, 12))))
+        sink.append(_rows(run_id, range(6, 12)), _progress(list(range(12))))
         assert store.run(run_id).observations == 12
-        sink.append(_rows(run_id, range(12, 14)), _progress(list(range(0, 14))))
+        sink.append(_rows(run_id, range(12, 14)), _progress(list(range(14))))
     run = store.run(run_id)
     assert run.observations == 14 and run.frames_done == 14 and run.faces == 1
     face = store.query("SELECT * FROM faces").row(0, named=True)
@@ -60,10 +62,14 @@ def test_sink_commits_in_batches_with_progress(store):
 def test_failure_drops_uncommitted_rows_and_marks_run(store):
     _clip(store)
     run_id = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100).run_id
-    with pytest.raises(RuntimeError):
+
+    def crash() -> None:
         with ObservationSink(store, run_id, batch_rows=1000, batch_seconds=60) as sink:
             sink.append(_rows(run_id, range(5)), _progress(list(range(5))))
             raise RuntimeError("decoder crashed")
+
+    with pytest.raises(RuntimeError):
+        crash()
     run = store.run(run_id)
     assert run.status == "failed" and run.error == "decoder crashed" and run.observations == 0
     # an unfinished run with the same settings is resumed, not duplicated
@@ -130,7 +136,7 @@ def test_readers_and_writer_share_the_file(store):
         while not stop.is_set():
             try:
                 seen.append(Store(store.path).query("SELECT count(*) AS n FROM observations")["n"][0])
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 errors.append(exc)
 
     t = threading.Thread(target=reader)

@@ -22,7 +22,11 @@ def test_an_upload_is_written_in_chunks_under_a_name_of_its_own(db_path):
 
 @pytest.mark.parametrize(
     ("name", "data", "expect"),
-    [("notes.txt", b"hi", "not a video or image"), ("empty.mp4", b"", "empty"), ("big.mp4", b"x" * (2 << 20), "over the 1 MiB")],
+    [
+        ("notes.txt", b"hi", "not a video or image"),
+        ("empty.mp4", b"", "empty"),
+        ("big.mp4", b"x" * (2 << 20), "over the 1 MiB"),
+    ],
 )
 def test_refused_uploads_leave_nothing_behind(db_path, monkeypatch, name, data, expect):
     monkeypatch.setenv("FERPIPE_MAX_UPLOAD_MB", "1")

@@ -16,7 +16,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, free_port
 
 
@@ -48,7 +47,7 @@ def _run(env_dir, work, *args, env=None, timeout=600):
 
 
 def test_the_wheel_carries_the_default_model_and_the_dashboard(wheel_env, samples, tmp_path):
-    env_dir, work, wheel = wheel_env
+    env_dir, work, _wheel = wheel_env
     where = subprocess.run([str(env_dir / "bin" / "python"), "-c", "import ferpipe, ferpipe.config as c; "
                             "print(ferpipe.__file__); print(c.bundled('models')); print(c.bundled('dashboard'))"],
                            cwd=work, capture_output=True, text=True, check=True).stdout.split()  # fmt: skip

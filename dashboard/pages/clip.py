@@ -35,7 +35,9 @@ run_id = c4.selectbox("Run", run_ids, index=run_ids.index(best), format_func=lab
 with st.expander("Data quality filter for the expression curves"):
     q1, q2, q3 = st.columns(3)
     quality = QualityFilter(
-        attentive_only=q1.checkbox("Attentive faces only", help="Facing the camera within the attention cone, eyes open."),
+        attentive_only=q1.checkbox(
+            "Attentive faces only", help="Facing the camera within the attention cone, eyes open."
+        ),
         min_face_px=float(q2.number_input("Smallest face (px tall)", 0, 2000, 0, 10)),
         min_score=float(q3.slider("Lowest detection score", 0.0, 1.0, 0.0, 0.05)),
     )
@@ -45,7 +47,7 @@ stimulus = clip["stimulus_clip_id"]
 with st.expander("Stimulus sync" + (f" (linked, offset {offset:g} s)" if stimulus else "")):
     all_clips = s.clips()
     others = [c for c in all_clips["clip_id"].to_list() if c != clip["clip_id"]]
-    titles = dict(zip(all_clips["clip_id"].to_list(), all_clips["title"].to_list()))
+    titles = dict(zip(all_clips["clip_id"].to_list(), all_clips["title"].to_list(), strict=False))
     choice = st.selectbox("Stimulus this audience watched", [None, *others], index=([None, *others].index(stimulus)
                           if stimulus in others else 0), format_func=lambda c: "— none —" if c is None else titles[c])  # fmt: skip
     new_offset = st.number_input("Offset: stimulus time = clip time − offset (s)", value=offset, step=0.5)
@@ -104,7 +106,9 @@ def _curves() -> None:
                    "observations are left out of the expression curves.")  # fmt: skip
     agg = shifted(an.smooth(an.aggregate_face_bins(fb, bin_s), window))
     if agg.is_empty():
-        st.warning("No faces found in this clip." if run.finished and not quality.active else "No faces (yet, or left).")
+        st.warning(
+            "No faces found in this clip." if run.finished and not quality.active else "No faces (yet, or left)."
+        )
         return
     pk = an.peak_table(agg, exprs or ["neutral"], bin_s=bin_s).sort("value", descending=True)
     picked = st.session_state.get("peaks")
@@ -117,7 +121,9 @@ def _curves() -> None:
     left.plotly_chart(curves_figure(agg, exprs or ["neutral"], x_title=xt, marker_t=t_sel, markers=MARKS), key="curves")
     with right:
         lo_t = float(agg["t_s"].min())
-        hi_t = max(lo_t + 0.1, min(float(agg["t_s"].max() + bin_s), (duration or float(agg["t_s"].max()) + bin_s) - shift))
+        hi_t = max(
+            lo_t + 0.1, min(float(agg["t_s"].max() + bin_s), (duration or float(agg["t_s"].max()) + bin_s) - shift)
+        )
         t_sel = st.slider("Moment (s)", lo_t, hi_t, min(max(float(t_sel), lo_t), hi_t), 0.1)
         st.session_state["t_sel"] = t_sel
         show_moment(t_sel + shift)
@@ -132,7 +138,7 @@ def _curves() -> None:
                "curves above, not a vote.")  # fmt: skip
     means = an.face_means_from_bins(fb)
     cols = st.columns(len(EXPRESSIONS))
-    for col, e in zip(cols, EXPRESSIONS):
+    for col, e in zip(cols, EXPRESSIONS, strict=False):
         col.metric(e, f"{float(means[e].mean() or 0) * 100:.0f}%")
     st.subheader("% of faces whose strongest expression is each one")
     st.caption("Per bin, the share of faces in view whose top expression (of its bin mean) is X.")
@@ -159,7 +165,7 @@ def _curves() -> None:
     attention(run)
 
 
-def attention(run) -> None:  # noqa: ANN001
+def attention(run) -> None:
     st.subheader("Attention, head pose and blinks")
     st.caption("Attentive: the face turned to the camera within ±30° yaw and ±20° pitch with its eyes open "
                "(model readings, not a gaze tracker). Unfiltered: every observation with a face mesh.")  # fmt: skip

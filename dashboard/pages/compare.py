@@ -15,13 +15,15 @@ clips = s.clips().filter(pl.col("faces").fill_null(0) > 0).sort("faces", descend
 if clips.height < 1:
     st.info("Comparisons need processed clips with faces.")
     st.stop()
-titles = dict(zip(clips["clip_id"].to_list(), clips["title"].to_list()))
-durations = dict(zip(clips["clip_id"].to_list(), clips["duration_s"].to_list()))
+titles = dict(zip(clips["clip_id"].to_list(), clips["title"].to_list(), strict=False))
+durations = dict(zip(clips["clip_id"].to_list(), clips["duration_s"].to_list(), strict=False))
 
 c1, c2, c3, c4 = st.columns(4)
 signal = c1.selectbox("Signal", list(an.SIGNAL_INFO), index=3, format_func=lambda k: an.SIGNAL_INFO[k].label)
 axis = c2.radio("Time", ["absolute (s)", "normalised (0–100%)"])
-method = c3.radio("Test", ["welch", "permutation"], format_func={"welch": "Welch's t-test", "permutation": "permutation"}.get)
+method = c3.radio(
+    "Test", ["welch", "permutation"], format_func={"welch": "Welch's t-test", "permutation": "permutation"}.get
+)
 threshold = c4.slider("Threshold for 'time above'", 0.0, 1.0, 0.5, 0.05)
 normalised = axis.startswith("normalised")
 bin_s = 2.0 if normalised else an.default_bin(max(durations.values()) or 0.0)
@@ -117,7 +119,10 @@ with st.expander("Norms: how each clip ranks against others"):
     metric = n1.selectbox("Metric", list(an.NORM_METRICS), format_func={"mean": "mean of the curve", "peak": "peak",
                           "time_above_s": f"time above {threshold:g}"}.get)  # fmt: skip
     tags = s.tags()
-    norm_sets = ["the whole library", *[f"{k}={v}" for k, v in tags.select("key", "value").unique().sort("key", "value").iter_rows()]]
+    norm_sets = [
+        "the whole library",
+        *[f"{k}={v}" for k, v in tags.select("key", "value").unique().sort("key", "value").iter_rows()],
+    ]
     norm_set = n2.selectbox("Norm set", norm_sets)
     tag = None if norm_set == norm_sets[0] else tuple(norm_set.split("=", 1))
     ids = sorted({c for v in groups.values() for c in v})

@@ -17,7 +17,7 @@ clips = s.clips().filter(pl.col("status").is_in(["done", "truncated"]))
 if clips.is_empty():
     st.info("No processed clips yet.")
     st.stop()
-titles = dict(zip(clips["clip_id"].to_list(), clips["title"].to_list()))
+titles = dict(zip(clips["clip_id"].to_list(), clips["title"].to_list(), strict=False))
 default = st.session_state.get("current_clip")
 chosen = st.multiselect("Clips (one for a clip report, several to compare them pair by pair)", list(titles),
                         default=[default] if default in titles else list(titles)[:1], format_func=titles.get)  # fmt: skip
@@ -46,7 +46,9 @@ st.caption("Per-person timelines: one row per face and frame, with the person, t
            f"with 95% bands ({quality.describe()}).")  # fmt: skip
 if st.button("Prepare data files"):
     runs = {c: s.best_run(c) for c in chosen}
-    timelines = pl.concat([an.timeline_export(s, c, r) for c, r in runs.items() if r is not None], how="diagonal_relaxed")
+    timelines = pl.concat(
+        [an.timeline_export(s, c, r) for c, r in runs.items() if r is not None], how="diagonal_relaxed"
+    )
     curves = pl.concat([an.aggregate_face_bins(an.face_bins(s, r, bin_s, quality=quality), bin_s)
                         .with_columns(pl.lit(titles[c]).alias("clip")) for c, r in runs.items() if r is not None],
                        how="diagonal_relaxed")  # fmt: skip
@@ -56,7 +58,7 @@ if st.button("Prepare data files"):
 ready = st.session_state.get("export_data")
 if ready and ready[0] == key:
     cols = st.columns(4)
-    for col, (name, payload) in zip(cols, ready[1].items()):
+    for col, (name, payload) in zip(cols, ready[1].items(), strict=False):
         label = ("Aggregated curves" if "curves" in name else "Per-person timelines") + f" ({name.rsplit('.', 1)[1]})"
         _ = col.download_button(label, payload, name, key=f"dl-{name}")
 

@@ -6,9 +6,9 @@ from common import caveat, clip_picker, db_path, store
 
 from ferpipe import analytics as an
 from ferpipe import jobs
+from ferpipe.figures import confusion_figure, overlay_figure
 from ferpipe.lab.baselines import baseline_results
 from ferpipe.lab.evaluate import saved_reports
-from ferpipe.figures import confusion_figure, overlay_figure
 from ferpipe.pipeline import Settings
 from ferpipe.registry import default_expression_model, registry
 
@@ -21,8 +21,15 @@ reports = saved_reports()
 
 def latest(model: str, protocol: str) -> dict:
     """The newest saved evaluation of a model on FER2013 or FER+ public_test, or on full images."""
-    found = [r for r in reports if r.get("model") == model and not r.get("flip") and not r.get("limit")
-             and r.get("protocol", "fer2013") == protocol and (protocol == "full-image" or r.get("split") == "public_test")]
+    found = [
+        r
+        for r in reports
+        if r.get("model") == model
+        and not r.get("flip")
+        and not r.get("limit")
+        and r.get("protocol", "fer2013") == protocol
+        and (protocol == "full-image" or r.get("split") == "public_test")
+    ]
     return max(found, key=lambda r: r.get("evaluated_at", "")) if found else {}  # fmt: skip
 
 
@@ -33,13 +40,17 @@ for name, spec in specs.items():
     heads = stored.get("heads", {})
     fer, ferplus, full = evals[name], latest(name, "ferplus"), latest(name, "full-image")
 
-    def pick(key: str, ev: dict, head: str) -> float | None:
+    def pick(key: str, ev: dict, head: str, heads: dict = heads, stored: dict = stored) -> float | None:
         value = ev.get(key)
         if value is None:
             value = heads.get(head, {}).get(key) if heads else (stored.get(key) if head == "fer2013" else None)
         return value
 
-    n = fer.get("n") or heads.get("fer2013", {}).get("n") or (3589 if stored.get("select_split") == "public_test" else None)
+    n = (
+        fer.get("n")
+        or heads.get("fer2013", {}).get("n")
+        or (3589 if stored.get("select_split") == "public_test" else None)
+    )
     rows.append({"model": name, "default": name == default,
                  "FER2013 accuracy": pick("accuracy", fer, "fer2013"), "FER+ accuracy": pick("accuracy", ferplus, "ferplus"),
                  "full images": full.get("accuracy"), "macro-F1": pick("macro_f1", fer, "fer2013"),
@@ -70,8 +81,10 @@ if with_cm:
     st.plotly_chart(confusion_figure(evals[pick]["confusion"], evals[pick]["labels"]), key="cm")
 
 st.subheader("Which model produced which run")
-st.caption("model_version is a fingerprint of the weights and preprocessing: runs of one model name made before "
-           "and after the model was replaced differ there.")
+st.caption(
+    "model_version is a fingerprint of the weights and preprocessing: runs of one model name made before "
+    "and after the model was replaced differ there."
+)
 st.dataframe(store().runs(), hide_index=True)
 
 st.subheader("Reprocess a clip with another model")

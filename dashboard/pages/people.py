@@ -26,7 +26,9 @@ people = s.people(run_id)
 attrs = s.attributes([clip_id])
 st.metric("People", people.height, help=f"from {int(people['tracks'].sum())} face tracks")
 
-show = st.toggle("Show face thumbnails", value=False, help="Off by default for privacy; blurred unless you say otherwise.")
+show = st.toggle(
+    "Show face thumbnails", value=False, help="Off by default for privacy; blurred unless you say otherwise."
+)
 if show:
     blur = st.toggle("Blur thumbnails", value=True)
     cols = st.columns(min(6, max(1, people.height)))
@@ -45,12 +47,18 @@ if show:
 st.subheader("Names and respondent attributes")
 st.caption("Edit names and attributes in the table (add a column with the last row's button, e.g. gender, age_band, "
            "segment). A person needs a name to carry attributes.")  # fmt: skip
-wide = attrs.pivot(on="key", index="person", values="value") if attrs.height else pl.DataFrame({"person": []}, schema={"person": pl.String})
+wide = (
+    attrs.pivot(on="key", index="person", values="value")
+    if attrs.height
+    else pl.DataFrame({"person": []}, schema={"person": pl.String})
+)
 table = people.select("person_id", "person", "tracks", "n_obs").join(wide, on="person", how="left")
 new_attr = st.text_input("Add an attribute column", placeholder="e.g. age_band")
 if new_attr.strip() and new_attr.strip() not in table.columns:
     table = table.with_columns(pl.lit(None, dtype=pl.String).alias(new_attr.strip()))
-edited = st.data_editor(table.to_pandas(), hide_index=True, disabled=["person_id", "tracks", "n_obs"], key="people_table")
+edited = st.data_editor(
+    table.to_pandas(), hide_index=True, disabled=["person_id", "tracks", "n_obs"], key="people_table"
+)
 if st.button("Save names and attributes", type="primary"):
     keys = [c for c in edited.columns if c not in ("person_id", "person", "tracks", "n_obs")]
     for row in edited.to_dict("records"):

@@ -114,7 +114,7 @@ def _save(out_dir: str | os.PathLike, arch: str, params: dict, probs: np.ndarray
     from ..config import cache_dir
 
     rep = summarise(probs, labels)
-    result = {"arch": arch, **params, "select_split": select_split, "n": int(len(labels)),
+    result = {"arch": arch, **params, "select_split": select_split, "n": len(labels),
               "accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"],
               "per_class_recall": {k: v["recall"] for k, v in rep["per_class"].items()}, "svm_ms_per_face": ms,
               "evaluated_at": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -23,16 +22,26 @@ def register(app: typer.Typer) -> None:
 
 
 def evaluate(
-    data: Path = typer.Option(..., "--data", help="FER2013 or FER+ Parquet, or a folder with one subfolder per expression.", metavar="PATH"),
-    split: Optional[str] = typer.Option(None, "--split", help="Only rows of this split, e.g. public_test.", metavar="NAME"),
-    model: Optional[str] = typer.Option(None, "--model", help="Expression model (default: the registry's default).", metavar="NAME"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate on a fixed random subset of N images.", metavar="N"),
+    data: Path = typer.Option(
+        ..., "--data", help="FER2013 or FER+ Parquet, or a folder with one subfolder per expression.", metavar="PATH"
+    ),
+    split: str | None = typer.Option(
+        None, "--split", help="Only rows of this split, e.g. public_test.", metavar="NAME"
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help="Expression model (default: the registry's default).", metavar="NAME"
+    ),
+    limit: int | None = typer.Option(
+        None, "--limit", help="Evaluate on a fixed random subset of N images.", metavar="N"
+    ),
     flip: bool = flag("--flip", "Test-time augmentation: average with the mirrored crop."),
     full_image: bool = flag("--full-image", "DATA holds full images: detect, take the largest face, align, classify."),
     head: str = typer.Option(
-        "auto", "--head", metavar="NAME",
+        "auto",
+        "--head",
+        metavar="NAME",
         help="Output head of a multi-head model; auto: the data's labelling protocol if the model has it.",
-    ),  # fmt: skip
+    ),
     as_json: bool = flag("--json", "Print the report as one JSON object."),
 ) -> None:
     """Accuracy of an expression model on labelled crops, or on full images through the pipeline's path."""
@@ -62,33 +71,53 @@ def evaluate(
 
 def train(
     data: list[Path] = typer.Option(
-        ..., "--data", metavar="PATH",
+        ...,
+        "--data",
+        metavar="PATH",
         help="FER2013 or FER+ Parquet, or an image folder; repeat to train one head per labelling protocol.",
-    ),  # fmt: skip
-    out_dir: Path = typer.Option(..., "--out", help="Folder for checkpoints and the exported model (resumes if present).", metavar="DIR"),
+    ),
+    out_dir: Path = typer.Option(
+        ..., "--out", help="Folder for checkpoints and the exported model (resumes if present).", metavar="DIR"
+    ),
     name: str = typer.Option("ferpipe-cnn", "--name", help="Registry name of the exported model.", metavar="NAME"),
     arch: str = typer.Option("vgg", "--arch", help="vgg (CNN), svm-hog (HOG + linear SVM) or cnn-svm.", metavar="ARCH"),
-    cnn_checkpoint: Optional[Path] = typer.Option(None, "--cnn-checkpoint", help="best.pt of a CNN, for cnn-svm.", metavar="FILE"),
+    cnn_checkpoint: Path | None = typer.Option(
+        None, "--cnn-checkpoint", help="best.pt of a CNN, for cnn-svm.", metavar="FILE"
+    ),
     width: int = typer.Option(48, "--width", help="CNN width (channels of the first block).", metavar="N"),
     epochs: int = typer.Option(40, "--epochs", metavar="N"),
     batch_size: int = typer.Option(128, "--batch-size", metavar="N"),
     lr: float = typer.Option(0.05, "--lr", help="Peak learning rate of the one-cycle schedule.", metavar="RATE"),
-    patience: int = typer.Option(12, "--patience", help="Early stopping: epochs without a better selection accuracy.", metavar="N"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use a random subset of N images per split.", metavar="N"),
+    patience: int = typer.Option(
+        12, "--patience", help="Early stopping: epochs without a better selection accuracy.", metavar="N"
+    ),
+    limit: int | None = typer.Option(None, "--limit", help="Use a random subset of N images per split.", metavar="N"),
     seed: int = typer.Option(0, "--seed", metavar="N"),
-    label_smoothing: float = typer.Option(0.0, "--label-smoothing", help="Cross-entropy label smoothing (0-0.5).", metavar="X"),
+    label_smoothing: float = typer.Option(
+        0.0, "--label-smoothing", help="Cross-entropy label smoothing (0-0.5).", metavar="X"
+    ),
     class_weight_power: float = typer.Option(
         0.5, "--class-weight-power", help="Class weights (count/mean)^-p: 0 unweighted, 1 fully balanced.", metavar="P"
     ),
-    init: Optional[Path] = typer.Option(None, "--init", help="Start from these weights (a best.pt) instead of random.", metavar="FILE"),
-    swa_start: int = typer.Option(0, "--swa-start", help="From this epoch on, average the weights (SWA) at --swa-lr; 0: off.", metavar="N"),
+    init: Path | None = typer.Option(
+        None, "--init", help="Start from these weights (a best.pt) instead of random.", metavar="FILE"
+    ),
+    swa_start: int = typer.Option(
+        0, "--swa-start", help="From this epoch on, average the weights (SWA) at --swa-lr; 0: off.", metavar="N"
+    ),
     swa_lr: float = typer.Option(0.01, "--swa-lr", help="Constant learning rate during SWA.", metavar="RATE"),
-    augment: str = typer.Option("fer", "--augment", help="fer (FER2013-like crops) or domain (video-like crops too).", metavar="KIND"),
-    ferplus_target: str = typer.Option("votes", "--ferplus-target", help="FER+ heads learn the votes or the majority.", metavar="KIND"),
+    augment: str = typer.Option(
+        "fer", "--augment", help="fer (FER2013-like crops) or domain (video-like crops too).", metavar="KIND"
+    ),
+    ferplus_target: str = typer.Option(
+        "votes", "--ferplus-target", help="FER+ heads learn the votes or the majority.", metavar="KIND"
+    ),
     threads: int = typer.Option(0, "--threads", help="Torch threads (0: all cores).", metavar="N"),
     no_bf16: bool = flag("--no-bf16", "Train in float32 instead of bf16 autocast."),
     train_split: str = typer.Option("train", "--train-split", metavar="NAME"),
-    select_split: str = typer.Option("public_test", "--select-split", help="Split for early stopping and calibration.", metavar="NAME"),
+    select_split: str = typer.Option(
+        "public_test", "--select-split", help="Split for early stopping and calibration.", metavar="NAME"
+    ),
     no_register: bool = flag("--no-register", "Do not add the model to the cache registry."),
 ) -> None:
     """Train an expression classifier, export it to ONNX with its registry spec, and register it."""
@@ -143,22 +172,36 @@ def _register_and_say(out_dir: Path, name: str, no_register: bool, summary: str)
 
 
 def export_model(
-    checkpoints: list[Path] = typer.Option([], "--checkpoint", help="best.pt of a trained CNN; repeat to average several.", metavar="FILE"),
+    checkpoints: list[Path] = typer.Option(
+        [], "--checkpoint", help="best.pt of a trained CNN; repeat to average several.", metavar="FILE"
+    ),
     flip_checkpoints: list[Path] = typer.Option(
-        [], "--flip-checkpoint", help="Like --checkpoint, but averaged over the crop and its mirror image.", metavar="FILE"
+        [],
+        "--flip-checkpoint",
+        help="Like --checkpoint, but averaged over the crop and its mirror image.",
+        metavar="FILE",
     ),
     data: list[Path] = typer.Option(
-        ..., "--data", help="The members' training data, one per head (calibration and metrics); repeatable.", metavar="PATH"
+        ...,
+        "--data",
+        help="The members' training data, one per head (calibration and metrics); repeatable.",
+        metavar="PATH",
     ),
     out_dir: Path = typer.Option(..., "--out", help="Folder for the ONNX file and its registry spec.", metavar="DIR"),
     name: str = typer.Option("ferpipe-cnn", "--name", help="Registry name of the exported model.", metavar="NAME"),
     width: int = typer.Option(48, "--width", help="Width the checkpoints were trained with.", metavar="N"),
     flip: bool = flag("--flip", "Every member also sees the mirror image (flip TTA in the graph)."),
     int8: bool = flag("--int8", "Static int8 quantisation, calibrated on training images."),
-    select_split: str = typer.Option("public_test", "--select-split", help="Split for the temperature and metrics.", metavar="NAME"),
+    select_split: str = typer.Option(
+        "public_test", "--select-split", help="Split for the temperature and metrics.", metavar="NAME"
+    ),
     default: bool = flag("--default", "Mark the model as the registry default."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use a fixed random subset of N images per split (quick trials).", metavar="N"),
-    card: Optional[str] = typer.Option(None, "--card", help="Model card file name, stored in the spec (e.g. NAME.md).", metavar="FILE"),
+    limit: int | None = typer.Option(
+        None, "--limit", help="Use a fixed random subset of N images per split (quick trials).", metavar="N"
+    ),
+    card: str | None = typer.Option(
+        None, "--card", help="Model card file name, stored in the spec (e.g. NAME.md).", metavar="FILE"
+    ),
     no_register: bool = flag("--no-register", "Do not add the model to the cache registry."),
 ) -> None:
     """Export trained CNN checkpoints as one calibrated ONNX model (ensemble, flip TTA, int8) and register it."""

@@ -56,7 +56,7 @@ def load_keras_h5(path: str | os.PathLike) -> tuple[list[dict], dict[str, dict[s
         raw = f.attrs["model_config"]
         config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
         layers = config["config"]["layers"]
-        weights_root = f["model_weights"] if "model_weights" in f else f
+        weights_root = f.get("model_weights", f)
         weights = {
             layer["name"]: _layer_weights(weights_root[layer["name"]])
             for layer in layers

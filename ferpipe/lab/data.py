@@ -62,7 +62,7 @@ class LabelledFaces:
         """Mask of the images that count for accuracy (a label among the seven)."""
         return (self.labels >= 0) & (self.labels < len(EXPRESSIONS))
 
-    def subset(self, mask: np.ndarray) -> "LabelledFaces":
+    def subset(self, mask: np.ndarray) -> LabelledFaces:
         return LabelledFaces(
             self.images[mask], self.labels[mask], self.protocol, None if self.votes is None else self.votes[mask]
         )

@@ -14,6 +14,7 @@ from ..expression import ExpressionModel
 from ..types import EXPRESSIONS
 from .data import image_folder_files, load_faces
 
+
 def to_model_input(gray: np.ndarray, size: int, channels: int) -> np.ndarray:
     """(N, H, W) gray crops -> (N, size, size, channels) uint8 at the model's input size."""
     out = np.stack([cv2.resize(g, (size, size), interpolation=cv2.INTER_LINEAR) for g in gray])
@@ -37,7 +38,9 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     return float(total)
 
 
-def confusion_matrix(labels: np.ndarray, preds: np.ndarray, k: int = len(EXPRESSIONS), cols: int | None = None) -> np.ndarray:
+def confusion_matrix(
+    labels: np.ndarray, preds: np.ndarray, k: int = len(EXPRESSIONS), cols: int | None = None
+) -> np.ndarray:
     """(k, cols) counts (cols defaults to k), rows true class, columns predicted."""
     cols = cols or k
     return np.bincount(labels * cols + preds, minlength=k * cols).reshape(k, cols)
@@ -64,7 +67,7 @@ def summarise(probs: np.ndarray, labels: np.ndarray, found: np.ndarray | None = 
     present = support > 0
     return {
         "accuracy": float((preds == labels).mean()) if len(labels) else 0.0,
-        "n": int(len(labels)),
+        "n": len(labels),
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "ece": expected_calibration_error(probs[found], labels[found]) if found.any() else 0.0,
         "face_found": float(found.mean()) if len(labels) else 0.0,
@@ -78,7 +81,9 @@ def summarise(probs: np.ndarray, labels: np.ndarray, found: np.ndarray | None = 
     }
 
 
-def predict(model: ExpressionModel, gray: np.ndarray, flip: bool = False, batch_size: int = 256) -> tuple[np.ndarray, float]:
+def predict(
+    model: ExpressionModel, gray: np.ndarray, flip: bool = False, batch_size: int = 256
+) -> tuple[np.ndarray, float]:
     """(N, 7) probabilities and the mean milliseconds per face of batched inference."""
     x = to_model_input(gray, model.pre.size, model.pre.channels)
     t0 = time.perf_counter()
@@ -122,7 +127,7 @@ def evaluate_data(path: str | os.PathLike, split: str | None = None, model: str 
     return report
 
 
-def classify_largest_faces(images: list[np.ndarray], model: ExpressionModel, detector) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+def classify_largest_faces(images: list[np.ndarray], model: ExpressionModel, detector) -> tuple[np.ndarray, np.ndarray]:
     """Each full image through the pipeline's path for a video frame: detect, take the largest face,
     align it, classify. Returns (N, 7) probabilities and (N,) found flags (zeros where no face)."""
     probs = np.zeros((len(images), len(EXPRESSIONS)), np.float32)
@@ -140,7 +145,7 @@ def classify_largest_faces(images: list[np.ndarray], model: ExpressionModel, det
 
 
 def evaluate_full_image(root: str | os.PathLike, model: str = "mini-xception", head: str | None = None,
-                        limit: int | None = None, progress=None) -> dict:  # noqa: ANN001  # fmt: skip
+                        limit: int | None = None, progress=None) -> dict:  # fmt: skip
     """Accuracy on full images in root/<expression>/ (any size, colour or gray), through the full image
     path; an image with no face found counts as wrong."""
     from ..detect import create_detector

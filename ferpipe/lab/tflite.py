@@ -40,7 +40,7 @@ def _op_names() -> dict[int, str]:
 class _Graph:
     """Collects ONNX nodes and initializers while walking a TFLite subgraph."""
 
-    def __init__(self, model, sub, dynamic_batch: bool) -> None:  # noqa: ANN001
+    def __init__(self, model, sub, dynamic_batch: bool) -> None:
         self.model, self.sub, self.dynamic = model, sub, dynamic_batch
         self.nodes: list = []
         self.inits: dict[str, np.ndarray] = {}
@@ -111,7 +111,7 @@ class _Graph:
         self.inits[name] = np.asarray(arr)
         return name
 
-    def node(self, op: str, inputs: list[str], outputs: list[str], **attrs) -> None:  # noqa: ANN003
+    def node(self, op: str, inputs: list[str], outputs: list[str], **attrs) -> None:
         self.nodes.append(helper.make_node(op, inputs, outputs, **attrs))
 
     def activation(self, src: str, out: str, fused: int) -> None:
@@ -132,7 +132,7 @@ class _Graph:
         return shape
 
 
-def _conv(g: _Graph, op, opts_cls, ins: list[int], out: str, depthwise: bool) -> None:  # noqa: ANN001
+def _conv(g: _Graph, op, opts_cls, ins: list[int], out: str, depthwise: bool) -> None:
     """A convolution in NCHW; ``out`` names its NCHW result."""
     opts = opts_cls()
     opts.Init(op.BuiltinOptions().Bytes, op.BuiltinOptions().Pos)
@@ -172,7 +172,7 @@ def convert_tflite(source: str | os.PathLike | bytes, onnx_path: str | os.PathLi
     from tflite.StridedSliceOptions import StridedSliceOptions
     from tflite.SubOptions import SubOptions
 
-    def options(op, cls):  # noqa: ANN001, ANN202
+    def options(op, cls):
         o = cls()
         o.Init(op.BuiltinOptions().Bytes, op.BuiltinOptions().Pos)
         return o
@@ -274,7 +274,7 @@ def convert_tflite(source: str | os.PathLike | bytes, onnx_path: str | os.PathLi
         else:
             raise ValueError(f"unsupported TFLite operator {kind}")
 
-    def info(t: int):  # noqa: ANN202
+    def info(t: int):
         shape = [int(d) for d in sub.Tensors(t).ShapeAsNumpy()]
         if dynamic_batch and shape and shape[0] == 1:
             shape[0] = "N"
@@ -286,7 +286,9 @@ def convert_tflite(source: str | os.PathLike | bytes, onnx_path: str | os.PathLi
     outputs = [info(sub.Outputs(k)) for k in range(sub.OutputsLength())]
     inits = [numpy_helper.from_array(a, n) for n, a in g.inits.items()]
     graph = helper.make_graph(g.nodes, "tflite", inputs, outputs, inits)
-    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="ferpipe.tflite")
+    onnx_model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="ferpipe.tflite"
+    )
     onnx_model.ir_version = 8
     onnx.checker.check_model(onnx_model)
     path = Path(onnx_path)

@@ -24,9 +24,9 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -127,8 +127,12 @@ def build_cnn(width: int = 48, heads: int = 1):
     def block(cin: int, cout: int) -> list:
         layers = []
         for k in range(2):
-            layers += [nn.Conv2d(cin if k == 0 else cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-        return layers + [nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(cin if k == 0 else cout, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            ]
+        return [*layers, nn.MaxPool2d(2)]
 
     w = width
     return nn.Sequential(
@@ -137,7 +141,7 @@ def build_cnn(width: int = 48, heads: int = 1):
     )  # fmt: skip
 
 
-def _affine_grid(n: int, shape: list, rand, domain: bool):  # noqa: ANN001, ANN202
+def _affine_grid(n: int, shape: list, rand, domain: bool):
     """Sampling grids: rotation, scale, shift and flip; with ``domain`` also a small perspective
     (head turn) and a wider crop jitter around the alignment template."""
     torch = _torch()
@@ -160,7 +164,7 @@ def _affine_grid(n: int, shape: list, rand, domain: bool):  # noqa: ANN001, ANN2
     return grid
 
 
-def _blur(x, sigma):  # noqa: ANN001, ANN202
+def _blur(x, sigma):
     """Per-image Gaussian blur (sigma: (N,)), separable, as one grouped convolution."""
     torch = _torch()
     n, _, h, w = x.shape
@@ -173,18 +177,18 @@ def _blur(x, sigma):  # noqa: ANN001, ANN202
     return y.view(n, 1, h, w)
 
 
-def _jpeg(x, quality: np.ndarray):  # noqa: ANN001, ANN202
+def _jpeg(x, quality: np.ndarray):
     """JPEG round trip at the given qualities (N,) (OpenCV, on uint8 copies)."""
     torch = _torch()
     imgs = (x[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     out = np.stack([
         cv2.imdecode(cv2.imencode(".jpg", im, [cv2.IMWRITE_JPEG_QUALITY, int(q)])[1], cv2.IMREAD_GRAYSCALE)
-        for im, q in zip(imgs, quality)
+        for im, q in zip(imgs, quality, strict=False)
     ])  # fmt: skip
     return torch.from_numpy(out.astype(np.float32) / 255.0).unsqueeze(1)
 
 
-def augment(x, generator, domain: bool = False):  # noqa: ANN001
+def augment(x, generator, domain: bool = False):
     """Random affine (rotate, scale, shift), flip, contrast/brightness and erasing; with ``domain`` also
     perspective, down- then up-scaling, blur, JPEG artefacts, gamma, noise and occluding bands.
 
@@ -230,7 +234,12 @@ def augment(x, generator, domain: bool = False):  # noqa: ANN001
     ew = (rand(n) * 0.3 * w + 4).long()
     ey = (rand(n) * (h - eh)).long()
     ex = (rand(n) * (w - ew)).long()
-    box = (ys >= ey.view(n, 1, 1)) & (ys < (ey + eh).view(n, 1, 1)) & (xs >= ex.view(n, 1, 1)) & (xs < (ex + ew).view(n, 1, 1))
+    box = (
+        (ys >= ey.view(n, 1, 1))
+        & (ys < (ey + eh).view(n, 1, 1))
+        & (xs >= ex.view(n, 1, 1))
+        & (xs < (ex + ew).view(n, 1, 1))
+    )
     box &= (rand(n) < 0.5).view(n, 1, 1)
     return torch.where(box.unsqueeze(1), rand(n, 1, 1, 1), x)
 
@@ -243,7 +252,7 @@ def class_weights(labels: np.ndarray, power: float) -> np.ndarray:
     return w / (w * counts).sum() * counts.sum()
 
 
-def _logits(net, x, bf16: bool, flip: bool, batch: int = 512):  # noqa: ANN001
+def _logits(net, x, bf16: bool, flip: bool, batch: int = 512):
     torch = _torch()
     outs = []
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -425,7 +434,7 @@ def train_cnn(data: str | os.PathLike | Sequence[str | os.PathLike], out_dir: st
         accs = head_accuracies(_logits(model, xva, config.bf16, config.flip_tta), ts, offsets)
         acc = float(np.mean(accs))
         metrics = {"epoch": epoch, "loss": total / steps_per_epoch, "select_acc": acc,
-                   "head_acc": dict(zip(ts.heads, accs)), "seconds": time.perf_counter() - t0, "lr": lr,
+                   "head_acc": dict(zip(ts.heads, accs, strict=False)), "seconds": time.perf_counter() - t0, "lr": lr,
                    "swa": in_swa}  # fmt: skip
         state["history"].append(metrics)
         state["epoch"] = epoch
@@ -455,7 +464,7 @@ def checkpoint_heads(checkpoint: str | os.PathLike) -> tuple[str, ...]:
     return tuple(json.loads(f.read_text())) if f.is_file() else ()
 
 
-def load_cnn(checkpoint: str | os.PathLike, width: int, heads: int | None = None):  # noqa: ANN201
+def load_cnn(checkpoint: str | os.PathLike, width: int, heads: int | None = None):
     """A trained CNN from its best.pt (a state dict), in eval mode; the number of heads is read from the
     weights unless given."""
     torch = _torch()
@@ -485,7 +494,7 @@ def load_cnn(checkpoint: str | os.PathLike, width: int, heads: int | None = None
     return net.eval()
 
 
-def _averaged(nets: list, flips: list[bool], heads: int = 1):  # noqa: ANN001, ANN202
+def _averaged(nets: list, flips: list[bool], heads: int = 1):
     """One module whose output is, per head, the log of the mean softmax over members (and, where flips[i],
     member i's mirrored input too; every pass weighs the same).
 
@@ -499,11 +508,13 @@ def _averaged(nets: list, flips: list[bool], heads: int = 1):  # noqa: ANN001, A
             super().__init__()
             self.members = torch.nn.ModuleList(nets)
 
-        def forward(self, x):  # noqa: ANN001
+        def forward(self, x):
             mirrored = torch.flip(x, dims=[3])
             views = [[x, mirrored] if f else [x] for f in flips]
             probs = [
-                torch.softmax(m(v).reshape(-1, heads, K), dim=2) for m, vs in zip(self.members, views) for v in vs
+                torch.softmax(m(v).reshape(-1, heads, K), dim=2)
+                for m, vs in zip(self.members, views, strict=False)
+                for v in vs
             ]
             return torch.log(torch.stack(probs).mean(0).clamp_min(1e-7)).reshape(-1, heads * K)
 
@@ -518,11 +529,11 @@ def _flip_flags(flip_tta: bool | list[bool], members: int) -> list[bool]:
     return flips
 
 
-def _heads_of(net) -> int:  # noqa: ANN001
+def _heads_of(net) -> int:
     return net[-1].out_features // K
 
 
-def export_onnx(nets, path: str | os.PathLike, size: int = 48, flip_tta: bool | list[bool] = True) -> Path:  # noqa: ANN001
+def export_onnx(nets, path: str | os.PathLike, size: int = 48, flip_tta: bool | list[bool] = True) -> Path:
     """ONNX (NCHW float input, logits output: 7 per head), dynamic batch, of one net or the average of several.
 
     flip_tta: for all members, or one flag per member.
@@ -558,7 +569,7 @@ def write_spec(name: str, onnx_path: Path, temperatures: dict[str, float], metri
         "labels": list(EXPRESSIONS), "output": "logits", "temperature": temps[0],
     }  # fmt: skip
     if len(temps) > 1:
-        pre["heads"] = [[h, t] for h, t in zip(temperatures, temps)]
+        pre["heads"] = [[h, t] for h, t in zip(temperatures, temps, strict=False)]
     trained_on = " and ".join({"fer2013": "FER2013", "ferplus": "FER+"}.get(h, h) for h in temperatures) or "FER2013"
     spec = {
         "name": name,

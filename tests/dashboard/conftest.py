@@ -25,7 +25,7 @@ def seeded_db(tmp_path_factory, samples):
     return db, ids
 
 
-@pytest.fixture()
+@pytest.fixture
 def app(seeded_db, monkeypatch):
     from streamlit.testing.v1 import AppTest
 

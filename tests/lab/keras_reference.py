@@ -60,9 +60,11 @@ def forward(h5_path: str, x: np.ndarray) -> np.ndarray:
             if layer["name"] in root:
                 d = {}
                 root[layer["name"]].visititems(
-                    lambda n, o: d.__setitem__(n.split("/")[-1].split(":")[0], np.asarray(o[()], np.float64))
-                    if isinstance(o, h5py.Dataset)
-                    else None
+                    lambda n, o, d=d: (
+                        d.__setitem__(n.split("/")[-1].split(":")[0], np.asarray(o[()], np.float64))
+                        if isinstance(o, h5py.Dataset)
+                        else None
+                    )
                 )
                 w[layer["name"]] = d
     acts = {}
@@ -78,7 +80,9 @@ def forward(h5_path: str, x: np.ndarray) -> np.ndarray:
             y = depthwise(srcs[0], lw["depthwise_kernel"], tuple(cfg["strides"]), cfg["padding"])
             y = conv2d(y, lw["pointwise_kernel"], (1, 1), "valid", lw.get("bias"))
         elif kind == "BatchNormalization":
-            y = (srcs[0] - lw["moving_mean"]) / np.sqrt(lw["moving_variance"] + cfg["epsilon"]) * lw["gamma"] + lw["beta"]
+            y = (srcs[0] - lw["moving_mean"]) / np.sqrt(lw["moving_variance"] + cfg["epsilon"]) * lw["gamma"] + lw[
+                "beta"
+            ]
         elif kind == "Activation":
             y = srcs[0]
         elif kind == "MaxPooling2D":

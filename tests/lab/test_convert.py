@@ -6,6 +6,7 @@ import pytest
 from ferpipe.lab.convert import convert_keras_h5
 from ferpipe.onnx import create_session
 from ferpipe.registry import fetch_source, get_spec
+
 from .keras_reference import forward
 
 
@@ -43,7 +44,10 @@ def test_unsupported_layer_is_refused(tmp_path):
     bad = tmp_path / "bad.h5"
     with h5py.File(bad, "w") as f:
         f.attrs["model_config"] = json.dumps(
-            {"class_name": "Model", "config": {"layers": [{"class_name": "LSTM", "name": "l", "config": {}, "inbound_nodes": []}]}}
+            {
+                "class_name": "Model",
+                "config": {"layers": [{"class_name": "LSTM", "name": "l", "config": {}, "inbound_nodes": []}]},
+            }
         )
         f.create_group("model_weights")
     with pytest.raises(ValueError, match="unsupported Keras layer 'LSTM'"):

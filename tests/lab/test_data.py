@@ -22,7 +22,7 @@ def _ferplus_file(tmp_path, rows):
         data["split"].append("public_test")
         data["label"].append(label)
         data["image_png"].append(_png(i * 10))
-        for c, v in zip(FERPLUS_VOTES, votes):
+        for c, v in zip(FERPLUS_VOTES, votes, strict=False):
             data[c].append(v)
         data["votes_contempt"].append(contempt)
         data["votes_unknown"].append(unknown)

@@ -59,8 +59,8 @@ def test_full_image_eval_goes_through_detection_and_counts_misses(tmp_path, samp
     import shutil
 
     import cv2
-
     from conftest import run_cli
+
     from ferpipe.samples import PHOTO_LABELS
 
     root = tmp_path / "photos"
