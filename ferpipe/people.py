@@ -174,23 +174,16 @@ def _tracks(summaries) -> list[Track]:
     return out
 
 
-def record_samples(store, run_id: int, sampler: TrackSampler, descriptor: FaceDescriptor | None,
-                   max_jump: float = 2.5) -> int:  # fmt: skip
-    """Store each track's first and last place and, for tracks that another track could continue (or be
-    continued by), the face descriptor of its best chip. Returns the number of descriptors computed."""
+def record_samples(sampler: TrackSampler, descriptor: FaceDescriptor | None, max_jump: float = 2.5) -> dict:
+    """Per track: its first and last box and, for tracks that another track could continue (or be continued by),
+    the face descriptor of its best chip (else None). What Store.set_track_samples stores."""
     tracks = [Track(t, s.first_ms, s.last_ms, s.first_box, s.last_box, 0, None) for t, s in sampler.samples.items()]
-    linkable = {a.face_id for a in tracks for b in tracks if _gap_ok(a, b, max_jump)} | {
-        b.face_id for a in tracks for b in tracks if _gap_ok(a, b, max_jump)
-    }
-    samples, computed = {}, 0
+    linkable = {x.face_id for a in tracks for b in tracks if _gap_ok(a, b, max_jump) for x in (a, b)}
+    samples = {}
     for t, s in sampler.samples.items():
-        emb = None
-        if descriptor is not None and t in linkable and s.chip is not None:
-            emb = descriptor(s.chip)
-            computed += 1
+        emb = descriptor(s.chip) if descriptor is not None and t in linkable and s.chip is not None else None
         samples[t] = (s.first_box.tolist(), s.last_box.tolist(), None if emb is None else emb.tolist())
-    store.set_track_samples(run_id, samples)
-    return computed
+    return samples
 
 
 def relink(store, run_id: int, clip_id: str, max_distance: float = 0.55, max_jump: float = 2.5) -> dict[int, int]:

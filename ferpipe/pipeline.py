@@ -23,7 +23,17 @@ from .signals import AttentionCone, FaceMesh
 from .store import ObservationSink, Store
 from .temporal import EmaSmoother
 from .track import FaceTracker
-from .types import Detections, Expressions, FaceSignals, Frame, Observations, RunProgress, RunRow
+from .types import (
+    AnalysisBatch,
+    Detections,
+    Expressions,
+    FaceSignals,
+    Frame,
+    Observations,
+    RunProgress,
+    RunRow,
+    TrackSamples,
+)
 
 log = logging.getLogger(__name__)
 
@@ -290,14 +300,61 @@ class Pipeline:
     def analyse(self, clip_id: str, progress: Progress | None = None, reprocess: bool = False) -> RunResult:
         """Analyse a clip already in the library (resume, reuse or start a run, see Store.start_run)."""
         clip = self.store.clip(clip_id)
+        run = self.start(clip, reprocess)
+        if run.finished:
+            return self._result(clip, run, reused=True)
+        total = run.frames_expected
+
+        def on_frame(done: int) -> None:
+            if progress:
+                progress("analyse", done, total)
+
+        return self.write(clip, run, self.batches(clip, run, on_frame), progress)
+
+    def start(self, clip: dict, reprocess: bool = False) -> RunRow:
+        """The run to write a clip's analysis into (see Store.start_run); the models load first, so a broken one
+        fails before any run is recorded."""
         total = expected_samples(clip["duration_s"] or 0.0, int(clip["frame_count"] or 0), self.settings.sample_fps)
+        _ = self.model, self.detector, self.mesh, self.descriptor
+        return self.store.start_run(clip["clip_id"], self.settings.model, self.detector.name, self.run_key(), total,
+                                    reprocess)  # fmt: skip
+
+    def run_key(self) -> dict:
+        """What identifies equivalent runs: the settings and the fingerprints of the models they use."""
         key = {**self.settings.key(), "model_fingerprint": self.spec.fingerprint}
         if self.mesh_spec is not None:
             key["mesh_fingerprint"] = self.mesh_spec.fingerprint
-        _ = self.model, self.detector, self.mesh, self.descriptor  # a broken model fails before a run is recorded
-        run = self.store.start_run(clip_id, self.settings.model, self.detector.name, key, total, reprocess)
-        if run.finished:
-            return self._result(clip, run, reused=True)
+        return key
+
+    def write(self, clip: dict, run: RunRow, batches: Iterator[AnalysisBatch | TrackSamples],
+              progress: Progress | None = None) -> RunResult:  # fmt: skip
+        """The single writer: commit a clip's batches into its run (about every 2 s), link its people and close
+        the run as done or truncated. The batches may come from this process or from a worker."""
+        resumed = run.frames_done > 0
+        final = run.progress
+        with ObservationSink(self.store, run.run_id, batch_seconds=self.commit_seconds) as sink:
+            for item in batches:
+                if isinstance(item, AnalysisBatch):
+                    sink.append(item.rows, item.progress)
+                    final = item.progress
+                else:
+                    final = item.progress
+                    sink.flush()
+                    if self.settings.people:
+                        self.store.set_track_samples(run.run_id, item.samples)
+        if self.settings.people:
+            people = relink(self.store, run.run_id, clip["clip_id"])
+            log.info("linked %d tracks into %d people", len(people), len(set(people.values())))
+        status, note, decoded_s = self._completeness(clip, final, run.last_timestamp_ms if resumed else None)
+        closed = self.store.finish_run(run.run_id, status, error=note, seconds=final.seconds, decoded_s=decoded_s)
+        if progress:
+            progress("analyse", final.frames_done, final.frames_done)
+        return self._result(self.store.clip(clip["clip_id"]), closed, resumed=resumed)
+
+    def batches(self, clip: dict, run: RunRow, on_frame: Callable[[int], None] | None = None
+                ) -> Iterator[AnalysisBatch | TrackSamples]:  # fmt: skip
+        """Analyse a clip (from where its run stopped) into observation batches, then its track samples: detection,
+        tracking, expressions, face mesh signals and people sampling, touching no database."""
         resumed = run.frames_done > 0
         tracker = FaceTracker(lost_buffer_ms=self.settings.lost_buffer_ms)
         smoother = EmaSmoother(self.settings.smooth_ms)
@@ -310,41 +367,31 @@ class Pipeline:
             sampler.load_state(saved.get("people", {}))
             full = saved.get("last_full_ms")  # the detection schedule resumes where it was
             last_full = float(full) if full is not None else -math.inf
-            log.info("resuming run %d of %s after frame %d", run.run_id, clip_id, run.last_frame_index)
+            log.info("resuming run %d after frame %d", run.run_id, run.last_frame_index)
         t0 = time.perf_counter() - run.seconds
         progress_now = run.progress
         pending: list[_Analysed] = []
         after = run.last_timestamp_ms if resumed else None
-
-        with ObservationSink(self.store, run.run_id, batch_seconds=self.commit_seconds) as sink:
-            frames = iter_frames(clip["path"], self.settings.sample_fps, after_ms=after)
-            for frame in _prefetch(frames, _prefetch_depth(int(clip["width"] or 0), int(clip["height"] or 0))):
-                dets = self._detect(frame, tracker, last_full)
-                if dets is not None:
-                    last_full = frame.timestamp_ms
-                else:
-                    dets = self._refine(frame, tracker)
-                crops = self.model.crops(frame.image, dets) if len(dets) else None
-                signals = self.mesh(frame.image, dets, self.settings.cone) if self.mesh is not None else None
-                sampler.update(frame.image, dets, frame.timestamp_ms, self.descriptor)
-                pending.append(_Analysed(frame.index, frame.timestamp_ms, dets, crops, signals))
-                progress_now = RunProgress(progress_now.frames_done + 1, frame.index, frame.timestamp_ms, 0.0)
-                if len(pending) >= self.settings.batch_frames:
-                    self._emit(sink, pending, progress_now, tracker, smoother, sampler, last_full, t0)
-                    pending = []
-                if progress:
-                    progress("analyse", progress_now.frames_done, total)
-            self._emit(sink, pending, progress_now, tracker, smoother, sampler, last_full, t0)
-        if self.settings.people:
-            n = record_samples(self.store, run.run_id, sampler, self.descriptor)
-            people = relink(self.store, run.run_id, clip_id)
-            log.info("linked %d tracks into %d people (%d face descriptors)", len(people), len(set(people.values())), n)
-        status, note, decoded_s = self._completeness(clip, progress_now, after)
-        final = self.store.finish_run(run.run_id, status, error=note, seconds=time.perf_counter() - t0,
-                                      decoded_s=decoded_s)  # fmt: skip
-        if progress:
-            progress("analyse", progress_now.frames_done, progress_now.frames_done)
-        return self._result(self.store.clip(clip_id), final, resumed=resumed)
+        frames = iter_frames(clip["path"], self.settings.sample_fps, after_ms=after)
+        for frame in _prefetch(frames, _prefetch_depth(int(clip["width"] or 0), int(clip["height"] or 0))):
+            dets = self._detect(frame, tracker, last_full)
+            if dets is not None:
+                last_full = frame.timestamp_ms
+            else:
+                dets = self._refine(frame, tracker)
+            crops = self.model.crops(frame.image, dets) if len(dets) else None
+            signals = self.mesh(frame.image, dets, self.settings.cone) if self.mesh is not None else None
+            sampler.update(frame.image, dets, frame.timestamp_ms, self.descriptor)
+            pending.append(_Analysed(frame.index, frame.timestamp_ms, dets, crops, signals))
+            progress_now = RunProgress(progress_now.frames_done + 1, frame.index, frame.timestamp_ms, 0.0)
+            if len(pending) >= self.settings.batch_frames:
+                yield self._batch(pending, progress_now, tracker, smoother, sampler, last_full, t0)
+                pending = []
+            if on_frame:
+                on_frame(progress_now.frames_done)
+        yield self._batch(pending, progress_now, tracker, smoother, sampler, last_full, t0)
+        samples = record_samples(sampler, self.descriptor) if self.settings.people else {}
+        yield TrackSamples(samples, replace(progress_now, seconds=time.perf_counter() - t0))
 
     @staticmethod
     def _completeness(
@@ -372,9 +419,9 @@ class Pipeline:
         dets = self.detector.refine(frame.image, boxes) if len(boxes) else Detections.empty()
         return tracker.update(dets, frame.timestamp_ms)
 
-    def _emit(self, sink: ObservationSink, pending: list[_Analysed], progress: RunProgress, tracker: FaceTracker,
-              smoother: EmaSmoother, sampler: TrackSampler, last_full: float, t0: float) -> None:  # fmt: skip
-        """Classify a batch of frames' faces in one pass and queue the rows with the state to resume from."""
+    def _batch(self, pending: list[_Analysed], progress: RunProgress, tracker: FaceTracker, smoother: EmaSmoother,
+               sampler: TrackSampler, last_full: float, t0: float) -> AnalysisBatch:  # fmt: skip
+        """Classify a batch of frames' faces in one pass; the rows come with the state to resume from."""
         crops = [p.crops for p in pending if p.crops is not None]
         dets = Detections.concat([p.detections for p in pending])
         expr = self.model.predict_crops(np.concatenate(crops), batch_size=32) if crops else None
@@ -387,7 +434,7 @@ class Pipeline:
         rows = Observations(frame_idx, ts, dets, expr, signals) if expr is not None else Observations.empty()
         state = dict(tracker.state_dict(), smoother=smoother.state_dict(), people=sampler.state_dict(),
                      last_full_ms=last_full if math.isfinite(last_full) else None)  # fmt: skip
-        sink.append(rows, replace(progress, seconds=time.perf_counter() - t0, tracker_state=state))
+        return AnalysisBatch(rows, replace(progress, seconds=time.perf_counter() - t0, tracker_state=state))
 
     def _result(self, clip: dict, run: RunRow, resumed: bool = False, reused: bool = False) -> RunResult:
         return RunResult(

@@ -345,3 +345,21 @@ class Observations:
             ),
             FaceSignals.concat([p.signals for p in parts]) if all(with_signals) else None,
         )
+
+
+@dataclass(frozen=True)
+class AnalysisBatch:
+    """What analysing a clip hands the writer, batch by batch: observations and the progress they bring the run
+    to (committed together, so a killed run resumes exactly after them)."""
+
+    rows: Observations
+    progress: RunProgress
+
+
+@dataclass(frozen=True)
+class TrackSamples:
+    """What analysing a clip hands the writer at its end, for linking tracks into people: per track, its first and
+    last box and its face descriptor (or None); and the final progress (frames, last timestamp)."""
+
+    samples: dict
+    progress: RunProgress
