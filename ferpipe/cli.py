@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -22,7 +23,7 @@ from . import CAVEAT
 from .config import default_db_path, max_upload_mb
 from .console import err, flag, out, progress_bar, typer_app
 from .errors import FerpipeError
-from .ingest import parse_tags
+from .ingest import parse_tags, printable
 
 USER_ERRORS = (FerpipeError, ValueError, OSError)
 
@@ -68,7 +69,17 @@ def _stop_on_sigterm() -> None:
 @app.command()
 def process(
     sources: list[str] = typer.Argument(
-        ..., metavar="SOURCE...", help="Video or image files, folders of them, or http(s) URLs."
+        None, metavar="SOURCE...", help="Video or image files, folders of them, or http(s) URLs."
+    ),
+    manifest: Path | None = typer.Option(
+        None,
+        "--manifest",
+        help="Study CSV: source; title, respondent, stimulus, offset_s; others are tags.",
+        metavar="FILE",
+    ),
+    workers: int = typer.Option(1, "--workers", help="Analysing processes on this machine.", metavar="N"),
+    ray: str | None = typer.Option(
+        None, "--ray", help="Analyse on a Ray cluster: its address (host:port), or 'local'.", metavar="ADDRESS"
     ),
     db: Path | None = DB_OPT,
     sample_fps: float = typer.Option(
@@ -98,17 +109,33 @@ def process(
     reprocess: bool = flag("--reprocess", "Analyse again even if an equal run is done."),
     as_json: bool = flag("--json", "One JSON object per source on stdout."),
 ) -> None:
-    """Analyse videos and photos into per-face expression timelines in the database."""
-    from .ingest import expand_sources
+    """Analyse videos and photos into per-face expression timelines in the database.
+
+    Finished clips are skipped and interrupted ones resumed, so a study can be run again after a crash."""
     from .pipeline import Pipeline, Settings
     from .registry import default_expression_model
     from .store import Store
+    from .study import StudyResult, items_from_sources, read_manifest, run_study
 
     _stop_on_sigterm()
     tags = parse_tags(tag)
-    items = expand_sources(sources)
-    if title and len(items) > 1:
-        raise ValueError(f"--title names one clip, but {len(items)} sources were given; titles come from file names")
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    if manifest is not None:
+        if sources:
+            raise ValueError("give sources or --manifest, not both")
+        if title:
+            raise ValueError("--title names one clip; a manifest has a title column")
+        items, bad = read_manifest(manifest)
+        items = [replace(i, tags={**tags, **i.tags}) for i in items]
+    elif sources:
+        items, bad = items_from_sources(sources, title, tags), []
+        if title and len(items) > 1:
+            raise ValueError(
+                f"--title names one clip, but {len(items)} sources were given; titles come from file names"
+            )
+    else:
+        raise ValueError("give one or more sources (files, folders, URLs) or --manifest FILE")
     settings = Settings(
         sample_fps=None if every_frame else sample_fps,
         model=model or default_expression_model(),
@@ -119,39 +146,67 @@ def process(
         smooth_ms=smooth_ms,
     )
     pipeline = Pipeline(Store(_db(db)), settings)
-    failures = 0
-    for source in items:
-        try:
-            with progress_bar() as bar:
-                tasks: dict[str, int] = {}
+    results: list[StudyResult] = []
 
-                def progress(
-                    stage: str, done: int, total: int | None, tasks: dict = tasks, source: str = source
-                ) -> None:
-                    if stage not in tasks:
-                        label = "download" if stage == "download" else f"analyse {Path(source).name[:30]}"
-                        unit = "bytes" if stage == "download" else "frames"
-                        tasks[stage] = bar.add_task(label, total=total, unit=unit)
-                    bar.update(tasks[stage], completed=done, total=total)
-
-                result = pipeline.process(source, title=title, tags=tags, progress=progress, reprocess=reprocess)
-        except USER_ERRORS as exc:
-            failures += 1
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-            if as_json:
-                print(json.dumps({"source": source, "error": str(exc)}), flush=True)
-            continue
-        if result.status == "truncated":
-            failures += 1
-            err.print(f"[red]error:[/red] {result.message}", highlight=False, soft_wrap=True)
+    def show(r: StudyResult) -> None:
+        results.append(r)
         if as_json:
-            print(json.dumps({"source": source, **result.__dict__}), flush=True)
-        elif result.status != "truncated":
-            out.print(
-                f"{result.message} [dim](clip {result.clip_id}, run {result.run_id}, {result.seconds:.1f}s)[/dim]"
-            )
-    if failures:
+            print(json.dumps(r.to_json()), flush=True)
+        if r.error is not None:
+            where = "" if Path(r.source).name in r.error else f"{printable(r.source)}: "
+            err.print(f"[red]error:[/red] {where}{r.error}", highlight=False, soft_wrap=True)
+        elif r.result.status == "truncated":
+            err.print(f"[red]error:[/red] {r.result.message}", highlight=False, soft_wrap=True)
+        elif not as_json:
+            res = r.result
+            out.print(f"{res.message} [dim](clip {res.clip_id}, run {res.run_id}, {res.seconds:.1f}s)[/dim]",
+                      highlight=False)  # fmt: skip
+
+    for r in bad:
+        show(r)
+    with progress_bar() as bar:
+        study = bar.add_task("study", total=len(items), unit="sources") if len(items) > 1 else None
+        clips: dict[str, int] = {}
+
+        def progress(finished: int, total: int, source: str, frames: int, expected: int) -> None:
+            if study is not None:
+                bar.update(study, completed=finished, total=total)
+            if expected:
+                if source not in clips:
+                    clips[source] = bar.add_task(f"analyse {source[:30]}", total=expected, unit="frames")
+                bar.update(clips[source], completed=frames, total=expected)
+
+        downloads: dict[str, int] = {}
+
+        def download(stage: str, done: int, total: int | None) -> None:
+            if stage not in downloads:
+                downloads[stage] = bar.add_task("download", total=total, unit="bytes")
+            bar.update(downloads[stage], completed=done, total=total)
+
+        run_study(pipeline, items, workers=workers, ray=ray, reprocess=reprocess, progress=progress,
+                  on_result=show, download=download)  # fmt: skip
+    if len(results) > 1 and not as_json:
+        out.print(_study_table(results))
+    if any(r.error is not None or r.result.status == "truncated" for r in results):
         raise typer.Exit(1)
+
+
+def _study_table(results: list) -> Table:
+    """The summary at the end of a study: one row per source."""
+    table = Table("row", "source", "clip", "status", "people", "observations", "seconds", title="Study summary")
+    for r in sorted(results, key=lambda r: r.row):
+        res = r.result
+        if res is None:
+            why = r.error if len(r.error) <= 40 else r.error[:39] + "…"
+            table.add_row(str(r.row), printable(Path(r.source).name or r.source)[:40], "", f"[red]error[/red] ({why})",
+                          "", "", "")  # fmt: skip
+            continue
+        status = "reused" if res.reused else ("resumed" if res.resumed else res.status)
+        table.add_row(str(r.row), printable(res.title)[:40], res.clip_id, status, str(res.people),
+                      f"{res.observations:,}", f"{res.seconds:.1f}")  # fmt: skip
+    done = sum(1 for r in results if r.result is not None and r.result.status == "done")
+    table.caption = f"{done} of {len(results)} sources done"
+    return table
 
 
 @app.command()

@@ -215,7 +215,7 @@ class Pipeline:
 
     def __init__(
         self,
-        store: Store,
+        store: Store | None,
         settings: Settings | None = None,
         detector: FaceDetector | None = None,
         model: ExpressionModel | None = None,
@@ -225,7 +225,8 @@ class Pipeline:
         self.spec = get_spec(self.settings.model, task="expression")  # unknown model: fail before any work
         if model is not None:
             self.spec = model.spec  # what the run's numbers come from
-        self.store.migrate()
+        if store is not None:  # None: an analysing worker, which never touches the database
+            store.migrate()
         self._detector = detector
         self._model = model
         self._mesh: FaceMesh | None = None
@@ -259,6 +260,11 @@ class Pipeline:
         if self._model is None:
             self._model = ExpressionModel.from_name(self.settings.model)
         return self._model
+
+    def load(self) -> Pipeline:
+        """Load every model the settings use now (a broken one fails here, before any work)."""
+        _ = self.model, self.detector, self.mesh, self.descriptor
+        return self
 
     def ingest(self, source: str, title: str | None = None, tags: dict[str, str] | None = None,
                progress: Progress | None = None) -> Ingested:  # fmt: skip
@@ -315,7 +321,7 @@ class Pipeline:
         """The run to write a clip's analysis into (see Store.start_run); the models load first, so a broken one
         fails before any run is recorded."""
         total = expected_samples(clip["duration_s"] or 0.0, int(clip["frame_count"] or 0), self.settings.sample_fps)
-        _ = self.model, self.detector, self.mesh, self.descriptor
+        self.load()
         return self.store.start_run(clip["clip_id"], self.settings.model, self.detector.name, self.run_key(), total,
                                     reprocess)  # fmt: skip
 
@@ -330,18 +336,18 @@ class Pipeline:
               progress: Progress | None = None) -> RunResult:  # fmt: skip
         """The single writer: commit a clip's batches into its run (about every 2 s), link its people and close
         the run as done or truncated. The batches may come from this process or from a worker."""
-        resumed = run.frames_done > 0
-        final = run.progress
-        with ObservationSink(self.store, run.run_id, batch_seconds=self.commit_seconds) as sink:
+        writer = RunWriter(self, clip, run)
+        try:
             for item in batches:
-                if isinstance(item, AnalysisBatch):
-                    sink.append(item.rows, item.progress)
-                    final = item.progress
-                else:
-                    final = item.progress
-                    sink.flush()
-                    if self.settings.people:
-                        self.store.set_track_samples(run.run_id, item.samples)
+                writer.add(item)
+        except BaseException as exc:
+            writer.fail(exc)
+            raise
+        return writer.close(progress)
+
+    def finish(self, clip: dict, run: RunRow, final: RunProgress, progress: Progress | None = None) -> RunResult:
+        """Close a run whose batches are all committed: link its people, then mark it done or truncated."""
+        resumed = run.frames_done > 0
         if self.settings.people:
             people = relink(self.store, run.run_id, clip["clip_id"])
             log.info("linked %d tracks into %d people", len(people), len(set(people.values())))
@@ -443,3 +449,29 @@ class Pipeline:
             seconds=round(run.seconds, 3), resumed=resumed, reused=reused, error=run.error,
             people=self.store.people(run.run_id).height,
         )  # fmt: skip
+
+
+class RunWriter:
+    """Commits one clip's batches into its run as they come (from this process, a worker process or a Ray actor),
+    then closes the run. On failure the rows since the last commit are dropped and the run is marked."""
+
+    def __init__(self, pipeline: Pipeline, clip: dict, run: RunRow) -> None:
+        self.pipeline, self.clip, self.run = pipeline, clip, run
+        self.sink = ObservationSink(pipeline.store, run.run_id, batch_seconds=pipeline.commit_seconds)
+        self.final = run.progress
+
+    def add(self, item: AnalysisBatch | TrackSamples) -> None:
+        if isinstance(item, AnalysisBatch):
+            self.sink.append(item.rows, item.progress)
+        else:
+            self.sink.flush()
+            if self.pipeline.settings.people:
+                self.pipeline.store.set_track_samples(self.run.run_id, item.samples)
+        self.final = item.progress
+
+    def close(self, progress: Progress | None = None) -> RunResult:
+        self.sink.__exit__(None, None, None)
+        return self.pipeline.finish(self.clip, self.run, self.final, progress)
+
+    def fail(self, exc: BaseException) -> None:
+        self.sink.__exit__(type(exc), exc, None)
