@@ -24,7 +24,9 @@ function row(text) {
 function send(file) {
   const meta = cfg.per_file[file.name] || {};
   const params = new URLSearchParams({name: file.name, title: meta.title || cfg.title || "",
-                                      tags: meta.tags || cfg.tags || "", settings: JSON.stringify(cfg.settings)});
+                                      tags: meta.tags || cfg.tags || "", settings: JSON.stringify(cfg.settings),
+                                      respondent: meta.respondent || "", stimulus: meta.stimulus || "",
+                                      offset_s: meta.offset_s || 0, tags_json: meta.tags_json || ""});
   const r = row(file.name + ": uploading…");
   return new Promise((resolve) => {
     const xhr = new XMLHttpRequest();

@@ -27,7 +27,8 @@ from .config import media_dir
 class JobSpec:
     """What a job does: one source into one database, with the pipeline's settings (as a dict of
     ``Settings`` fields) and the clip's title and tags. ``delete_source``: the source is an upload,
-    removed once it is in the library (or refused)."""
+    removed once it is in the library (or refused). ``respondent``, ``stimulus``, ``offset_s``: as in a
+    study manifest (ferpipe.study)."""
 
     db: str
     source: str
@@ -35,6 +36,9 @@ class JobSpec:
     title: str | None = None
     tags: dict = field(default_factory=dict)
     delete_source: bool = False
+    respondent: str | None = None
+    stimulus: str | None = None
+    offset_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -102,8 +106,10 @@ def jobs_dir(db_path: str | os.PathLike) -> Path:
 
 
 def start(db_path: str | os.PathLike, source: str, settings, *, title: str | None = None,
-          tags: dict[str, str] | None = None, delete_source: bool = False) -> Job:  # fmt: skip
-    """Launch one source in the background with the given pipeline ``Settings``."""
+          tags: dict[str, str] | None = None, delete_source: bool = False, respondent: str | None = None,
+          stimulus: str | None = None, offset_s: float = 0.0) -> Job:  # fmt: skip
+    """Launch one source in the background with the given pipeline ``Settings`` (and, as in a study manifest, the
+    respondent it records and the stimulus it was watching)."""
     from .pipeline import Settings
 
     if not isinstance(settings, Settings):
@@ -111,7 +117,8 @@ def start(db_path: str | os.PathLike, source: str, settings, *, title: str | Non
     job_id = uuid.uuid4().hex[:12]
     folder = jobs_dir(db_path) / job_id
     folder.mkdir()
-    spec = JobSpec(str(db_path), str(source), asdict(settings), title, dict(tags or {}), delete_source)
+    spec = JobSpec(str(db_path), str(source), asdict(settings), title, dict(tags or {}), delete_source, respondent,
+                   stimulus, float(offset_s))  # fmt: skip
     (folder / "job.json").write_text(json.dumps(asdict(spec)))
     with open(folder / "job.log", "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "ferpipe.jobs", str(folder)], stdout=log, stderr=subprocess.STDOUT,
@@ -161,6 +168,7 @@ def run_job(folder: Path) -> JobResult:
     from .errors import FerpipeError
     from .pipeline import Pipeline, Settings
     from .store import Store
+    from .study import StudyItem, link_stimulus, name_respondent
 
     spec = JobSpec(**json.loads((folder / "job.json").read_text()))
     title = spec.title or Path(spec.source).name
@@ -176,7 +184,10 @@ def run_job(folder: Path) -> JobResult:
         finally:
             if spec.delete_source:  # the library has its own copy now, or the upload was refused
                 Path(spec.source).unlink(missing_ok=True)
+        study = StudyItem(spec.source, spec.title, spec.respondent, spec.stimulus, spec.offset_s, spec.tags)
+        link_stimulus(pipeline, item.sha256[:12], study)
         res = pipeline.analyse(item.sha256[:12])
+        name_respondent(pipeline, spec.respondent, res)
         result = JobResult(res.status, res.title, res.clip_id, res.run_id, res.faces, res.observations,
                            res.frames_analyzed, res.error, res.people)  # fmt: skip
     except KeyboardInterrupt:

@@ -1041,6 +1041,7 @@ class ObservationSink:
         if self._progress is None:
             return
         self.store.commit_batch(self.run_id, Observations.concat(self._parts), self._progress)
+        log.info("run %d: committed %d rows up to frame %d", self.run_id, self._rows, self._progress.frames_done)
         self._parts, self._rows, self._progress = [], 0, None
         self._last_commit = time.monotonic()
         self.commits += 1

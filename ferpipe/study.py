@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import logging
+import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -67,34 +69,48 @@ class StudyResult:
 
 def read_manifest(path: str | os.PathLike) -> tuple[list[StudyItem], list[StudyResult]]:
     """Rows of a study manifest (CSV): ``source`` required; optional title, respondent, stimulus, offset_s; any other
-    column is a tag named by its header. Returns the good rows and one error per bad row (the rest go on)."""
+    column is a tag named by its header. Paths are relative to the manifest. Returns the good rows and one error per
+    bad row (the rest go on)."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{printable(str(p))}: no such manifest")
     try:
-        with open(p, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.DictReader(fh))
-    except (UnicodeDecodeError, csv.Error) as exc:
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
         raise InputError(f"{p.name}: not a readable CSV manifest ({exc})") from None
-    if not rows or "source" not in (rows[0].keys() if rows else []):
-        raise InputError(f"{p.name}: a manifest needs a 'source' column (and one row per source)")
+    return parse_manifest(text, p.parent, p.name)
+
+
+def parse_manifest(
+    text: str, base: Path | None = None, name: str = "manifest"
+) -> tuple[list[StudyItem], list[StudyResult]]:
+    """``read_manifest`` on CSV text. ``base`` resolves relative paths; without it sources stay as written (the
+    dashboard matches them to uploaded file names)."""
+    try:
+        rows = list(csv.DictReader(io.StringIO(text.lstrip("\ufeff"))))
+    except csv.Error as exc:
+        raise InputError(f"{name}: not a readable CSV manifest ({exc})") from None
+    if not rows or "source" not in rows[0]:
+        raise InputError(f"{name}: a manifest needs a 'source' column (and one row per source)")
     items, bad = [], []
     for n, row in enumerate(rows, start=1):  # row 1 is the first row under the header
-        row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k}
+        row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k and isinstance(v, str | None)}
         source = row.get("source", "")
         try:
             if not source:
                 raise ValueError("empty source")
             offset = float(row["offset_s"]) if row.get("offset_s") else 0.0
+            if not math.isfinite(offset):
+                raise ValueError(f"offset_s must be a finite number of seconds, got {row['offset_s']!r}")
             tags = {k: v for k, v in row.items() if k not in MANIFEST_COLUMNS and v}
             if row.get("respondent"):
                 tags["respondent"] = row["respondent"]
-            base = p.parent
-            if not is_url(source) and not Path(source).is_absolute():
-                source = str(base / source)  # paths are relative to the manifest
             stimulus = row.get("stimulus") or None
-            if stimulus and not is_url(stimulus) and (base / stimulus).exists():
-                stimulus = str(base / stimulus)
+            if base is not None:
+                if not is_url(source) and not Path(source).is_absolute():
+                    source = str(base / source)
+                if stimulus and not is_url(stimulus) and (base / stimulus).exists():
+                    stimulus = str(base / stimulus)
             items.append(StudyItem(source, row.get("title") or None, row.get("respondent") or None, stimulus, offset,
                                    tags, n))  # fmt: skip
         except ValueError as exc:
@@ -120,8 +136,7 @@ def _prepare(pipeline: Pipeline, item: StudyItem, reprocess: bool, download: Pro
     try:
         ingested = pipeline.ingest(item.source, item.title, item.tags, download)
         clip_id = ingested.sha256[:12]
-        if item.stimulus:
-            pipeline.store.set_stimulus(clip_id, _stimulus_clip(pipeline, item.stimulus), item.offset_s)
+        link_stimulus(pipeline, clip_id, item)
         clip = pipeline.store.clip(clip_id)
         run = pipeline.start(clip, reprocess)
     except USER_ERRORS as exc:
@@ -129,6 +144,12 @@ def _prepare(pipeline: Pipeline, item: StudyItem, reprocess: bool, download: Pro
     if run.finished:
         return None, StudyResult(item.source, item.row, pipeline._result(clip, run, reused=True))
     return _Task(item, clip, run), None
+
+
+def link_stimulus(pipeline: Pipeline, clip_id: str, item: StudyItem) -> None:
+    """Link a clip to the stimulus its row names (with its offset), if any."""
+    if item.stimulus:
+        pipeline.store.set_stimulus(clip_id, _stimulus_clip(pipeline, item.stimulus), item.offset_s)
 
 
 def _stimulus_clip(pipeline: Pipeline, ref: str) -> str:
@@ -146,9 +167,9 @@ def _stimulus_clip(pipeline: Pipeline, ref: str) -> str:
     return pipeline.ingest(ref).sha256[:12]  # a file or URL: into the library as a clip of its own
 
 
-def _name_respondent(pipeline: Pipeline, task: _Task, result: RunResult) -> None:
+def name_respondent(pipeline: Pipeline, respondent: str | None, result: RunResult) -> None:
     """A webcam recording of one respondent: their id names the person seen most."""
-    if not task.item.respondent or not result.faces:
+    if not respondent or not result.faces:
         return
     from .people import relink
 
@@ -157,9 +178,9 @@ def _name_respondent(pipeline: Pipeline, task: _Task, result: RunResult) -> None
     if not people.height:
         return
     person = int(people["person_id"][0])
-    if people["person"][0] != task.item.respondent:
-        store.add_edit(task.clip["clip_id"], "name", store.anchor(result.run_id, person), label=task.item.respondent)
-        relink(store, result.run_id, task.clip["clip_id"])
+    if people["person"][0] != respondent:
+        store.add_edit(result.clip_id, "name", store.anchor(result.run_id, person), label=respondent)
+        relink(store, result.run_id, result.clip_id)
 
 
 def run_study(pipeline: Pipeline, items: list[StudyItem], workers: int = 1, ray: str | None = None,
@@ -202,7 +223,7 @@ def run_study(pipeline: Pipeline, items: list[StudyItem], workers: int = 1, ray:
             runner = _sequential_run
         for task, result, error in runner(pipeline, tasks, workers, ray, report):
             if result is not None:
-                _name_respondent(pipeline, task, result)
+                name_respondent(pipeline, task.item.respondent, result)
             done(StudyResult(task.item.source, task.item.row, result, error))
     except BaseException as exc:  # Ctrl-C or a crash: runs not begun yet are left resumable, not "running"
         for task in tasks:
@@ -337,6 +358,7 @@ def _analyser_class(ray):
         def pid(self) -> int:
             return os.getpid()
 
+        @ray.method(_generator_backpressure_num_objects=2)  # at most 2 batches wait for the writer: bounded memory
         def analyse(self, clip: dict, run: RunRow, size: int, media: list):
             import tempfile
 
@@ -368,7 +390,7 @@ def _ray_run(pipeline: Pipeline, tasks: list[_Task], workers: int, address: str,
     started_here = not ray.is_initialized()
     if started_here:
         local = address == "local"
-        ray.init(address=None if local else address, num_cpus=workers if local else None, include_dashboard=False,
+        ray.init(address=address, num_cpus=workers if local else None, include_dashboard=False,
                  log_to_driver=False, configure_logging=False)  # fmt: skip
     slots = max(1, min(int(ray.cluster_resources().get("CPU", workers)), len(tasks)))
     if address == "local":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 import uuid
@@ -82,8 +83,31 @@ async def receive(chunks: AsyncIterator[bytes], name: str, db_path: str | os.Pat
     return Received(path, clean_title(name), size)
 
 
+def _tags_json(text: str | None) -> dict[str, str]:
+    """Per-file tags from a study metadata row, as a JSON object of strings."""
+    if not text:
+        return {}
+    tags = json.loads(text)
+    if not isinstance(tags, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+        raise ValueError("tags_json must be a JSON object of strings")
+    return tags
+
+
+def per_file_metadata(items: list) -> dict[str, dict]:
+    """Study metadata rows (ferpipe.study.StudyItem) keyed by the file name they describe, as the uploader sends them
+    with each matching file: title, respondent, stimulus, offset_s, and the other columns as tags."""
+    out = {}
+    for item in items:
+        tags = {k: v for k, v in item.tags.items() if k != "respondent"}
+        out[Path(item.source).name] = {"title": item.title or "", "respondent": item.respondent or "",
+                                       "stimulus": item.stimulus or "", "offset_s": item.offset_s,
+                                       "tags_json": json.dumps(tags)}  # fmt: skip
+    return out
+
+
 def routes(db_path_fn) -> list:
     """Starlette routes: POST /ferpipe/upload?name=&title=&tags=&settings= (JSON of pipeline Settings fields)
+    [&respondent=&stimulus=&offset_s=]
     starts a background job for the uploaded file and answers {"job_id", "title"} or {"error"}."""
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -93,6 +117,9 @@ def routes(db_path_fn) -> list:
     from .ingest import parse_tags
     from .pipeline import Settings
 
+    def optional(text: str | None) -> str | None:
+        return (text or "").strip()[:MAX_TITLE] or None
+
     async def upload(request: Request) -> JSONResponse:
         if not secrets.compare_digest(request.headers.get("x-ferpipe-token", ""), upload_token()):
             return JSONResponse({"error": "not allowed"}, status_code=403)
@@ -100,11 +127,19 @@ def routes(db_path_fn) -> list:
         try:
             settings = Settings(**json.loads(q.get("settings") or "{}"))
             tags = parse_tags(q.get("tags", ""))
+            tags.update(_tags_json(q.get("tags_json")))
+            respondent = optional(q.get("respondent"))
+            offset = float(q.get("offset_s") or 0.0)
+            if not math.isfinite(offset):
+                raise ValueError(f"offset_s must be a finite number, got {q.get('offset_s')!r}")
+            if respondent:
+                tags["respondent"] = respondent
             got = await receive(request.stream(), q.get("name", ""), db_path_fn())
         except (InputError, ValueError, TypeError) as exc:
             return JSONResponse({"error": str(exc).splitlines()[0]}, status_code=400)
         title = (q.get("title") or "").strip()[:MAX_TITLE] or got.title
-        job = jobs.start(db_path_fn(), str(got.path), settings, title=title, tags=tags, delete_source=True)
+        job = jobs.start(db_path_fn(), str(got.path), settings, title=title, tags=tags, delete_source=True,
+                         respondent=respondent, stimulus=optional(q.get("stimulus")), offset_s=offset)  # fmt: skip
         log.info("upload %s (%d bytes) -> job %s", title, got.size, job.job_id)
         return JSONResponse({"job_id": job.job_id, "title": title, "bytes": got.size})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -17,6 +18,10 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_FER = REPO.parent / "shared" / "datasets" / "fer2013" / "fer2013.parquet"
 SHARED_FERPLUS = REPO.parent / "shared" / "datasets" / "ferplus" / "ferplus.parquet"
 SHARED_MODELS = REPO.parent / "shared" / "models"
+# Ray reads its authentication settings when first imported: the test Ray heads and the drivers share a token through
+# the environment (token authentication on, nothing written to ~/.ray)
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 if SHARED_MODELS.is_dir():  # the Face Landmarker's offline copy, loaded through the registry's mirror path
     os.environ.setdefault("FERPIPE_MODEL_MIRROR", str(SHARED_MODELS))
 

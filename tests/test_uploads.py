@@ -1,6 +1,7 @@
 """Streamed uploads: straight to disk, within the limit, under ferpipe's own names, behind the dashboard's token."""
 
 import asyncio
+import json
 
 import pytest
 
@@ -39,3 +40,17 @@ def test_titles_from_file_names():
     assert clean_title("Panel 3 – session A.mov") == "Panel 3 – session A"
     assert clean_title("\x00\x1b[31m.mp4") == "[31m"
     assert clean_title(".mp4") == "upload"
+
+
+def test_study_metadata_rows_travel_with_the_file_of_that_name():
+    from ferpipe.study import parse_manifest
+    from ferpipe.uploads import per_file_metadata
+
+    items, bad = parse_manifest("source,title,respondent,stimulus,offset_s,wave\nclips/a.mp4,A,r1,Ad,2.5,1\n,,,,,\n")
+    meta = per_file_metadata(items)
+    assert list(meta) == ["a.mp4"]
+    assert (
+        meta["a.mp4"]["respondent"] == "r1" and meta["a.mp4"]["stimulus"] == "Ad" and meta["a.mp4"]["offset_s"] == 2.5
+    )
+    assert json.loads(meta["a.mp4"]["tags_json"]) == {"wave": "1"}
+    assert [b.row for b in bad] == [2]

@@ -37,12 +37,18 @@ def test_upload_process_view_and_download_report(tmp_path, samples):
         page.get_by_placeholder("group=A, stimulus=ad_3").fill("group=A")
         page.get_by_placeholder("group=A, stimulus=ad_3").press("Enter")
         page.wait_for_timeout(1500)  # the uploader is re-made with the tags
+        # study metadata for the files about to be uploaded, matched by file name
+        meta = tmp_path / "study.csv"
+        meta.write_text("source,title,respondent,segment\npanel.mp4,Panel one,r07,young\nother.mp4,,r08,old\n")
+        page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(meta))
+        expect(page.get_by_text("2 metadata rows read")).to_be_visible(timeout=30000)
+        page.wait_for_timeout(1500)
         uploader = page.frame_locator("iframe").first
         uploader.locator("input[type=file]").set_input_files(str(clip))
         uploader.get_by_role("button", name="Upload and process").click()
         expect(uploader.get_by_text("uploaded, processing")).to_be_visible(timeout=60000)
         # the progress panel refreshes every 2 s and reports the finished job
-        expect(page.get_by_text("1 person (1 face track)")).to_be_visible(timeout=180000)
+        expect(page.get_by_text("Panel one: 1 person (1 face track)")).to_be_visible(timeout=180000)
         page.screenshot(path=str(ARTIFACTS / "e2e_library.png"))
 
         page.get_by_role("link", name="Clip view").click()
@@ -61,6 +67,14 @@ def test_upload_process_view_and_download_report(tmp_path, samples):
         report = ARTIFACTS / "e2e_report.html"
         info.value.save_as(str(report))
         browser.close()
+    from ferpipe.store import Store
+
+    store = Store(db)
+    clip_id = store.clips()["clip_id"][0]
+    tags = store.tags().filter(clip_id=clip_id)
+    assert dict(zip(tags["key"], tags["value"], strict=True)) == {"group": "A", "respondent": "r07", "segment": "young"}
+    run_id = store.query("SELECT run_id FROM runs WHERE clip_id = ?", [clip_id])["run_id"][0]
+    assert store.people(run_id)["person"].to_list() == ["r07"]
     text = report.read_text()
     assert "<html" in text and "Plotly" in text and "panel" in text
     assert "not what people feel" in text

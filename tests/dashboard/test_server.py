@@ -20,8 +20,9 @@ def _shot():
     return mod
 
 
-def _post(url, body, token, name="clip.mp4", stream=False):
-    q = urllib.parse.urlencode({"name": name, "settings": json.dumps({"model": "mini-xception", "sample_fps": 5.0})})
+def _post(url, body, token, name="clip.mp4", stream=False, extra=None):
+    q = urllib.parse.urlencode({"name": name, "settings": json.dumps({"model": "mini-xception", "sample_fps": 5.0}),
+                                **(extra or {})})  # fmt: skip
     data = body
     if stream:  # a generator: sent chunked, like a browser streaming a File
         data = (body[i : i + (1 << 20)] for i in range(0, len(body), 1 << 20))
@@ -53,6 +54,8 @@ def test_upload_route_checks_token_type_size_and_stays_small(tmp_path, samples):
         assert _post(url, b"x", None)[0] == 403  # another site cannot post without the page's token
         code, body = _post(url, b"hello", token, name="notes.txt")
         assert code == 400 and "not a video or image" in body["error"]
+        code, body = _post(url, b"x", token, extra={"tags_json": "[1, 2]"})
+        assert code == 400 and "tags_json must be a JSON object of strings" in body["error"]
         # a real clip: accepted, processed in the background, and its upload removed once in the library
         code, body = _post(url, Path(samples["single_face.mp4"]).read_bytes(), token, name="é" * 200 + ".mp4")
         assert code == 200 and len(body["title"]) == 200
