@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -107,11 +108,17 @@ def process(
         0.0, "--smooth-ms", help="Per-face exponential smoothing time constant (0: raw).", metavar="MS"
     ),
     reprocess: bool = flag("--reprocess", "Analyse again even if an equal run is done."),
+    live: bool = flag(
+        "--live",
+        "A live stream (HLS .m3u8; rtsp:// and webcam:N are always live): analysed as it "
+        "plays, until it ends or Ctrl-C.",
+    ),
     as_json: bool = flag("--json", "One JSON object per source on stdout."),
 ) -> None:
     """Analyse videos and photos into per-face expression timelines in the database.
 
     Finished clips are skipped and interrupted ones resumed, so a study can be run again after a crash."""
+    from .live import is_live
     from .pipeline import Pipeline, Settings
     from .registry import default_expression_model
     from .store import Store
@@ -146,6 +153,12 @@ def process(
         smooth_ms=smooth_ms,
     )
     pipeline = Pipeline(Store(_db(db)), settings)
+    if live or any(is_live(s) for s in sources or []):
+        if manifest is not None or workers != 1 or ray is not None or len(sources or []) != 1:
+            raise ValueError("--live takes one source (an .m3u8 or rtsp:// URL, or webcam:N), without --manifest, "
+                             "--workers or --ray")  # fmt: skip
+        _process_live(pipeline, sources[0], title, tags, as_json)
+        return
     results: list[StudyResult] = []
 
     def show(r: StudyResult) -> None:
@@ -189,6 +202,36 @@ def process(
         out.print(_study_table(results))
     if any(r.error is not None or r.result.status == "truncated" for r in results):
         raise typer.Exit(1)
+
+
+def _process_live(pipeline, source: str, title: str | None, tags: dict, as_json: bool) -> None:
+    """``process --live``: a status line while the stream plays; Ctrl-C or SIGTERM end it cleanly (the run is
+    finished, the recording kept)."""
+    started = time.monotonic()
+    with progress_bar() as bar:
+        task = bar.add_task(f"live {printable(source)[:40]}", total=None, unit="")
+
+        def on_start(capture, clip: dict) -> None:
+            def stop(signum: int, frame: object) -> None:
+                capture.stop("stopped (Ctrl-C)" if signum == signal.SIGINT else "stopped")
+
+            signal.signal(signal.SIGINT, stop)
+            signal.signal(signal.SIGTERM, stop)
+            err.print(f"live: clip {clip['clip_id']}, recording to {clip['path']}; Ctrl-C ends it", highlight=False)
+
+        def on_batch(capture, progress) -> None:
+            st = capture.stats
+            bar.update(task, completed=progress.frames_done, description=(
+                f"live {printable(source)[:30]}: {progress.frames_done:,} frames analysed, {st.dropped:,} dropped, "
+                f"at {progress.last_timestamp_ms / 1000:.0f} s of stream"))  # fmt: skip
+
+        result = pipeline.live(source, title=title, tags=tags, on_start=on_start, on_batch=on_batch)
+    took = time.monotonic() - started
+    if as_json:
+        print(json.dumps({"source": source, **result.__dict__}), flush=True)
+    else:
+        out.print(f"{result.message} [dim](clip {result.clip_id}, run {result.run_id}, live for {took:.0f}s)[/dim]",
+                  highlight=False)  # fmt: skip
 
 
 def _study_table(results: list) -> Table:

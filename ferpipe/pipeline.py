@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import queue
@@ -9,14 +10,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .config import media_dir
 from .detect import FaceDetector, check_detector, create_detector
+from .errors import InputError
 from .expression import ExpressionModel, circumplex
-from .frames import expected_samples, iter_frames
-from .ingest import DownloadProgress, Ingested, ingest
+from .frames import expected_samples, iter_frames, probe
+from .ingest import DownloadProgress, Ingested, ingest, printable
 from .people import FaceDescriptor, TrackSampler, record_samples, relink
 from .registry import default_expression_model, get_spec
 from .signals import AttentionCone, FaceMesh
@@ -34,6 +37,9 @@ from .types import (
     RunRow,
     TrackSamples,
 )
+
+if TYPE_CHECKING:
+    from .live import LiveCapture
 
 log = logging.getLogger(__name__)
 
@@ -317,6 +323,54 @@ class Pipeline:
 
         return self.write(clip, run, self.batches(clip, run, on_frame), progress)
 
+    def live(self, source: str, title: str | None = None, tags: dict[str, str] | None = None,
+             on_start: Callable[[LiveCapture, dict], None] | None = None,
+             on_batch: Callable[[LiveCapture, RunProgress], None] | None = None) -> RunResult:  # fmt: skip
+        """Analyse a live source as it plays (ferpipe.live): batches of about a second, committed at least every
+        2 s; ends when the stream ends or the capture is stopped (``on_start`` gets the capture, e.g. to stop it on
+        a signal), and leaves a finished clip whose recording is in the media library."""
+        from .live import LiveCapture, parse_live
+
+        spec = parse_live(source)
+        self.load()
+        library = media_dir(self.store.path)
+        library.mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        clip_id = hashlib.sha256(f"live\0{source}\0{started}".encode()).hexdigest()
+        recording = library / f"live-{clip_id[:12]}{spec.suffix}"
+        capture = LiveCapture(spec, recording, self.settings.sample_fps).start()
+        stats = capture.stats
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(started))
+        info = {"sha256": clip_id, "path": str(recording), "source_uri": printable(source),
+                "title": f"{printable(spec.name)} (live from {stamp})", "duration_s": 0.0, "fps": stats.fps,
+                "width": stats.width, "height": stats.height, "frame_count": 0, "rotation": 0,
+                "live_t0": stats.t0_wall}  # fmt: skip
+        self.store.upsert_clip(clip_id[:12], info, {**(tags or {}), "live": "yes"}, title=title)
+        clip = self.store.clip(clip_id[:12])
+        if on_start:
+            on_start(capture, clip)
+        run = self.start(clip)
+        per_batch = max(1, round(self.settings.sample_fps or stats.fps or 5.0))  # about one second of frames
+        writer = RunWriter(self, clip, run, commit_seconds=0.9)  # with ~1 s batches: a commit every 1-2 s
+        try:
+            for item in self.batches(clip, run, frames=capture.frames(), batch_frames=per_batch):
+                writer.add(item)
+                if on_batch and isinstance(item, AnalysisBatch):
+                    on_batch(capture, item.progress)
+        except BaseException as exc:
+            capture.close()
+            writer.fail(exc)
+            raise
+        stats = capture.close()
+        log.info("live capture ended (%s): %d frames, %d analysed, %d dropped to keep up", stats.ended,
+                 stats.captured, stats.sampled - stats.dropped, stats.dropped)  # fmt: skip
+        try:
+            self.store.set_media(clip["clip_id"], probe(recording, sha256=clip_id))
+        except InputError as exc:  # nothing recorded (a stream that ended at once): the run still closes
+            log.warning("the recording of %s is not readable: %s", source, exc)
+        writer.clip = self.store.clip(clip["clip_id"])
+        return writer.close()
+
     def start(self, clip: dict, reprocess: bool = False) -> RunRow:
         """The run to write a clip's analysis into (see Store.start_run); the models load first, so a broken one
         fails before any run is recorded."""
@@ -357,10 +411,13 @@ class Pipeline:
             progress("analyse", final.frames_done, final.frames_done)
         return self._result(self.store.clip(clip["clip_id"]), closed, resumed=resumed)
 
-    def batches(self, clip: dict, run: RunRow, on_frame: Callable[[int], None] | None = None
+    def batches(self, clip: dict, run: RunRow, on_frame: Callable[[int], None] | None = None,
+                frames: Iterator[Frame] | None = None, batch_frames: int | None = None
                 ) -> Iterator[AnalysisBatch | TrackSamples]:  # fmt: skip
         """Analyse a clip (from where its run stopped) into observation batches, then its track samples: detection,
-        tracking, expressions, face mesh signals and people sampling, touching no database."""
+        tracking, expressions, face mesh signals and people sampling, touching no database. ``frames``: a live
+        source's frames instead of the clip's file; ``batch_frames``: frames per batch (default: the settings')."""
+        per_batch = batch_frames or self.settings.batch_frames
         resumed = run.frames_done > 0
         tracker = FaceTracker(lost_buffer_ms=self.settings.lost_buffer_ms)
         smoother = EmaSmoother(self.settings.smooth_ms)
@@ -378,8 +435,10 @@ class Pipeline:
         progress_now = run.progress
         pending: list[_Analysed] = []
         after = run.last_timestamp_ms if resumed else None
-        frames = iter_frames(clip["path"], self.settings.sample_fps, after_ms=after)
-        for frame in _prefetch(frames, _prefetch_depth(int(clip["width"] or 0), int(clip["height"] or 0))):
+        if frames is None:
+            frames = _prefetch(iter_frames(clip["path"], self.settings.sample_fps, after_ms=after),
+                               _prefetch_depth(int(clip["width"] or 0), int(clip["height"] or 0)))  # fmt: skip
+        for frame in frames:
             dets = self._detect(frame, tracker, last_full)
             if dets is not None:
                 last_full = frame.timestamp_ms
@@ -390,7 +449,7 @@ class Pipeline:
             sampler.update(frame.image, dets, frame.timestamp_ms, self.descriptor)
             pending.append(_Analysed(frame.index, frame.timestamp_ms, dets, crops, signals))
             progress_now = RunProgress(progress_now.frames_done + 1, frame.index, frame.timestamp_ms, 0.0)
-            if len(pending) >= self.settings.batch_frames:
+            if len(pending) >= per_batch:
                 yield self._batch(pending, progress_now, tracker, smoother, sampler, last_full, t0)
                 pending = []
             if on_frame:
@@ -455,9 +514,9 @@ class RunWriter:
     """Commits one clip's batches into its run as they come (from this process, a worker process or a Ray actor),
     then closes the run. On failure the rows since the last commit are dropped and the run is marked."""
 
-    def __init__(self, pipeline: Pipeline, clip: dict, run: RunRow) -> None:
+    def __init__(self, pipeline: Pipeline, clip: dict, run: RunRow, commit_seconds: float | None = None) -> None:
         self.pipeline, self.clip, self.run = pipeline, clip, run
-        self.sink = ObservationSink(pipeline.store, run.run_id, batch_seconds=pipeline.commit_seconds)
+        self.sink = ObservationSink(pipeline.store, run.run_id, batch_seconds=commit_seconds or pipeline.commit_seconds)
         self.final = run.progress
 
     def add(self, item: AnalysisBatch | TrackSamples) -> None:

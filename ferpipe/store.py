@@ -31,7 +31,7 @@ import polars as pl
 from .errors import FerpipeError
 from .frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from .signals import BS_COLUMNS
-from .types import EXPRESSIONS, Observations, RunProgress, RunRow
+from .types import EXPRESSIONS, Observations, RunProgress, RunRow, VideoInfo
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE face_seconds ADD COLUMN n_blinks BIGINT DEFAULT 0;
     UPDATE runs SET rolled_up = false;
+    """,
+    # 7: live clips: the wall-clock time (epoch s) of their stream time 0, for the dashboard's latency
+    """
+    ALTER TABLE clips ADD COLUMN live_t0 DOUBLE;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -943,6 +947,15 @@ class Store:
             shared = self.query("SELECT count(*) AS n FROM clips WHERE path = ?", [path])["n"][0]
             if not shared:
                 Path(path).unlink(missing_ok=True)
+
+    def set_media(self, clip_id: str, info: VideoInfo) -> None:
+        """A live clip's recording, once complete: its duration, rate, size and frame count."""
+        with self.transaction() as con:
+            con.execute(
+                """UPDATE clips SET path = ?, duration_s = ?, fps = ?, width = ?, height = ?, frame_count = ?
+                   WHERE clip_id = ?""",
+                [info.path, info.duration_s, info.fps, info.width, info.height, info.frame_count, clip_id],
+            )
 
     def set_stimulus(self, clip_id: str, stimulus_clip_id: str | None, offset_s: float = 0.0) -> None:
         if stimulus_clip_id == clip_id:

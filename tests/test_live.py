@@ -1,0 +1,159 @@
+"""Live sources: a real HLS stream made in real time by ffmpeg and served from 127.0.0.1, analysed as it plays."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ferpipe.errors import InputError
+from ferpipe.frames import probe
+from ferpipe.live import LiveCapture, LiveSource, parse_live, parse_m3u8
+from ferpipe.store import Store
+
+FFMPEG = shutil.which("ffmpeg")
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("webcam:x", "not a camera"),
+        ("ftp://example.org/a.m3u8", "not a live source"),
+        ("", "not a live source"),
+        ("http://127.0.0.1:9/x.m3u8", "private address"),
+    ],
+)
+def test_bad_live_sources_are_refused(source, message):
+    with pytest.raises(InputError, match=message):
+        parse_live(source)
+
+
+def test_rtsp_to_a_private_address_is_refused_where_it_is_opened(tmp_path):
+    src = parse_live("rtsp://127.0.0.1:8554/cam")
+    with pytest.raises(InputError, match=r"private address 127\.0\.0\.1"):
+        LiveCapture(src, tmp_path / "r.mp4").start()
+
+
+def test_capture_arguments_are_checked(tmp_path):
+    src = LiveSource("webcam", 0, "webcam 0")
+    with pytest.raises(ValueError, match="sample_fps must be in"):
+        LiveCapture(src, tmp_path / "r.mp4", sample_fps=0)
+    with pytest.raises(ValueError, match="max_lag_s must be positive, got -1"):
+        LiveCapture(src, tmp_path / "r.mp4", max_lag_s=-1)
+
+
+def test_m3u8_media_and_master_playlists():
+    media = parse_m3u8(
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.0,\na.ts\n#EXTINF:1.5,\nsub/b.ts\n"
+        "#EXT-X-ENDLIST\n",
+        "http://h/live/index.m3u8",
+    )
+    assert media.segments == [(7, 2.0, "http://h/live/a.ts"), (8, 1.5, "http://h/live/sub/b.ts")]
+    assert media.ended and media.target_s == 2.0 and media.variant is None
+    master = parse_m3u8("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nlow/index.m3u8\n", "http://h/master.m3u8")
+    assert master.variant == "http://h/low/index.m3u8" and not master.segments
+
+
+def test_a_playlist_cannot_point_at_local_files(http_dir, allow_private, tmp_path):
+    root, base = http_dir
+    (root / "evil.m3u8").write_text(
+        "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n"
+    )
+    capture = LiveCapture(parse_live(f"{base}/evil.m3u8"), tmp_path / "rec.ts")
+    with pytest.raises(InputError, match="only http and https"):
+        capture.start()
+    assert tmp_path.joinpath("rec.ts").read_bytes() == b""
+
+
+def _hls(source: Path, out: Path, loops: int = 0) -> subprocess.Popen:
+    """ffmpeg publishing ``source`` as a live HLS stream in real time (-re), 1 s segments."""
+    if FFMPEG is None:
+        pytest.fail("ffmpeg is required for the live tests (.ci/run installs it)")
+    args = [FFMPEG, "-loglevel", "error", "-re", "-stream_loop", str(loops), "-i", str(source), "-an", "-c:v",
+            "libx264", "-preset", "veryfast", "-g", "25", "-f", "hls", "-hls_time", "1", "-hls_list_size", "0",
+            str(out / "live.m3u8")]  # fmt: skip
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not (out / "live.m3u8").is_file():
+        assert time.monotonic() < deadline, "ffmpeg made no playlist"
+        time.sleep(0.2)
+    return proc
+
+
+def _live_cli(url: str, db: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ferpipe.cli", "process", "--live", url, "--db", str(db), "--model", "mini-xception",
+         "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+
+
+def _rows_while(proc: subprocess.Popen, db: Path, timeout: float = 60) -> list[int]:
+    """Observation counts read from the database while the live run is going (the dashboard's view)."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(1.0)
+        if db.is_file():
+            try:
+                n = Store(db).query("SELECT count(*) AS n FROM observations")["n"][0]
+            except Exception:
+                continue
+            seen.append(int(n))
+    return seen
+
+
+def test_live_hls_rows_arrive_while_it_plays_and_the_run_ends_done(http_dir, allow_private, samples, tmp_path):
+    root, base = http_dir
+    ffmpeg = _hls(samples["WolfgangLanger_Pexels.mp4"], root)  # 19.7 s of one face
+    db = tmp_path / "live.duckdb"
+    proc = _live_cli(f"{base}/live.m3u8", db)
+    seen = _rows_while(proc, db, timeout=90)
+    out, err = proc.communicate(timeout=60)
+    ffmpeg.wait(timeout=30)
+    assert proc.returncode == 0, err
+    growing = [n for n in seen if n > 0]
+    assert len(set(growing)) >= 3, f"rows did not grow while the stream played: {seen}"
+    result = json.loads(out.splitlines()[-1])
+    assert result["status"] == "done" and result["faces"] >= 1 and result["observations"] > 50
+    store = Store(db)
+    clip = store.clip(result["clip_id"])
+    recording = Path(clip["path"])
+    assert recording.is_file() and recording.parent == tmp_path / "live_media"  # kept for reprocessing
+    assert probe(recording).frame_count > 0 and 12 < clip["duration_s"] < 25
+    assert clip["live_t0"] > 0
+    ts = store.query("SELECT max(timestamp_ms) AS t FROM observations")["t"][0]
+    assert ts / 1000 > 12  # the stream's time line, not the analysis's
+
+
+def test_sigterm_ends_a_live_run_cleanly(http_dir, allow_private, samples, tmp_path):
+    """The dashboard's Stop (SIGTERM) or Ctrl-C: the run is finished as done with what was seen, the recording kept."""
+    root, base = http_dir
+    ffmpeg = _hls(samples["WolfgangLanger_Pexels.mp4"], root, loops=3)
+    db = tmp_path / "stop.duckdb"
+    proc = _live_cli(f"{base}/live.m3u8", db)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            try:
+                if Store(db).query("SELECT count(*) AS n FROM observations")["n"][0] >= 20:
+                    break
+            except Exception:
+                continue
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        ffmpeg.kill()
+        ffmpeg.wait()
+    assert proc.returncode == 0, err
+    result = json.loads(out.splitlines()[-1])
+    assert result["status"] == "done" and result["observations"] >= 20
+    clip = Store(db).clip(result["clip_id"])
+    assert Path(clip["path"]).is_file() and clip["duration_s"] > 3
