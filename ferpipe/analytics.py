@@ -8,6 +8,8 @@ intervals are Student-t intervals over those face means.
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -552,3 +554,11 @@ def person_means(store: Store, clip_ids: list[str], signals: tuple[str, ...] = S
         wide = attrs.pivot(on="key", index=["clip_id", "person"], values="value")
         out = out.join(wide, on=["clip_id", "person"], how="left")
     return out
+
+
+def live_latency_s(t0_wall: float, last_timestamp_ms: float, now: float | None = None) -> float:
+    """How far a live run's newest committed frame is behind the stream: now minus the wall-clock time at which
+    that frame was captured (the stream's time 0 on the wall clock plus the frame's stream time)."""
+    if not math.isfinite(t0_wall) or not math.isfinite(last_timestamp_ms):
+        raise ValueError(f"live_latency_s needs finite times, got {t0_wall!r}, {last_timestamp_ms!r}")
+    return max(0.0, (time.time() if now is None else now) - (t0_wall + last_timestamp_ms / 1000.0))

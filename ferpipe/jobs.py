@@ -39,6 +39,7 @@ class JobSpec:
     respondent: str | None = None
     stimulus: str | None = None
     offset_s: float = 0.0
+    live: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def jobs_dir(db_path: str | os.PathLike) -> Path:
 
 def start(db_path: str | os.PathLike, source: str, settings, *, title: str | None = None,
           tags: dict[str, str] | None = None, delete_source: bool = False, respondent: str | None = None,
-          stimulus: str | None = None, offset_s: float = 0.0) -> Job:  # fmt: skip
+          stimulus: str | None = None, offset_s: float = 0.0, live: bool = False) -> Job:  # fmt: skip
     """Launch one source in the background with the given pipeline ``Settings`` (and, as in a study manifest, the
     respondent it records and the stimulus it was watching)."""
     from .pipeline import Settings
@@ -118,7 +119,7 @@ def start(db_path: str | os.PathLike, source: str, settings, *, title: str | Non
     folder = jobs_dir(db_path) / job_id
     folder.mkdir()
     spec = JobSpec(str(db_path), str(source), asdict(settings), title, dict(tags or {}), delete_source, respondent,
-                   stimulus, float(offset_s))  # fmt: skip
+                   stimulus, float(offset_s), live)  # fmt: skip
     (folder / "job.json").write_text(json.dumps(asdict(spec)))
     with open(folder / "job.log", "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "ferpipe.jobs", str(folder)], stdout=log, stderr=subprocess.STDOUT,
@@ -163,6 +164,10 @@ def _write_result(folder: Path, result: JobResult) -> None:
     os.replace(tmp, folder / "result.json")
 
 
+def _stop_capture_on_sigterm(capture, clip: dict) -> None:
+    signal.signal(signal.SIGTERM, lambda signum, frame: capture.stop("stopped in the dashboard"))
+
+
 def run_job(folder: Path) -> JobResult:
     """Do the job in ``folder`` in this process and record its result (the child's side of ``start``)."""
     from .errors import FerpipeError
@@ -179,6 +184,12 @@ def run_job(folder: Path) -> JobResult:
     signal.signal(signal.SIGTERM, stop)
     try:
         pipeline = Pipeline(Store(spec.db), Settings(**spec.settings))
+        if spec.live:  # Stop (SIGTERM) ends the stream's capture; the clip is finished with what was seen
+            res = pipeline.live(spec.source, spec.title, spec.tags, on_start=_stop_capture_on_sigterm)
+            result = JobResult(res.status, res.title, res.clip_id, res.run_id, res.faces, res.observations,
+                               res.frames_analyzed, res.error, res.people)  # fmt: skip
+            _write_result(folder, result)
+            return result
         try:
             item = pipeline.ingest(spec.source, spec.title, spec.tags)
         finally:

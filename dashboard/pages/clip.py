@@ -79,6 +79,9 @@ shift = offset if on_stimulus else 0.0
 xt = "stimulus time (s)" if on_stimulus else "video time (s)"
 
 RUN = s.run(run_id)
+LIVE_T0 = clip.get("live_t0") if RUN.status == "running" else None
+LIVE_WINDOW_S = 60.0
+FOLLOW = bool(LIVE_T0) and st.toggle("Follow the live edge (last 60 s)", value=True)
 MARKERS = s.markers(clip["clip_id"])
 MARKS = [(m["name"], m["start_s"] - shift, None if m["end_s"] is None else m["end_s"] - shift)
          for m in MARKERS.iter_rows(named=True)]  # fmt: skip
@@ -96,7 +99,13 @@ def curves() -> None:
 
 def _curves() -> None:
     run = s.run(run_id) if RUN.status == "running" else RUN
-    if run.status == "running":
+    live_edge = None
+    if run.status == "running" and LIVE_T0:
+        latency = an.live_latency_s(LIVE_T0, run.last_timestamp_ms)
+        st.info(f"● Live: {run.frames_done:,} frames analysed, the curves {latency:.1f} s behind the stream "
+                "(capture to visible here). They scroll as data arrives.")  # fmt: skip
+        live_edge = run.last_timestamp_ms / 1000.0 if FOLLOW else None
+    elif run.status == "running":
         st.info(f"Processing: {run.frames_done:,}/{run.frames_expected:,} frames so far; the curves grow as it runs.")
     elif run.status == "truncated":
         st.warning(f"Truncated media: {plain(run.error)}. The curves cover what could be decoded.")
@@ -105,7 +114,8 @@ def _curves() -> None:
         st.caption(f"Filter: {quality.describe()}; {s.excluded_share(run_id, quality):.0%} of this run's "
                    "observations are left out of the expression curves.")  # fmt: skip
     agg = shifted(an.smooth(an.aggregate_face_bins(fb, bin_s), window))
-    if agg.is_empty():
+    if live_edge is not None:
+        agg = agg.filter(pl.col("t_s") >= live_edge - shift - LIVE_WINDOW_S)
         st.warning(
             "No faces found in this clip." if run.finished and not quality.active else "No faces (yet, or left)."
         )

@@ -12,6 +12,7 @@ from ferpipe.config import max_upload_mb
 from ferpipe.errors import FerpipeError, InputError
 from ferpipe.frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from ferpipe.ingest import check_url, parse_tags
+from ferpipe.live import is_live, parse_live
 from ferpipe.pipeline import Settings
 from ferpipe.registry import default_expression_model, registry
 from ferpipe.study import parse_manifest
@@ -62,12 +63,18 @@ else:
             st.error(plain(exc))
     st.iframe(uploader_html(endpoint, upload_token(), asdict(settings), accept, title, tags_text, per_file),
               height=170)  # fmt: skip
-    u1, u2 = st.columns([4, 1])
-    url = u1.text_input("…or a video URL (http/https)", placeholder="https://…")
-    if u2.button("Fetch and process", disabled=not url.strip()):
+    u1, u2, u3 = st.columns([4, 1, 1])
+    url = u1.text_input("…or a video URL (http/https), or a live stream (.m3u8, rtsp://)", placeholder="https://…")
+    stream = url.strip().lower()
+    live = u2.checkbox("Live stream", value=is_live(stream) or ".m3u8" in stream,
+                       help="Analyse as it plays, until the stream ends or you press Stop; the recording is kept.")  # fmt: skip
+    if u3.button("Watch live" if live else "Fetch and process", disabled=not url.strip()):
         try:
-            check_url(url.strip())
-            jobs.start(db_path(), url.strip(), settings, title=title or None, tags=tags)
+            if live:
+                parse_live(url.strip())
+            else:
+                check_url(url.strip())
+            jobs.start(db_path(), url.strip(), settings, title=title or None, tags=tags, live=live)
         except (FerpipeError, ValueError) as exc:
             st.error(plain(exc))
 
@@ -84,6 +91,10 @@ def progress_panel() -> None:
             c1, c2 = st.columns([6, 1])
             if run is None:
                 c1.progress(0.0, text=f"{name}: checking the file…")
+            elif not run["frames_expected"]:  # a live stream: no end known
+                faces = int(run["faces"] or 0)
+                c1.info(f"● {name}: live, {int(run['frames_done']):,} frames analysed, {faces:,} face"
+                        f"{'s' * (faces != 1)} so far. Open it in Clip view to follow it.")  # fmt: skip
             else:
                 done, total = int(run["frames_done"]), int(run["frames_expected"] or 1)
                 eta = jobs.eta_seconds(done, total, float(run["seconds"] or 0))
