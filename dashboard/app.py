@@ -11,6 +11,7 @@ st.navigation(
         st.Page("pages/clip.py", title="Clip view", icon=":material/show_chart:"),
         st.Page("pages/people.py", title="People", icon=":material/groups:"),
         st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+        st.Page("pages/panel.py", title="Webcam panel", icon=":material/videocam:", url_path="panel"),
         st.Page("pages/export.py", title="Export", icon=":material/download:"),
         st.Page("pages/models.py", title="Models", icon=":material/model_training:"),
     ]

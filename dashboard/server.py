@@ -1,4 +1,5 @@
-"""The dashboard server: the Streamlit app (app.py) plus ferpipe's own HTTP routes (streamed uploads).
+"""The dashboard server: the Streamlit app (app.py) plus ferpipe's own HTTP routes (streamed uploads, and the
+webcam panel's camera check and stimulus video).
 
 `ferpipe dashboard` runs `streamlit run dashboard/server.py`; Streamlit finds ``app`` below and serves
 both on one port.
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from ferpipe import panel
 from ferpipe.config import default_db_path
 from ferpipe.uploads import routes, upload_token
 
@@ -19,4 +21,4 @@ def _db_path() -> Path:
     return Path(os.environ.get("FERPIPE_DB") or default_db_path())
 
 
-app = st.App(str(Path(__file__).with_name("app.py")), routes=routes(_db_path))
+app = st.App(str(Path(__file__).with_name("app.py")), routes=[*routes(_db_path), *panel.routes(_db_path, upload_token)])

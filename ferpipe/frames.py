@@ -78,10 +78,17 @@ def probe(path: str | os.PathLike, sha256: str = "") -> VideoInfo:
         if not ok or img is None:
             raise InputError(f"{p.name}: no decodable video frame (corrupt or truncated)")
         height, width = img.shape[:2]  # after OpenCV applies the rotation
+        if not math.isfinite(fps) or fps <= 0 or fps > 240:
+            fps = 0.0
+        if count <= 0 or fps <= 0:  # the container does not say (a browser's MediaRecorder WebM): count them
+            count, last_ms = 1, 0.0
+            while cap.grab():
+                count += 1
+                last_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+            if count > 1 and math.isfinite(last_ms) and last_ms > 0:
+                fps = (count - 1) / (last_ms / 1000.0)
     finally:
         cap.release()
-    if not math.isfinite(fps) or fps <= 0 or fps > 1000:
-        fps = 0.0
     duration = count / fps if fps > 0 and count > 0 else 0.0
     return VideoInfo(
         str(p), sha256, duration, fps, width, height, count, rotation if rotation in (0, 90, 180, 270) else 0

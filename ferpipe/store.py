@@ -948,6 +948,13 @@ class Store:
             if not shared:
                 Path(path).unlink(missing_ok=True)
 
+    def panel_recordings(self, stimulus_clip_id: str) -> list[str]:
+        """Clips linked to a stimulus (webcam panel recordings and other audiences of it)."""
+        rows = self.query(
+            "SELECT clip_id FROM clips WHERE stimulus_clip_id = ? ORDER BY created_at", [stimulus_clip_id]
+        )
+        return rows["clip_id"].to_list()
+
     def set_media(self, clip_id: str, info: VideoInfo) -> None:
         """A live clip's recording, once complete: its duration, rate, size and frame count."""
         with self.transaction() as con:

@@ -261,3 +261,25 @@ def test_clip_view_markers_are_added_drawn_and_summarised(app, seeded_db):
     finally:
         for m in Store(db).markers(clip)["marker_id"].to_list():
             Store(db).delete_marker(m)
+
+
+def test_panel_page_gives_the_respondent_link(app, seeded_db):
+    stimulus = seeded_db[1]["WolfgangLanger_Pexels.mp4"]
+    app.switch_page("pages/panel.py").run()
+    _ok(app)
+    options = app.selectbox[0].options
+    assert any(stimulus in o for o in options)
+    app.selectbox[0].select(next(o for o in app.selectbox[0].options if stimulus in o)).run()
+    assert any(f"/panel?stimulus={stimulus}" in c.value for c in app.code)
+    assert any("not what people feel" in c.value for c in app.caption)
+
+
+def test_panel_respondent_view_and_a_bad_link(app, seeded_db):
+    app.query_params["stimulus"] = "nope-not-a-clip"
+    app.switch_page("pages/panel.py").run()
+    assert any("This study link is not valid" in e.value for e in app.error)
+    app.query_params["stimulus"] = seeded_db[1]["single_face.mp4"]
+    app.switch_page("pages/panel.py").run()
+    _ok(app)
+    assert not app.error
+    assert not app.title  # the respondent sees the panel only, none of the researcher's page

@@ -1,0 +1,135 @@
+"""Webcam panels: a remote respondent consents, checks their camera, watches a stimulus from the library while the
+browser records their webcam (MediaRecorder), and the recording is uploaded as a clip linked to that stimulus, with
+the measured offset and their respondent id, then processed in the background.
+
+This module holds what the dashboard's server needs beyond uploads (ferpipe.uploads): the camera check (a snapshot's
+faces and light, by the pipeline's own detector) and the stimulus video for the browser. Both routes require the
+dashboard's token, as uploads do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from .errors import FerpipeError, InputError
+
+log = logging.getLogger(__name__)
+
+MAX_SNAPSHOT_BYTES = 4 << 20
+LIGHT_RANGE = (50.0, 215.0)  # mean luma of the face region (0-255) that reads well: darker or brighter fails
+
+CONSENT = (
+    "While you watch a short video, your webcam records your face. The recording is analysed for the facial "
+    "expressions your face displays (for example smiling), your head pose and whether you look at the screen: what a "
+    "face displays, not what you feel. It is stored with the respondent id below, not your name, and used only for "
+    "this study. No sound is recorded. You can stop at any time by closing this page; nothing is sent until the "
+    "video ends."
+)
+
+
+@dataclass(frozen=True)
+class CameraCheck:
+    """A snapshot's check: faces found, the light on the (largest) face, and what to tell the respondent."""
+
+    faces: int
+    brightness: float
+    face_ok: bool
+    light_ok: bool
+    message: str
+
+
+_detector = None
+_lock = threading.Lock()
+
+
+def _get_detector():
+    global _detector
+    with _lock:
+        if _detector is None:
+            from .detect import create_detector
+
+            _detector = create_detector("mtcnn")
+        return _detector
+
+
+def check_snapshot(jpeg: bytes) -> CameraCheck:
+    """Faces and light in one camera snapshot (JPEG or PNG bytes); InputError when it is not an image."""
+    if not isinstance(jpeg, bytes | bytearray) or not jpeg:
+        raise InputError("the snapshot is empty")
+    if len(jpeg) > MAX_SNAPSHOT_BYTES:
+        raise InputError(f"the snapshot is over {MAX_SNAPSHOT_BYTES >> 20} MiB")
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError("the snapshot is not an image")
+    dets = _get_detector().detect(image)
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    if len(dets):
+        b = dets.boxes
+        k = int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
+        x1, y1, x2, y2 = (int(v) for v in np.rint(b[k]))
+        region = gray[max(0, y1) : max(y1 + 1, y2), max(0, x1) : max(x1 + 1, x2)]
+        brightness = float(region.mean()) if region.size else float(gray.mean())
+    else:
+        brightness = float(gray.mean())
+    face_ok = len(dets) == 1
+    light_ok = LIGHT_RANGE[0] <= brightness <= LIGHT_RANGE[1]
+    if len(dets) == 0:
+        message = "No face found: sit facing the camera, with your whole face in the picture."
+    elif len(dets) > 1:
+        message = f"{len(dets)} faces found: please make sure only you are in the picture."
+    elif not light_ok:
+        message = ("Too dark: turn on a light in front of you, not behind you." if brightness < LIGHT_RANGE[0]
+                   else "Too bright: move away from direct light or a window behind the camera.")  # fmt: skip
+    else:
+        message = "Your face is in the picture and well lit."
+    return CameraCheck(len(dets), round(brightness, 1), face_ok, light_ok, message)
+
+
+def routes(db_path_fn, token_fn) -> list:
+    """Starlette routes: POST /ferpipe/check (a snapshot) -> CameraCheck as JSON; GET /ferpipe/stimulus/{clip_id}
+    (?token=) -> the stimulus video, as the browser can play it (a VP8 preview is made once when needed)."""
+    from starlette.requests import Request
+    from starlette.responses import FileResponse, JSONResponse, Response
+    from starlette.routing import Route
+
+    from .media import browser_playable, make_preview
+    from .store import Store
+
+    def allowed(request: Request) -> bool:
+        given = request.headers.get("x-ferpipe-token") or request.query_params.get("token") or ""
+        return secrets.compare_digest(given, token_fn())
+
+    async def check(request: Request) -> JSONResponse:
+        if not allowed(request):
+            return JSONResponse({"error": "not allowed"}, status_code=403)
+        body = await request.body()
+        try:
+            result = check_snapshot(body)
+        except InputError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(asdict(result))
+
+    async def stimulus(request: Request) -> Response:
+        if not allowed(request):
+            return JSONResponse({"error": "not allowed"}, status_code=403)
+        try:
+            clip = Store(db_path_fn()).clip(request.path_params["clip_id"])
+            path = clip["path"]
+            if not os.path.isfile(path):
+                raise InputError("the stimulus file is missing from the media library")
+            if not browser_playable(path):
+                path = str(make_preview(path))
+        except (ValueError, FerpipeError) as exc:
+            return JSONResponse({"error": str(exc).splitlines()[0]}, status_code=404)
+        media = "video/webm" if path.endswith(".webm") else "video/mp4"
+        return FileResponse(path, media_type=media)
+
+    return [Route("/ferpipe/check", check, methods=["POST"]),
+            Route("/ferpipe/stimulus/{clip_id}", stimulus, methods=["GET"])]  # fmt: skip
