@@ -308,8 +308,8 @@ class LiveCapture:
                     raise InputError(f"{url}: not an HLS playlist")
                 segments = playlist.segments
                 if first and not playlist.ended:
-                    segments = segments[-3:]  # join at the live edge, about three segments back
-                    seen.update(seq for seq, _, _ in playlist.segments[:-3])
+                    segments = segments[-1:]  # join at the live edge: the newest segment
+                    seen.update(seq for seq, _, _ in playlist.segments[:-1])
                 first = False
                 for seq, duration, seg_url in segments:
                     if seq in seen or self._stop.is_set():
