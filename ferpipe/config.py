@@ -69,28 +69,27 @@ def private_url_rules() -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Netw
     return rules
 
 
+def _positive_env(name: str, default: str, kind: type) -> float | int:
+    """A positive number from the environment; ValueError naming the variable otherwise."""
+    raw = os.environ.get(name, default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        noun = "an integer" if kind is int else "a number"
+        raise ValueError(f"{name} must be {noun}, got {raw!r}") from None
+    if not value > 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
 def download_timeout_s() -> float:
     """Longest a whole download may take, in seconds ($FERPIPE_DOWNLOAD_TIMEOUT_S, default 1800)."""
-    raw = os.environ.get(ENV_DOWNLOAD_TIMEOUT, "1800")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{ENV_DOWNLOAD_TIMEOUT} must be a number of seconds, got {raw!r}") from None
-    if not value > 0:
-        raise ValueError(f"{ENV_DOWNLOAD_TIMEOUT} must be positive, got {value}")
-    return value
+    return float(_positive_env(ENV_DOWNLOAD_TIMEOUT, "1800", float))
 
 
 def max_upload_mb() -> int:
     """Largest accepted upload in MiB ($FERPIPE_MAX_UPLOAD_MB, default 2048)."""
-    raw = os.environ.get(ENV_MAX_UPLOAD_MB, "2048")
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{ENV_MAX_UPLOAD_MB} must be an integer, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"{ENV_MAX_UPLOAD_MB} must be positive, got {value}")
-    return value
+    return int(_positive_env(ENV_MAX_UPLOAD_MB, "2048", int))
 
 
 def bundled(name: str) -> Path:
@@ -102,3 +101,14 @@ def bundled(name: str) -> Path:
     if inside.is_dir():  # an installed wheel
         return inside
     return Path(__file__).resolve().parent.parent / name
+
+
+def pid_alive(pid: int) -> bool:
+    """Is a process with this pid running (on this machine)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

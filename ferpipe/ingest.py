@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import ClassVar
 from urllib.parse import urlparse
 
-from .config import download_timeout_s, max_upload_mb, private_url_rules
+from .config import download_timeout_s, max_upload_mb, pid_alive, private_url_rules
 from .errors import InputError
 from .frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, probe
 from .registry import sha256_file
@@ -185,22 +185,12 @@ def clean_leftovers(library: Path) -> None:
         return
     for item in library.glob(".download-*"):
         pid = _pid_of(item.name)
-        if pid is not None and not _alive(pid):
+        if pid is not None and not pid_alive(pid):
             shutil.rmtree(item, ignore_errors=True)
     for item in library.glob(".copy-*"):
         pid = _pid_of(item.name)
-        if pid is not None and not _alive(pid):
+        if pid is not None and not pid_alive(pid):
             item.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _sha256_and_store(tmp_path: Path, library: Path, suffix: str) -> Path:

@@ -28,6 +28,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from .config import pid_alive
 from .errors import FerpipeError
 from .frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from .signals import BS_COLUMNS
@@ -266,16 +267,6 @@ def _run_row(row: dict) -> RunRow:
     )  # fmt: skip
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 _BUSY_MARKERS = ("lock", "conflict", "being used", "different configuration", "already attached")
 
 
@@ -319,7 +310,7 @@ def _live(runs: pl.DataFrame) -> pl.DataFrame:
     if runs.is_empty() or "status" not in runs.columns or "pid" not in runs.columns:
         return runs
     running = runs.filter(pl.col("status") == "running")
-    dead = [int(p) for p in running["pid"].drop_nulls().unique().to_list() if not _pid_alive(int(p))]
+    dead = [int(p) for p in running["pid"].drop_nulls().unique().to_list() if not pid_alive(int(p))]
     if running.height and (dead or running["pid"].null_count()):
         stale = (pl.col("status") == "running") & (pl.col("pid").is_in(dead) | pl.col("pid").is_null())
         runs = runs.with_columns(pl.when(stale).then(pl.lit("interrupted")).otherwise(pl.col("status")).alias("status"))
@@ -721,7 +712,7 @@ class Store:
                    ORDER BY run_id DESC LIMIT 1""",
                 [clip_id, key],
             ).fetchone()
-            if row and row[1] == "running" and row[2] and row[2] != os.getpid() and _pid_alive(int(row[2])):
+            if row and row[1] == "running" and row[2] and row[2] != os.getpid() and pid_alive(int(row[2])):
                 raise RunBusyError(f"clip {clip_id} is being processed right now by process {row[2]}")
             if row:
                 run_id = int(row[0])
@@ -912,12 +903,12 @@ class Store:
         runs = self.query(
             "SELECT pid FROM runs WHERE clip_id = ? AND status = 'running' AND pid IS NOT NULL", [clip_id]
         )
-        pids = [int(p) for p in runs["pid"].unique().to_list() if int(p) != os.getpid() and _pid_alive(int(p))]
+        pids = [int(p) for p in runs["pid"].unique().to_list() if int(p) != os.getpid() and pid_alive(int(p))]
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
             for p in pids:  # reap our own children (the dashboard's jobs), else they linger as zombies
                 with contextlib.suppress(ChildProcessError, OSError):
                     os.waitpid(p, os.WNOHANG)

@@ -8,6 +8,17 @@ APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
 
 @pytest.fixture(scope="session")
+def shot():
+    """dashboard/screenshot.py as a module: ``serve`` (a real dashboard server) and the Chromium arguments."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dashboard_screenshot", APP.with_name("screenshot.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
 def seeded_db(tmp_path_factory, samples):
     from ferpipe.detect import MTCNNDetector
     from ferpipe.expression import ExpressionModel

@@ -1,6 +1,5 @@
 """End to end in a real browser: upload a clip, watch it process, see the curves, download the HTML report."""
 
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -11,20 +10,12 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-def _screenshot_module():
-    spec = importlib.util.spec_from_file_location("dashboard_screenshot", DASHBOARD / "screenshot.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.slow
-def test_upload_process_view_and_download_report(tmp_path, samples):
+def test_upload_process_view_and_download_report(tmp_path, samples, shot):
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is required for the browser test (.ci/run installs it)")
     from playwright.sync_api import expect, sync_playwright
 
-    shot = _screenshot_module()
     ARTIFACTS.mkdir(exist_ok=True)
     db = tmp_path / "e2e.duckdb"
     clip = tmp_path / "panel.mp4"

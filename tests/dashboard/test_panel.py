@@ -1,7 +1,6 @@
 """The webcam panel in a real headless Chromium with a fake camera (a y4m made from a sample clip with a face):
 consent, camera check, the stimulus while recording, upload, and the recording stored, linked and processed."""
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -15,13 +14,6 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-def _shot():
-    spec = importlib.util.spec_from_file_location("dashboard_screenshot", DASHBOARD / "screenshot.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def _fake_camera(src: Path, out: Path) -> Path:
     """A y4m file Chromium plays as its camera: 6 s of a sample clip at 640x360."""
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(src), "-t", "6", "-vf", "scale=640:360,fps=25",
@@ -30,7 +22,7 @@ def _fake_camera(src: Path, out: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_webcam_panel_records_links_and_processes(tmp_path, samples):
+def test_webcam_panel_records_links_and_processes(tmp_path, samples, shot):
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is required for the browser test (.ci/run installs it)")
     from playwright.sync_api import expect, sync_playwright
@@ -42,7 +34,6 @@ def test_webcam_panel_records_links_and_processes(tmp_path, samples):
     stimulus = Pipeline(Store(db), Settings(model="mini-xception")).ingest(str(samples["single_face.mp4"]))
     stimulus_id = stimulus.sha256[:12]
     camera = _fake_camera(samples["WolfgangLanger_Pexels.mp4"], tmp_path / "camera.y4m")
-    shot = _shot()
     ARTIFACTS.mkdir(exist_ok=True)
     args = [*shot.CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
             f"--use-file-for-fake-video-capture={camera}"]  # fmt: skip

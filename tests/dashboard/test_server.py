@@ -1,6 +1,5 @@
 """The dashboard server's own routes on a real server: the token, refusals, and memory during a large upload."""
 
-import importlib.util
 import json
 import os
 import time
@@ -11,13 +10,6 @@ from pathlib import Path
 import pytest
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "dashboard"
-
-
-def _shot():
-    spec = importlib.util.spec_from_file_location("dashboard_screenshot", DASHBOARD / "screenshot.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _post(url, body, token, name="clip.mp4", stream=False, extra=None):
@@ -43,10 +35,9 @@ def _rss_mib(pid: int) -> float:
 
 
 @pytest.mark.slow
-def test_upload_route_checks_token_type_size_and_stays_small(tmp_path, samples):
+def test_upload_route_checks_token_type_size_and_stays_small(tmp_path, samples, shot):
     import urllib.parse  # noqa: F401  (used by _post)
 
-    shot = _shot()
     db = tmp_path / "srv.duckdb"
     token = "test-token-123"
     with shot.serve(db, env={"FERPIPE_UPLOAD_TOKEN": token, "FERPIPE_MAX_UPLOAD_MB": "200"}) as url:
