@@ -134,7 +134,7 @@ def main() -> None:
 
                 def render() -> None:
                     at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=300)
-                    at.switch_page("pages/clip.py").run()
+                    at.switch_page("views/clip.py").run()
                     assert not at.exception, at.exception
 
                 render()

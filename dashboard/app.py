@@ -1,4 +1,5 @@
-"""ferpipe dashboard: navigation only; each page lives in pages/."""
+"""ferpipe dashboard: navigation only; each page lives in views/ (a folder named pages/ would make Streamlit list
+its files as pages of their own when a page is opened by its link)."""
 
 import streamlit as st
 
@@ -7,12 +8,12 @@ st.sidebar.markdown("### ferpipe\nAudience expression analytics")
 
 st.navigation(
     [
-        st.Page("pages/library.py", title="Library", icon=":material/video_library:", default=True),
-        st.Page("pages/clip.py", title="Clip view", icon=":material/show_chart:"),
-        st.Page("pages/people.py", title="People", icon=":material/groups:"),
-        st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
-        st.Page("pages/panel.py", title="Webcam panel", icon=":material/videocam:", url_path="panel"),
-        st.Page("pages/export.py", title="Export", icon=":material/download:"),
-        st.Page("pages/models.py", title="Models", icon=":material/model_training:"),
+        st.Page("views/library.py", title="Library", icon=":material/video_library:", default=True),
+        st.Page("views/clip.py", title="Clip view", icon=":material/show_chart:"),
+        st.Page("views/people.py", title="People", icon=":material/groups:"),
+        st.Page("views/compare.py", title="Compare", icon=":material/compare:"),
+        st.Page("views/panel.py", title="Webcam panel", icon=":material/videocam:", url_path="panel"),
+        st.Page("views/export.py", title="Export", icon=":material/download:"),
+        st.Page("views/models.py", title="Models", icon=":material/model_training:"),
     ]
 ).run()

@@ -21,7 +21,7 @@ def test_library_lists_the_clips(app, seeded_db):
 
 def test_clip_view_draws_curves_shares_and_peaks(app, seeded_db):
     app.query_params["clip"] = seeded_db[1]["audience_grid.mp4"]
-    app.switch_page("pages/clip.py").run()
+    app.switch_page("views/clip.py").run()
     _ok(app)
     charts = app.get("plotly_chart")
     # curves, shares, valence/arousal, attention, head pose, blink rate, facial actions, per-face
@@ -40,7 +40,7 @@ def test_clip_view_draws_curves_shares_and_peaks(app, seeded_db):
 
 def test_clip_view_quality_filter_says_what_it_leaves_out(app, seeded_db):
     app.query_params["clip"] = seeded_db[1]["audience_grid.mp4"]
-    app.switch_page("pages/clip.py").run()
+    app.switch_page("views/clip.py").run()
     next(c for c in app.checkbox if c.label == "Attentive faces only").check().run()
     _ok(app)
     notes = [c.value for c in app.caption if "observations are left out" in c.value]
@@ -49,7 +49,7 @@ def test_clip_view_quality_filter_says_what_it_leaves_out(app, seeded_db):
 
 def test_clip_view_controls_change_the_curves(app, seeded_db):
     app.query_params["clip"] = seeded_db[1]["WolfgangLanger_Pexels.mp4"]
-    app.switch_page("pages/clip.py").run()
+    app.switch_page("views/clip.py").run()
     app.select_slider[0].set_value(5.0).run()
     _ok(app)
     app.slider[0].set_value(3).run()  # smoothing
@@ -63,7 +63,7 @@ def _stats(app):
 def test_compare_clips_segments_and_respondents(app, seeded_db):
     from ferpipe.store import Store
 
-    app.switch_page("pages/compare.py").run()
+    app.switch_page("views/compare.py").run()
     _ok(app)
     stats = _stats(app)
     assert {"signal", "p_value", "hedges_g", "people A", "people B"} <= set(stats.columns)
@@ -93,7 +93,7 @@ def test_compare_clips_segments_and_respondents(app, seeded_db):
 
 
 def test_export_builds_on_demand_and_offers_every_download(app):
-    app.switch_page("pages/export.py").run()
+    app.switch_page("views/export.py").run()
     _ok(app)
     assert not app.get("download_button")  # nothing is built on page load
     assert not app.code  # and no stray return values printed under the buttons
@@ -117,7 +117,7 @@ def test_models_page_lists_models_and_runs(app, seeded_db, tmp_path, monkeypatch
     probs = np.eye(7)[[0, 3, 3, 6]]
     save_report({**summarise(probs, np.array([0, 3, 4, 6])), "model": "mini-xception", "split": "public_test",
                  "flip": False, "ms_per_face": 0.3})  # fmt: skip
-    app.switch_page("pages/models.py").run()
+    app.switch_page("views/models.py").run()
     _ok(app)
     models = app.dataframe[0].value
     row = models[models["model"] == "mini-xception"].iloc[0]
@@ -147,7 +147,7 @@ def test_clip_view_with_a_linked_stimulus(app, seeded_db):
     Store(db).set_stimulus(audience, stimulus, 2.0)
     try:
         app.query_params["clip"] = audience
-        app.switch_page("pages/clip.py").run()
+        app.switch_page("views/clip.py").run()
         _ok(app)
         assert app.toggle[0].label == "Plot against stimulus time" and app.toggle[0].value
         assert any(c.value.startswith("Stimulus at") for c in app.caption)
@@ -159,7 +159,7 @@ def test_clip_view_with_a_linked_stimulus(app, seeded_db):
 
 def test_clip_view_thumbnails_show_the_faces_in_view(app, seeded_db):
     app.query_params["clip"] = seeded_db[1]["audience_grid.mp4"]
-    app.switch_page("pages/clip.py").run()
+    app.switch_page("views/clip.py").run()
     toggle = next(t for t in app.toggle if t.label == "Show face thumbnails")
     assert not toggle.value  # off by default for privacy
     toggle.set_value(True).run()
@@ -180,7 +180,7 @@ def test_models_page_overlays_two_models_on_one_clip(app, seeded_db, samples, tm
     monkeypatch.setenv("FERPIPE_DB", str(db))
     Pipeline(Store(db), Settings(model="ferpipe-cnn", sample_fps=2.0)).process(str(samples["single_face.mp4"]))
     app.query_params["clip"] = seeded_db[1]["single_face.mp4"]
-    app.switch_page("pages/models.py").run()
+    app.switch_page("views/models.py").run()
     _ok(app)
     overlay = [c for c in app.get("plotly_chart") if c.proto.id and "model_overlay" in c.proto.id]
     assert len(overlay) == 1
@@ -205,7 +205,7 @@ def test_titles_and_tags_are_plain_text_everywhere(app, seeded_db):
         labels = [c.label for c in app.checkbox]
         assert any("\\!\\[t\\]\\(http" in lbl for lbl in labels), labels
         assert not any("![t](" in lbl for lbl in labels)
-        for page in ("pages/compare.py", "pages/clip.py", "pages/export.py", "pages/models.py"):
+        for page in ("views/compare.py", "views/clip.py", "views/export.py", "views/models.py"):
             app.switch_page(page).run()
             shown = [e.value for kind in ("markdown", "subheader", "caption", "title", "header", "info", "warning",
                                           "error", "success") for e in getattr(app, kind)]  # fmt: skip
@@ -223,7 +223,7 @@ def test_people_page_names_merges_and_splits(app, seeded_db):
     run_id = store.best_run(grid)
     before = store.people(run_id).height
     app.query_params["clip"] = grid
-    app.switch_page("pages/people.py").run()
+    app.switch_page("views/people.py").run()
     _ok(app)
     assert app.metric[0].value == str(before)
     a, b = store.people(run_id).sort("person_id")["person_id"].to_list()[:2]
@@ -246,7 +246,7 @@ def test_clip_view_markers_are_added_drawn_and_summarised(app, seeded_db):
     db, ids = seeded_db
     clip = ids["WolfgangLanger_Pexels.mp4"]
     app.query_params["clip"] = clip
-    app.switch_page("pages/clip.py").run()
+    app.switch_page("views/clip.py").run()
     app.text_input(key="marker_name").input("brand reveal")
     app.number_input(key="marker_start").set_value(5.0)
     app.number_input(key="marker_end").set_value(8.0).run()
@@ -265,7 +265,7 @@ def test_clip_view_markers_are_added_drawn_and_summarised(app, seeded_db):
 
 def test_panel_page_gives_the_respondent_link(app, seeded_db):
     stimulus = seeded_db[1]["WolfgangLanger_Pexels.mp4"]
-    app.switch_page("pages/panel.py").run()
+    app.switch_page("views/panel.py").run()
     _ok(app)
     options = app.selectbox[0].options
     assert any(stimulus in o for o in options)
@@ -276,10 +276,10 @@ def test_panel_page_gives_the_respondent_link(app, seeded_db):
 
 def test_panel_respondent_view_and_a_bad_link(app, seeded_db):
     app.query_params["stimulus"] = "nope-not-a-clip"
-    app.switch_page("pages/panel.py").run()
+    app.switch_page("views/panel.py").run()
     assert any("This study link is not valid" in e.value for e in app.error)
     app.query_params["stimulus"] = seeded_db[1]["single_face.mp4"]
-    app.switch_page("pages/panel.py").run()
+    app.switch_page("views/panel.py").run()
     _ok(app)
     assert not app.error
     assert not app.title  # the respondent sees the panel only, none of the researcher's page
