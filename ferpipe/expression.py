@@ -7,6 +7,7 @@ import os
 import cv2
 import numpy as np
 
+from .errors import ModelError
 from .onnx import OnnxModel
 from .registry import ModelSpec, Preprocess, fetch, get_spec
 from .types import EXPRESSIONS, Detections, Expressions
@@ -68,9 +69,13 @@ class ExpressionModel(OnnxModel):
             raise ValueError(f"{spec.name!r} is not an expression model")
         self.spec = spec
         self.pre: Preprocess = spec.preprocess
-        block, self.temperature = self.pre.head(head)
+        block, self.temperature, output = self.pre.head(head)
         self.head = head or (self.pre.heads[0][0] if self.pre.heads else None)
         super().__init__(path or fetch(spec)["model"], threads)
+        if output is not None:
+            if output not in {o.name for o in self.session.get_outputs()}:
+                raise ModelError(f"{spec.name}: head {self.head!r} names the output {output!r}, which the model lacks")
+            self.output_names = [output]
         self._order = np.array([self.pre.labels.index(e) for e in EXPRESSIONS]) + block * len(EXPRESSIONS)
 
     @classmethod

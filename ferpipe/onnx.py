@@ -98,12 +98,13 @@ class OnnxModel:
         self.session = create_session(self.path, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.input_shape = self.session.get_inputs()[0].shape
+        self.output_names: list[str] | None = None  # None: every output
 
     def preprocess(self, inputs):
         return np.asarray(inputs, dtype=np.float32)
 
     def run(self, tensor: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(tensor, dtype=np.float32)})
+        return self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(tensor, dtype=np.float32)})
 
     def postprocess(self, outputs: list[np.ndarray], inputs):
         return outputs

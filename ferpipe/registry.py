@@ -72,8 +72,9 @@ class Preprocess:
     output: "probs" (softmax already applied) or "logits".
     temperature: divides logits before softmax (calibration).
     heads: for models with several output heads (7 outputs each, one per labelling protocol),
-    (name, temperature) per head in output order; the first is the pipeline's and its
-    temperature equals ``temperature``. Empty for a single head.
+    (name, temperature) per head in output order, or (name, temperature, output) for a head that is
+    an ONNX output of its own (ONNX Runtime then computes only what that output needs); the first
+    is the pipeline's and its temperature equals ``temperature``. Empty for a single head.
     """
 
     size: int = 64
@@ -84,12 +85,21 @@ class Preprocess:
     labels: tuple[str, ...] = EXPRESSIONS
     output: str = "probs"
     temperature: float = 1.0
-    heads: tuple[tuple[str, float], ...] = ()
+    heads: tuple[tuple, ...] = ()
 
     def __post_init__(self) -> None:
-        heads = tuple((str(h[0]), float(h[1])) for h in self.heads)
-        if any(t <= 0 for _, t in heads) or len({h for h, _ in heads}) != len(heads):
-            raise ValueError(f"Preprocess.heads must be distinct (name, temperature > 0) pairs, got {self.heads}")
+        try:
+            heads = tuple((str(h[0]), float(h[1]), *((str(h[2]),) if len(h) > 2 else ())) for h in self.heads)
+        except (TypeError, ValueError, IndexError):
+            raise ValueError(
+                f"Preprocess.heads must be (name, temperature[, output]) entries, got {self.heads}"
+            ) from None
+        if (any(h[1] <= 0 or len(h) > 3 for h in heads) or len({h[0] for h in heads}) != len(heads)
+                or (any(len(h) == 3 for h in heads) and not all(len(h) == 3 for h in heads))):  # fmt: skip
+            raise ValueError(
+                f"Preprocess.heads must be distinct (name, temperature > 0[, output]) entries, outputs named for all "
+                f"or none, got {self.heads}"
+            )
         object.__setattr__(self, "heads", heads)
         if not 8 <= self.size <= 512:
             raise ValueError(f"Preprocess.size must be in [8, 512], got {self.size}")
@@ -105,15 +115,23 @@ class Preprocess:
             raise ValueError(f"Preprocess.std and temperature must be > 0, got {self.std}, {self.temperature}")
         object.__setattr__(self, "labels", tuple(self.labels))
 
-    def head(self, name: str | None) -> tuple[int, float]:
-        """(output block index, temperature) of a head; None: the first (the pipeline's)."""
-        if name is None:
-            return 0, self.temperature
-        names = [h for h, _ in self.heads]
-        if name not in names:
+    @property
+    def head_names(self) -> list[str]:
+        return [h[0] for h in self.heads]
+
+    def head(self, name: str | None) -> tuple[int, float, str | None]:
+        """(block index in its output, temperature, ONNX output name or None for the first output) of a head;
+        None: the first head (the pipeline's)."""
+        if name is None and not self.heads:
+            return 0, self.temperature, None
+        names = self.head_names
+        if name is not None and name not in names:
             raise ValueError(f"unknown head {name!r}; this model has {names or ['one unnamed head']}")
-        i = names.index(name)
-        return i, self.heads[i][1]
+        i = names.index(name) if name is not None else 0
+        entry = self.heads[i]
+        if len(entry) == 3:
+            return 0, entry[1], entry[2]
+        return i, entry[1], None
 
 
 TASKS = ("expression", "detector", "landmarker", "descriptor")

@@ -101,3 +101,18 @@ def test_fingerprint_names_the_weights_and_preprocessing_not_the_description():
     retrained = replace(spec, files={"model": replace(spec.files["model"], sha256="1" * 64)})
     recalibrated = replace(spec, preprocess=replace(spec.preprocess, temperature=spec.preprocess.temperature + 0.1))
     assert len({spec.fingerprint, retrained.fingerprint, recalibrated.fingerprint}) == 3
+
+
+def test_heads_with_outputs_of_their_own():
+    from ferpipe.registry import Preprocess
+
+    pre = Preprocess(heads=[["ferplus", 0.6, "logits"], ["fer2013", 0.8, "logits_fer2013"]], temperature=0.6)
+    assert pre.head(None) == (0, 0.6, "logits")  # the first head: the pipeline's
+    assert pre.head("fer2013") == (0, 0.8, "logits_fer2013")
+    assert Preprocess(heads=[["a", 1.0], ["b", 2.0]]).head("b") == (1, 2.0, None)  # blocks of one output
+    with pytest.raises(ValueError, match="outputs named for all or none"):
+        Preprocess(heads=[["a", 1.0, "logits"], ["b", 2.0]])
+    with pytest.raises(ValueError, match=r"\(name, temperature\[, output\]\) entries"):
+        Preprocess(heads=[["a"]])
+    with pytest.raises(ValueError, match="unknown head 'c'"):
+        pre.head("c")

@@ -202,16 +202,29 @@ def export_model(
     card: str | None = typer.Option(
         None, "--card", help="Model card file name, stored in the spec (e.g. NAME.md).", metavar="FILE"
     ),
+    blend: list[str] = typer.Option(
+        [],
+        "--blend",
+        help="HEAD=MODEL: average a registered model's probabilities into that head (its own output, "
+        "which the pipeline does not run).",
+        metavar="HEAD=MODEL",
+    ),
     no_register: bool = flag("--no-register", "Do not add the model to the cache registry."),
 ) -> None:
     """Export trained CNN checkpoints as one calibrated ONNX model (ensemble, flip TTA, int8) and register it."""
     from .train import export_model as export
 
+    pairs = {}
+    for item in blend:
+        head, sep, partner = item.partition("=")
+        if not sep or not head or not partner:
+            raise ValueError(f"--blend takes HEAD=MODEL, got {item!r}")
+        pairs[head] = partner
     with err.status(f"exporting {name} ..."):
         members = [*checkpoints, *flip_checkpoints]
         flips = [flip] * len(checkpoints) + [True] * len(flip_checkpoints)
         m = export(members, data, out_dir, name, width=width, flip_tta=flips, int8=int8,
-                   select_split=select_split, default=default, limit=limit, card=card)  # fmt: skip
+                   select_split=select_split, default=default, limit=limit, card=card, blend=pairs or None)  # fmt: skip
     _register_and_say(out_dir, name, no_register,
                       f"{name}: {select_split} accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, "
                       f"ECE {m['ece']:.4f} (temperature {m['temperature']:.2f}); saved {Path(out_dir) / (name + '.onnx')}")  # fmt: skip

@@ -101,7 +101,7 @@ def resolve_head(model: str, protocol: str, head: str | None) -> str | None:
 
     if head != "auto":
         return head
-    names = [h for h, _ in get_spec(model, task="expression").preprocess.heads]
+    names = get_spec(model, task="expression").preprocess.head_names
     return protocol if protocol in names else None
 
 

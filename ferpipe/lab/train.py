@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..registry import sha256_file
+from ..registry import get_spec, sha256_file
 from ..types import EXPRESSIONS
 from .calibrate import fit_temperature
 from .data import LabelledFaces, load_faces
@@ -557,11 +557,11 @@ def export_onnx(nets, path: str | os.PathLike, size: int = 48, flip_tta: bool | 
 
 
 def write_spec(name: str, onnx_path: Path, temperatures: dict[str, float], metrics: dict, description: str,
-               default: bool = False, card: str | None = None) -> Path:  # fmt: skip
+               default: bool = False, card: str | None = None, outputs: Sequence[str] | None = None) -> Path:  # fmt: skip
     """A registry JSON beside the ONNX file; the registry picks it up from models/ or the cache.
 
     temperatures: per head in output order; with more than one head the spec lists them, and the
-    first is the pipeline's.
+    first is the pipeline's. outputs: the ONNX output of each head, when each head has its own.
     """
     temps = [round(float(t), 4) for t in temperatures.values()]
     pre = {
@@ -570,6 +570,8 @@ def write_spec(name: str, onnx_path: Path, temperatures: dict[str, float], metri
     }  # fmt: skip
     if len(temps) > 1:
         pre["heads"] = [[h, t] for h, t in zip(temperatures, temps, strict=False)]
+        if outputs:
+            pre["heads"] = [[h, t, o] for (h, t), o in zip(pre["heads"], outputs, strict=True)]
     trained_on = " and ".join({"fer2013": "FER2013", "ferplus": "FER+"}.get(h, h) for h in temperatures) or "FER2013"
     spec = {
         "name": name,
@@ -588,7 +590,7 @@ def write_spec(name: str, onnx_path: Path, temperatures: dict[str, float], metri
 
 def _calibrated_spec(logits: np.ndarray, select: Sequence[LabelledFaces], offsets: Sequence[int], heads: Sequence[str],
                      onnx_path: Path, name: str, description: str, extra: dict, default: bool,
-                     card: str | None = None) -> dict:  # fmt: skip
+                     card: str | None = None, outputs: Sequence[str] | None = None) -> dict:  # fmt: skip
     """Fit a temperature per head on its selection images, write the registry spec; returns the metrics
     (the first head's at the top, every head's under "heads")."""
     per_head, temps = {}, {}
@@ -610,7 +612,7 @@ def _calibrated_spec(logits: np.ndarray, select: Sequence[LabelledFaces], offset
                "temperature": first["temperature"], **extra}  # fmt: skip
     if len(names) > 1:
         metrics["heads"] = per_head
-    write_spec(name, onnx_path, temps, metrics, description, default=default, card=card)
+    write_spec(name, onnx_path, temps, metrics, description, default=default, card=card, outputs=outputs)
     return metrics
 
 
@@ -633,8 +635,13 @@ def finish_cnn(result: dict, out_dir: Path, name: str, config: TrainConfig, defa
 def export_model(checkpoints: list[str | os.PathLike], data: str | os.PathLike | Sequence[str | os.PathLike],
                  out_dir: str | os.PathLike, name: str, width: int = 48, flip_tta: bool | list[bool] = False,
                  int8: bool = False, select_split: str = "public_test", calibration_images: int = 1024,
-                 default: bool = False, seed: int = 0, limit: int | None = None, card: str | None = None) -> dict:  # fmt: skip
+                 default: bool = False, seed: int = 0, limit: int | None = None, card: str | None = None,
+                 blend: dict[str, str] | None = None) -> dict:  # fmt: skip
     """Trained CNNs -> one ONNX model (their averaged probabilities, optional flip TTA and int8) with a spec.
+
+    blend: head -> registered model whose (calibrated) probabilities are averaged into that head. Each head
+    then becomes an ONNX output of its own ("logits" for the first, "logits_<head>" for the others), so the
+    pipeline, which reads the first head, never runs the blended partner.
 
     data: the datasets the members were trained on, one per head, in the heads' order (heads.json
     beside the checkpoints). The temperatures and the reported metrics come from the exported file
@@ -670,6 +677,23 @@ def export_model(checkpoints: list[str | os.PathLike], data: str | os.PathLike |
     x = norm(np.concatenate([s.images for s in ordered]))
     logits = np.concatenate([session.run(None, {"input": x[i : i + 256]})[0] for i in range(0, len(x), 256)])
     offsets = list(np.cumsum([0] + [len(s) for s in ordered]))
+    outputs = None
+    if blend:
+        if not heads or set(blend) - set(heads):
+            raise ValueError(f"blend names heads {sorted(blend)}, but the members have {list(heads) or 'one head'}")
+        own = {h: fit_temperature(logits[offsets[i] : offsets[i + 1], i * K : (i + 1) * K], ordered[i].labels)
+               for i, h in enumerate(heads)}  # fmt: skip
+        outputs = blend_heads(onnx_path, list(heads), own, blend)
+        session = create_session(onnx_path)
+        logits = np.zeros((len(x), K * len(heads)), dtype=np.float32)
+        for i, out_name in enumerate(outputs):
+            rows = slice(offsets[i], offsets[i + 1])
+            logits[rows, i * K : (i + 1) * K] = np.concatenate(
+                [
+                    session.run([out_name], {"input": x[rows][j : j + 256]})[0]
+                    for j in range(0, offsets[i + 1] - offsets[i], 256)
+                ]
+            )
     members = ", ".join(Path(c).parent.name for c in checkpoints)
     flips = _flip_flags(flip_tta, len(nets))
     what = f"average of {len(nets)} CNNs" if len(nets) > 1 else "CNN"
@@ -677,7 +701,73 @@ def export_model(checkpoints: list[str | os.PathLike], data: str | os.PathLike |
     description = _describe(heads, width).replace("CNN", what, 1) + tta + (", int8" if int8 else "")
     extra = {"select_split": select_split, "members": members, "flip_tta": flips, "int8": int8,
              "passes_per_face": len(flips) + sum(flips)}  # fmt: skip
-    return _calibrated_spec(logits, ordered, offsets, heads, onnx_path, name, description, extra, default, card)
+    if blend:
+        extra["blend"] = {h: {"model": m, "own_temperature": round(float(own[h]), 4),
+                              "partner_temperature": get_spec(m, task="expression").preprocess.temperature}
+                          for h, m in blend.items()}  # fmt: skip
+        description += "; " + ", ".join(f"{h} head averaged with {m}" for h, m in blend.items())
+    return _calibrated_spec(logits, ordered, offsets, heads, onnx_path, name, description, extra, default, card,
+                            outputs)  # fmt: skip
+
+
+def blend_heads(onnx_path: Path, heads: list[str], temperatures: dict[str, float], blend: dict[str, str]) -> list[str]:
+    """Rewrite an exported multi-head model so that each head is an output of its own and each head in ``blend``
+    is the log of the mean of its calibrated probabilities and those of a registered partner model (computed by
+    the partner's own graph, on the same input). Returns the output name of every head, in order."""
+    import onnx
+    from onnx import TensorProto, compose, helper, numpy_helper
+
+    from ..registry import fetch
+
+    model = onnx.load(str(onnx_path))
+    graph = model.graph
+    raw = graph.output[0].name
+    graph.output.pop()
+    for node in graph.node:  # the concatenated logits become an inner tensor
+        node.output[:] = [f"{raw}_all" if o == raw else o for o in node.output]
+    names, new_nodes, inits = [], [], []
+    for i, head in enumerate(heads):
+        out = "logits" if i == 0 else f"logits_{head}"
+        names.append(out)
+        starts, ends = f"{head}_starts", f"{head}_ends"
+        inits += [numpy_helper.from_array(np.array([i * K], np.int64), starts),
+                  numpy_helper.from_array(np.array([(i + 1) * K], np.int64), ends),
+                  numpy_helper.from_array(np.array([1], np.int64), f"{head}_axis")]  # fmt: skip
+        sliced = out if head not in blend else f"{head}_own"
+        new_nodes.append(helper.make_node("Slice", [f"{raw}_all", starts, ends, f"{head}_axis"], [sliced]))
+        if head in blend:
+            spec = get_spec(blend[head], task="expression")
+            if spec.preprocess.size != 48 or spec.preprocess.channels != 1 or spec.preprocess.layout != "NCHW":
+                raise ValueError(f"{blend[head]} takes other input than this model; it cannot be blended in")
+            partner = compose.add_prefix(onnx.load(str(fetch(spec)["model"])), f"{head}_partner_", rename_inputs=False)
+            pg = partner.graph
+            if pg.input[0].name != graph.input[0].name:
+                raise ValueError(f"{blend[head]}'s input is named {pg.input[0].name!r}, not {graph.input[0].name!r}")
+            graph.node.extend(pg.node)
+            graph.initializer.extend(pg.initializer)
+            graph.value_info.extend(pg.value_info)
+            t_own, t_partner = temperatures[head], spec.preprocess.temperature
+            inits += [numpy_helper.from_array(np.array(t_own, np.float32), f"{head}_t_own"),
+                      numpy_helper.from_array(np.array(t_partner, np.float32), f"{head}_t_partner"),
+                      numpy_helper.from_array(np.array(0.5, np.float32), f"{head}_half")]  # fmt: skip
+            new_nodes += [
+                helper.make_node("Div", [sliced, f"{head}_t_own"], [f"{head}_own_z"]),
+                helper.make_node("Softmax", [f"{head}_own_z"], [f"{head}_own_p"], axis=1),
+                helper.make_node("Div", [pg.output[0].name, f"{head}_t_partner"], [f"{head}_partner_z"]),
+                helper.make_node("Softmax", [f"{head}_partner_z"], [f"{head}_partner_p"], axis=1),
+                helper.make_node("Add", [f"{head}_own_p", f"{head}_partner_p"], [f"{head}_sum"]),
+                helper.make_node("Mul", [f"{head}_sum", f"{head}_half"], [f"{head}_mean"]),
+                helper.make_node("Log", [f"{head}_mean"], [out]),
+            ]
+            for imp in partner.opset_import:  # the partner's operator sets, where the model lacks them
+                if imp.domain not in {o.domain for o in model.opset_import}:
+                    model.opset_import.append(imp)
+        graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", K]))
+    graph.node.extend(new_nodes)
+    graph.initializer.extend(inits)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(onnx_path))
+    return names
 
 
 def register(out_dir: Path, name: str, registry_dir: Path | None = None) -> Path:

@@ -254,3 +254,50 @@ def test_two_heads_learn_their_own_targets(tmp_path, fer_parquet):
     res = train_cnn(fer_parquet, tmp_path / "run", TrainConfig(width=8, epochs=1, limit=200, batch_size=64))
     assert res["heads"] == ("fer2013",)
     assert json.loads((tmp_path / "run" / "heads.json").read_text()) == ["fer2013"]
+
+
+def test_blended_head_is_its_own_output_and_the_mean_of_both_models(fer_parquet, ferplus_parquet, tmp_path):
+    """export-model --blend fer2013=ferpipe-cnn: each head becomes an ONNX output; the FER2013 head is the mean of
+    this network's and ferpipe-cnn's calibrated probabilities; the first head is untouched."""
+    import onnxruntime as ort
+
+    from ferpipe.expression import ExpressionModel
+    from ferpipe.registry import get_spec
+
+    env = {"FERPIPE_CACHE": str(tmp_path / "cache")}
+    r = run_cli("train", "--data", str(ferplus_parquet), "--data", str(fer_parquet), "--out", str(tmp_path / "run"),
+                "--epochs", "1", "--limit", "200", "--width", "8", "--batch-size", "64", "--no-register", env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    common = ["export-model", "--flip-checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(ferplus_parquet),
+              "--data", str(fer_parquet), "--width", "8", "--limit", "200", "--no-register"]  # fmt: skip
+    assert run_cli(*common, "--out", str(tmp_path / "a"), "--name", "plain", env=env).returncode == 0
+    r = run_cli(*common, "--out", str(tmp_path / "b"), "--name", "blended", "--blend", "fer2013=ferpipe-cnn", env=env)
+    assert r.returncode == 0, r.stderr
+    spec = json.loads((tmp_path / "b" / "blended.json").read_text())
+    assert [h[0] for h in spec["preprocess"]["heads"]] == ["ferplus", "fer2013"]
+    assert [h[2] for h in spec["preprocess"]["heads"]] == ["logits", "logits_fer2013"]
+    info = spec["extra"]["metrics"]["blend"]["fer2013"]
+    x = np.random.default_rng(0).uniform(-1, 1, (16, 1, 48, 48)).astype(np.float32)
+    plain = ort.InferenceSession(str(tmp_path / "a" / "plain.onnx")).run(None, {"input": x})[0]
+    blended = ort.InferenceSession(str(tmp_path / "b" / "blended.onnx"))
+    first, second = blended.run(["logits", "logits_fer2013"], {"input": x})
+    np.testing.assert_allclose(first, plain[:, :7], atol=1e-5)
+    partner = ExpressionModel.from_name("ferpipe-cnn")
+    theirs = partner.session.run(None, {"input": x})[0]
+
+    def softmax(z):
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    expected = 0.5 * (softmax(plain[:, 7:] / info["own_temperature"]) + softmax(theirs / info["partner_temperature"]))
+    np.testing.assert_allclose(np.exp(second), expected, atol=2e-3)
+    assert info["partner_temperature"] == get_spec("ferpipe-cnn", task="expression").preprocess.temperature
+    # ExpressionModel reads each head from its own output
+    from ferpipe.registry import ModelSpec
+
+    loaded = ModelSpec.from_dict(spec, base_dir=tmp_path / "b")
+    model = ExpressionModel(loaded, path=tmp_path / "b" / "blended.onnx", head="fer2013")
+    assert model.output_names == ["logits_fer2013"]
+    assert ExpressionModel(loaded, path=tmp_path / "b" / "blended.onnx").output_names == ["logits"]
+    bad = run_cli(*common, "--out", str(tmp_path / "c"), "--name", "c", "--blend", "nope=ferpipe-cnn", env=env)
+    assert bad.returncode == 1 and "blend names heads ['nope']" in bad.stderr
