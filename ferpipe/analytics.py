@@ -562,3 +562,36 @@ def live_latency_s(t0_wall: float, last_timestamp_ms: float, now: float | None =
     if not math.isfinite(t0_wall) or not math.isfinite(last_timestamp_ms):
         raise ValueError(f"live_latency_s needs finite times, got {t0_wall!r}, {last_timestamp_ms!r}")
     return max(0.0, (time.time() if now is None else now) - (t0_wall + last_timestamp_ms / 1000.0))
+
+
+def synchrony(fb: pl.DataFrame, signal: str, min_common_bins: int = 5) -> dict:
+    """Inter-subject correlation (ISC) of one signal: the mean Pearson correlation of every pair of people's binned
+    curves over the bins where both were seen (at least ``min_common_bins``; pairs with a flat curve are left out).
+    Returns {"isc": mean r or None, "pairs": pairs used, "people": people in them, "median": median r}. Derived: it
+    says how alike the displayed expressions moved, not that people felt alike."""
+    if min_common_bins < 3:
+        raise ValueError(f"min_common_bins must be >= 3, got {min_common_bins}")
+    if signal not in fb.columns:
+        raise ValueError(f"no signal {signal!r} in these bins")
+    unit = unit_of(fb)
+    wide = (
+        fb.filter(pl.col(signal).is_finite())
+        .pivot(on=unit, index="bin", values=signal, aggregate_function="mean")
+        .sort("bin")
+        .drop("bin")
+    )
+    matrix = wide.to_numpy().astype(np.float64)  # bins x people, NaN where a person was not seen
+    rs, people = [], set()
+    for a in range(matrix.shape[1]):
+        for b in range(a + 1, matrix.shape[1]):
+            both = np.isfinite(matrix[:, a]) & np.isfinite(matrix[:, b])
+            if both.sum() < min_common_bins:
+                continue
+            x, y = matrix[both, a], matrix[both, b]
+            if x.std() == 0 or y.std() == 0:
+                continue
+            rs.append(float(np.corrcoef(x, y)[0, 1]))
+            people.update((a, b))
+    if not rs:
+        return {"isc": None, "median": None, "pairs": 0, "people": 0}
+    return {"isc": float(np.mean(rs)), "median": float(np.median(rs)), "pairs": len(rs), "people": len(people)}

@@ -305,3 +305,35 @@ def test_norms_of_stored_clips_with_a_tag(store):
     assert tagged["percentile"][0] == 100.0 and tagged["norm_n"][0] == 2
     above = norms(store, ["c0"], "happy", "time_above_s", threshold=0.4)
     assert above["value"][0] == 0.0 and above["percentile"][0] == 0.0  # the others spend 4 s above 0.4
+
+
+def test_synchrony_by_hand():
+    """Three people over 6 bins: A and B move together (r = 1), C against them (r = -1 with each): ISC = -1/3."""
+    import polars as pl
+
+    from ferpipe.analytics import synchrony
+
+    a = [0.1, 0.5, 0.2, 0.8, 0.3, 0.9]
+    c = [1 - v for v in a]
+    rows = [
+        {"bin": k, "person_id": p, "happy": v} for p, curve in ((1, a), (2, a), (3, c)) for k, v in enumerate(curve)
+    ]
+    fb = pl.DataFrame(rows)
+    got = synchrony(fb, "happy")
+    assert got["pairs"] == 3 and got["people"] == 3
+    assert abs(got["isc"] - (-1 / 3)) < 1e-9 and abs(got["median"] - (-1)) < 1e-9
+    # too few common bins: person 4 is seen in only two bins
+    fb2 = pl.concat(
+        [fb, pl.DataFrame([{"bin": 0, "person_id": 4, "happy": 0.2}, {"bin": 1, "person_id": 4, "happy": 0.4}])]
+    )
+    assert synchrony(fb2, "happy")["pairs"] == 3
+    assert synchrony(fb.filter(pl.col("person_id") == 1), "happy") == {
+        "isc": None,
+        "median": None,
+        "pairs": 0,
+        "people": 0,
+    }
+    with pytest.raises(ValueError, match="min_common_bins must be >= 3, got 2"):
+        synchrony(fb, "happy", min_common_bins=2)
+    with pytest.raises(ValueError, match="no signal 'nope'"):
+        synchrony(fb, "nope")

@@ -158,6 +158,15 @@ def _curves() -> None:
     st.dataframe(pk.rename({"t_s": "time (s)", "value": "mean probability", "n_people": "people in view",
                             "n_faces": "faces in view"}, strict=False),
                  hide_index=True, on_select="rerun", selection_mode="single-row", key="peaks")  # fmt: skip
+    sync = [{"expression": e, **an.synchrony(fb, e)} for e in exprs or ["neutral"]]
+    if any(r["pairs"] for r in sync):
+        st.subheader("Synchrony (derived)")
+        st.caption("Inter-subject correlation: how alike people's curves moved, the mean Pearson r over every pair of "
+                   "people seen together in at least 5 bins. It says the displayed expressions moved together, not "
+                   "that people felt alike.")  # fmt: skip
+        st.dataframe(pl.DataFrame(sync).rename({"isc": "mean r", "median": "median r", "pairs": "pairs of people",
+                                                "people": "people"}),
+                     hide_index=True)  # fmt: skip
     if MARKERS.height:
         st.subheader("Around the markers")
         around = st.slider("Window before and after (s)", 1.0, 30.0, 5.0, 1.0, key="marker_window")

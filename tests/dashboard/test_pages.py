@@ -36,6 +36,8 @@ def test_clip_view_draws_curves_shares_and_peaks(app, seeded_db):
     moment = next(sl for sl in app.slider if sl.label == "Moment (s)")
     assert moment.max <= 19.8  # never beyond the clip (the grid is as long as WolfgangLanger, 19.7 s)
     assert any("not FACS action units" in c.value for c in app.caption)
+    sync = next(df.value for df in app.dataframe if "mean r" in df.value.columns)  # ten people on the grid
+    assert sync["pairs of people"].max() >= 10 and sync["mean r"].abs().max() <= 1
 
 
 def test_clip_view_quality_filter_says_what_it_leaves_out(app, seeded_db):
