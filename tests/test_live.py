@@ -157,3 +157,36 @@ def test_sigterm_ends_a_live_run_cleanly(http_dir, allow_private, samples, tmp_p
     assert result["status"] == "done" and result["observations"] >= 20
     clip = Store(db).clip(result["clip_id"])
     assert Path(clip["path"]).is_file() and clip["duration_s"] > 3
+
+
+def test_dashboard_job_watches_a_stream_and_stop_finishes_it(http_dir, allow_private, samples, tmp_path):
+    """The Library's "Watch live" runs a background job; its Stop (SIGTERM) ends the capture and the clip is done."""
+    from ferpipe import jobs
+    from ferpipe.pipeline import Settings
+
+    root, base = http_dir
+    ffmpeg = _hls(samples["WolfgangLanger_Pexels.mp4"], root, loops=3)
+    db = tmp_path / "job.duckdb"
+    try:
+        job = jobs.start(db, f"{base}/live.m3u8", Settings(model="mini-xception"), title="Panel stream", live=True)
+        deadline = time.monotonic() + 90
+        rows = 0
+        while time.monotonic() < deadline and rows < 15:
+            time.sleep(1.0)
+            try:
+                rows = Store(db).query("SELECT count(*) AS n FROM observations")["n"][0]
+            except Exception:  # not created yet, or busy this instant
+                continue
+        assert rows >= 15, "no rows arrived from the live job"
+        job.stop()
+        deadline = time.monotonic() + 60
+        while job.alive() and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        ffmpeg.kill()
+        ffmpeg.wait()
+    result = job.result()
+    assert result is not None and result.status == "done", result
+    assert result.title == "Panel stream" and result.observations >= 15
+    clip = Store(db).clip(result.clip_id)
+    assert Path(clip["path"]).is_file() and clip["live_t0"] > 0
