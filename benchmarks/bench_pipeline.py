@@ -34,11 +34,24 @@ def worker(mode: str, video: str) -> dict:
         n = sum(1 for _ in iter_frames(video, None))
         seconds = time.perf_counter() - t0
         faces = 0
+    elif mode == "mesh":  # the landmark stage alone: the face mesh on faces detected beforehand, at 5 frames/s
+        from ferpipe.detect import create_detector
+        from ferpipe.signals import FaceMesh
+
+        detector, mesh = create_detector(Settings().detector), FaceMesh.from_registry()
+        work = [(f.image, detector(f.image)) for f in iter_frames(video, 5.0)]
+        t0 = time.perf_counter()
+        for image, dets in work:
+            mesh(image, dets)
+        seconds = time.perf_counter() - t0
+        n, faces = len(work), sum(len(d) for _, d in work)
     else:
         settings = {
             "every": Settings(sample_fps=None),
             "default": Settings(),
             "every-detect-all": Settings(sample_fps=None, detect_every_ms=0),
+            "default-expressions-only": Settings(signals=False, people=False),
+            "default-previous-model": Settings(model="ferpipe-cnn"),
         }[mode]
         with tempfile.TemporaryDirectory() as tmp:
             pipeline = Pipeline(Store(Path(tmp) / "b.duckdb"), settings)
@@ -101,6 +114,11 @@ def main() -> None:
         "every frame, detect+track (ours)": measure("every", short, args.repeats),
         "every frame, full detection each frame (peer)": measure("every-detect-all", short, args.repeats),
         "default 5 fps (ours)": measure("default", short, args.repeats),
+        "default 5 fps, expressions only (signals, people off)": measure(
+            "default-expressions-only", short, args.repeats
+        ),
+        "default 5 fps, previous default model (ferpipe-cnn)": measure("default-previous-model", short, args.repeats),
+        "face mesh stage alone (5 fps, faces found beforehand)": measure("mesh", short, args.repeats),
         f"default 5 fps, {args.long_minutes:g}-min loop": measure("default", long_clip, max(1, args.repeats // 2)),
         f"every frame, {args.long_minutes:g}-min loop": measure("every", long_clip, 1),
     }
@@ -111,6 +129,13 @@ def main() -> None:
     ours, peer = rows["every frame, detect+track (ours)"], rows["every frame, full detection each frame (peer)"]
     print(f"\nevery-frame speed-up over full detection on each frame: {ours['fps'] / peer['fps']:.1f}x")
     print(f"every-frame throughput as a share of decode-only: {ours['fps'] / rows['decode only (ceiling)']['fps']:.1%}")
+    base = rows["default 5 fps, expressions only (signals, people off)"]
+    print(f"default with signals and people vs expressions only: {rows['default 5 fps (ours)']['fps'] / base['fps']:.2f}x "
+          f"the frames/s")  # fmt: skip
+    prev = rows["default 5 fps, previous default model (ferpipe-cnn)"]
+    print(
+        f"default model vs the previous default: {rows['default 5 fps (ours)']['fps'] / prev['fps']:.2f}x the frames/s"
+    )
     long_rss = rows[f"default 5 fps, {args.long_minutes:g}-min loop"]["peak_rss_mib"]
     print(f"peak RSS, long clip vs short clip at the default rate: {long_rss:.0f} vs "
           f"{rows['default 5 fps (ours)']['peak_rss_mib']:.0f} MiB")  # fmt: skip
