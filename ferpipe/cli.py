@@ -107,6 +107,14 @@ def process(
     smooth_ms: float = typer.Option(
         0.0, "--smooth-ms", help="Per-face exponential smoothing time constant (0: raw).", metavar="MS"
     ),
+    no_signals: bool = flag("--no-signals", "Expressions only: no attention, head pose, blinks or blendshapes."),
+    no_people: bool = flag("--no-people", "Keep face tracks apart: do not link them into people."),
+    attention_yaw: float = typer.Option(
+        30.0, "--attention-yaw", help="Attentive: |yaw| at most this many degrees.", metavar="DEG"
+    ),
+    attention_pitch: float = typer.Option(
+        20.0, "--attention-pitch", help="Attentive: |pitch| at most this many degrees.", metavar="DEG"
+    ),
     reprocess: bool = flag("--reprocess", "Analyse again even if an equal run is done."),
     live: bool = flag(
         "--live",
@@ -151,6 +159,10 @@ def process(
         detect_every_ms=detect_every_ms,
         min_face_size=min_face,
         smooth_ms=smooth_ms,
+        signals=not no_signals,
+        people=not no_people,
+        attention_yaw_deg=attention_yaw,
+        attention_pitch_deg=attention_pitch,
     )
     pipeline = Pipeline(Store(_db(db)), settings)
     if live or any(is_live(s) for s in sources or []):

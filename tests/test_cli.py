@@ -368,3 +368,29 @@ def test_markers_people_and_attributes_from_the_command_line(seeded, tmp_path):
     assert r.returncode == 1 and "needs columns clip, person" in r.stderr
     r = run_cli("markers", "delete", str(listed[0]["marker_id"]), "--db", str(db))
     assert r.returncode == 0
+
+
+def test_signals_and_people_can_be_turned_off(db_path, samples):
+    """--no-signals: expressions only (no pose, attention or blendshapes stored); --no-people: no person ids; a
+    narrower attention cone is its own run, and a bad cone is one line."""
+    clip = str(samples["single_face.mp4"])
+    r = run_cli("process", clip, "--db", str(db_path), "--json", "--no-signals", "--no-people")
+    assert r.returncode == 0, r.stderr
+    off = json.loads(r.stdout.strip().splitlines()[-1])
+    r = run_cli("process", clip, "--db", str(db_path), "--json", "--attention-yaw", "10")
+    assert r.returncode == 0, r.stderr
+    on = json.loads(r.stdout.strip().splitlines()[-1])
+    assert on["run_id"] != off["run_id"] and not on["reused"]
+    con = duckdb.connect(str(db_path), read_only=True)
+    try:
+        rows = con.execute("SELECT o.run_id, count(*), count(o.yaw_deg), count(o.attentive), count(f.person_id) "
+                           "FROM observations o JOIN faces f USING (run_id, face_id) GROUP BY o.run_id").fetchall()  # fmt: skip
+    finally:
+        con.close()
+    by_run = {row[0]: row[1:] for row in rows}
+    n, yaw, att, person = by_run[off["run_id"]]
+    assert n > 0 and yaw == att == person == 0
+    n, yaw, att, person = by_run[on["run_id"]]
+    assert n > 0 and yaw > 0 and att > 0 and person == n
+    bad = run_cli("process", clip, "--db", str(db_path), "--attention-yaw", "-5")
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "-5" in bad.stderr

@@ -31,10 +31,12 @@ default = default_expression_model()
 model = c3.selectbox("Model", models, index=models.index(default) if default in models else 0)
 fps = c4.number_input("Analysis rate (frames/s)", 0.5, 60.0, 5.0, 0.5)
 every = c5.checkbox("Every frame")
+signals = c5.checkbox("Attention, head pose, facial actions", value=True,
+                      help="Off: expressions only (faster).")  # fmt: skip
 settings, tags, problem = None, {}, None
 try:
     tags = parse_tags(tags_text)
-    settings = Settings(sample_fps=None if every else float(fps), model=model)
+    settings = Settings(sample_fps=None if every else float(fps), model=model, signals=signals)
 except ValueError as exc:
     problem = str(exc)
 if problem:
