@@ -71,11 +71,14 @@ class ExpressionModel(OnnxModel):
         self.pre: Preprocess = spec.preprocess
         block, self.temperature, output = self.pre.head(head)
         self.head = head or (self.pre.heads[0][0] if self.pre.heads else None)
-        super().__init__(path or fetch(spec)["model"], threads)
-        if output is not None:
-            if output not in {o.name for o in self.session.get_outputs()}:
-                raise ModelError(f"{spec.name}: head {self.head!r} names the output {output!r}, which the model lacks")
-            self.output_names = [output]
+        try:  # a head with an output of its own: a session of just that output's graph
+            super().__init__(path or fetch(spec)["model"], threads, [output] if output is not None else None)
+        except ModelError as exc:
+            if output is not None and "has no output" in str(exc):
+                raise ModelError(
+                    f"{spec.name}: head {self.head!r} names the output {output!r}, which the model lacks"
+                ) from None
+            raise
         self._order = np.array([self.pre.labels.index(e) for e in EXPRESSIONS]) + block * len(EXPRESSIONS)
 
     @classmethod

@@ -26,8 +26,40 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
-def create_session(path: str | os.PathLike, threads: int | None = None) -> ort.InferenceSession:
-    """The one place ferpipe creates an ONNX Runtime session."""
+def pruned_to(model_bytes: bytes, outputs: list[str]) -> bytes:
+    """The model with only ``outputs`` and the nodes they need.
+
+    ONNX Runtime runs every node of a graph whatever outputs a call asks for, so a file with a second head (say, a
+    FER2013 head blended with another network) would cost the pipeline that head's work on every face. Nodes of an
+    ONNX graph are in topological order, so one backward walk finds what the outputs need."""
+    import onnx
+
+    model = onnx.load_from_string(model_bytes)
+    g = model.graph
+    missing = set(outputs) - {o.name for o in g.output}
+    if missing:
+        raise ModelError(f"the model has no output {sorted(missing)[0]!r}")
+    need, keep = set(outputs), []
+    for node in reversed(g.node):
+        if any(o in need for o in node.output):
+            keep.append(node)
+            need.update(i for i in node.input if i)
+    kept = {
+        "node": list(reversed(keep)),
+        "output": [o for o in g.output if o.name in outputs],
+        "initializer": [t for t in g.initializer if t.name in need],
+        "value_info": [v for v in g.value_info if v.name in need],
+    }
+    for field, items in kept.items():
+        del getattr(g, field)[:]
+        getattr(g, field).extend(items)
+    return model.SerializeToString()
+
+
+def create_session(
+    path: str | os.PathLike, threads: int | None = None, outputs: list[str] | None = None
+) -> ort.InferenceSession:
+    """The one place ferpipe creates an ONNX Runtime session; with ``outputs``, of the graph pruned to them."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model not found: {path}")
@@ -42,7 +74,11 @@ def create_session(path: str | os.PathLike, threads: int | None = None) -> ort.I
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     log.debug("ONNX session %s on %s", path.name, providers[0])
     try:
+        if outputs:
+            return ort.InferenceSession(pruned_to(path.read_bytes(), outputs), sess_options=opts, providers=providers)
         return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except ModelError as exc:
+        raise ModelError(f"{path.name}: {exc}") from None
     except Exception as exc:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...) for a bad file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path.name}: not a usable ONNX model ({first[:200]})") from None
@@ -93,12 +129,12 @@ class OnnxModel:
     Subclasses override preprocess and postprocess; __call__ chains the three.
     """
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, outputs: list[str] | None = None) -> None:
         self.path = Path(path)
-        self.session = create_session(self.path, threads)
+        self.session = create_session(self.path, threads, outputs)
         self.input_name = self.session.get_inputs()[0].name
         self.input_shape = self.session.get_inputs()[0].shape
-        self.output_names: list[str] | None = None  # None: every output
+        self.output_names: list[str] | None = outputs  # None: every output
 
     def preprocess(self, inputs):
         return np.asarray(inputs, dtype=np.float32)

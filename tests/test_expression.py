@@ -48,3 +48,55 @@ def test_labelled_photos_give_one_face_each_and_a_valid_distribution(samples, de
         if PHOTO_LABELS[name.split("-")[2]] == "happy":
             assert EXPRESSIONS[int(expr.probs.argmax())] == "happy"
     assert hits >= 1
+
+
+def _two_head_graph(path):
+    """x -> Relu -> "cheap"; x -> MatMul x 3 -> "costly": a model whose second output needs work of its own."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.eye(4, dtype=np.float32) * 2, "w")
+    nodes = [helper.make_node("Relu", ["x"], ["cheap"]), helper.make_node("MatMul", ["x", "w"], ["m1"]),
+             helper.make_node("MatMul", ["m1", "w"], ["m2"]), helper.make_node("MatMul", ["m2", "w"], ["costly"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 4]) for n in ("cheap", "costly")],
+                              [w])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_a_session_for_one_output_runs_only_that_output_s_graph(tmp_path):
+    """ONNX Runtime runs every node whatever outputs are asked for, so a head's session is built on the graph pruned
+    to its output: the pipeline never pays for a second head (a blended FER2013 head runs a second network)."""
+    import onnx
+
+    from ferpipe.errors import ModelError
+    from ferpipe.onnx import create_session, pruned_to
+
+    path = _two_head_graph(tmp_path / "two.onnx")
+    pruned = onnx.load_from_string(pruned_to(path.read_bytes(), ["cheap"]))
+    assert [n.op_type for n in pruned.graph.node] == ["Relu"] and not pruned.graph.initializer
+    x = np.array([[-1, 0.5, 2, -3]], np.float32)
+    full, one = create_session(path), create_session(path, outputs=["cheap"])
+    assert [o.name for o in one.get_outputs()] == ["cheap"]
+    np.testing.assert_array_equal(one.run(None, {"x": x})[0], full.run(["cheap"], {"x": x})[0])
+    costly = create_session(path, outputs=["costly"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(costly, x * 8)
+    with pytest.raises(ModelError, match="no output 'nope'"):
+        create_session(path, outputs=["nope"])
+
+
+def test_the_default_model_s_pipeline_head_leaves_its_other_head_out():
+    from ferpipe.expression import ExpressionModel
+    from ferpipe.registry import default_expression_model, get_spec
+
+    name = default_expression_model()
+    heads = get_spec(name, task="expression").preprocess.heads
+    if not heads or len(heads[0]) < 3:
+        pytest.skip(f"{name} has no head with an output of its own")
+    outputs = {h[0]: h[2] for h in heads}
+    for head, output in outputs.items():
+        model = ExpressionModel.from_name(name, head=head if head != heads[0][0] else None)
+        assert [o.name for o in model.session.get_outputs()] == [output]
