@@ -60,3 +60,19 @@ def test_bad_arguments():
         create_detector("haar")
     with pytest.raises(ValueError, match="YuNet model file not found"):
         create_detector("yunet", model_path="/nonexistent.onnx")
+
+
+def test_a_face_that_fills_the_picture_is_found_with_a_border(samples, detector):
+    """A close-up cropped inside the face (a webcam too close, a tight photo): one pass finds nothing; the second,
+    with a border, finds the face, in the picture's own coordinates."""
+    img = cv2.imread(str(samples["multi_face.jpg"]))
+    x1, y1, x2, y2 = detector.detect(img).boxes[4]
+    cx, cy, half = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1) * 0.35
+    crop = cv2.resize(img[int(cy - half) : int(cy + half), int(cx - half) : int(cx + half)], (192, 192))
+    assert len(detector._find(crop)) == 0
+    found = detector.detect(crop)
+    assert len(found) == 1
+    bx1, by1, bx2, by2 = found.boxes[0]
+    assert bx1 < 20 and by1 < 40 and bx2 > 172 and by2 > 150  # the whole picture is face: the box reaches its edges
+    assert (np.abs(found.landmarks[0] - 96) < 80).all()  # eyes, nose, mouth inside the picture
+    assert found.landmarks[0, 0, 1] < found.landmarks[0, 3, 1]  # eyes above the mouth
