@@ -53,7 +53,7 @@ for name, spec in specs.items():
     )
     rows.append({"model": name, "default": name == default,
                  "FER2013 accuracy": pick("accuracy", fer, "fer2013"), "FER+ accuracy": pick("accuracy", ferplus, "ferplus"),
-                 "full images": full.get("accuracy"), "macro-F1": pick("macro_f1", fer, "fer2013"),
+                 "full images": full.get("accuracy") or stored.get("full_image", {}).get("accuracy"), "macro-F1": pick("macro_f1", fer, "fer2013"),
                  "ECE": pick("ece", fer, "fer2013"), "ms/face": fer.get("ms_per_face") or stored.get("ms_per_face"),
                  "FER2013 n": n, "description": spec.description})  # fmt: skip
 st.dataframe(pl.DataFrame(rows), hide_index=True, column_config={
@@ -61,7 +61,8 @@ st.dataframe(pl.DataFrame(rows), hide_index=True, column_config={
                                                                   "macro-F1", "ECE")} | {
     "ms/face": st.column_config.NumberColumn("ms/face", format="%.2f")})  # fmt: skip
 st.caption("Accuracy on FER2013 and FER+ public_test (FER+: majority label over the seven expressions) and on full "
-           "images (`ferpipe eval --full-image`), from the latest `ferpipe eval` of each model or, failing that, the "
+           "images (`ferpipe eval --full-image`; for shipped models, the card's cross-domain check of FER+ faces pasted "
+           "into video-like frames), from the latest `ferpipe eval` of each model or, failing that, the "
            "metrics stored with it when it was trained. An empty cell: not measured yet. Models with one head per "
            "labelling protocol are scored with that protocol's head.")  # fmt: skip
 

@@ -126,6 +126,8 @@ def test_models_page_lists_models_and_runs(app, seeded_db, tmp_path, monkeypatch
     assert row["FER2013 accuracy"] == 0.75 and row["ms/face"] == 0.3 and row["FER2013 n"] == 4
     cnn = models[models["model"] == "ferpipe-cnn"].iloc[0]
     assert cnn["FER2013 accuracy"] > 0.6 and cnn["FER2013 n"] > 0  # from the metrics stored with it: never "n=?"
+    new = models[models["default"]].iloc[0]  # the shipped default shows its FER+ and cross-domain figures
+    assert new["model"] == "ferpipe-cnn2" and new["FER+ accuracy"] > 0.85 and new["full images"] > 0.5
     assert len(app.get("plotly_chart")) == 1  # the confusion matrix
     base = app.dataframe[1].value  # algorithms compared: a baseline run here overrides the shipped one
     assert base[base["algorithm"] == "svm-hog"].iloc[0]["accuracy"] == 0.5
