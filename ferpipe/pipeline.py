@@ -177,8 +177,10 @@ class _Analysed:
 
 
 def _prefetch_depth(width: int, height: int, budget_bytes: int = 32 << 20) -> int:
-    """Frames decoded ahead: up to 8, fewer for large frames (about 32 MiB of frames, at least one)."""
-    return int(min(8, max(1, budget_bytes // max(width * height * 3, 1))))
+    """Frames decoded ahead: up to 8, fewer for large frames (about 32 MiB of frames); 0 (decode in step) when not
+    even two fit, as for 4K, where a frame ahead cost 46 MiB of peak memory for 14% of speed."""
+    depth = int(min(8, budget_bytes // max(width * height * 3, 1)))
+    return depth if depth >= 2 else 0
 
 
 def _prefetch(frames: Iterator[Frame], depth: int = 8) -> Iterator[Frame]:
@@ -436,8 +438,9 @@ class Pipeline:
         pending: list[_Analysed] = []
         after = run.last_timestamp_ms if resumed else None
         if frames is None:
-            frames = _prefetch(iter_frames(clip["path"], self.settings.sample_fps, after_ms=after),
-                               _prefetch_depth(int(clip["width"] or 0), int(clip["height"] or 0)))  # fmt: skip
+            frames = iter_frames(clip["path"], self.settings.sample_fps, after_ms=after)
+            depth = _prefetch_depth(int(clip["width"] or 0), int(clip["height"] or 0))
+            frames = _prefetch(frames, depth) if depth else frames
         for frame in frames:
             dets = self._detect(frame, tracker, last_full)
             if dets is not None:

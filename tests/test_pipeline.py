@@ -226,3 +226,11 @@ def test_commits_after_the_clip_was_deleted_write_nothing(store):
         store.commit_batch(run.run_id, obs, RunProgress(2, 1, 40.0, 0.2))
     for table in ("observations", "faces", "runs"):
         assert store.query(f"SELECT count(*) AS n FROM {table}")["n"][0] == 0
+
+
+def test_frames_are_decoded_ahead_only_while_they_are_small():
+    from ferpipe.pipeline import _prefetch_depth
+
+    assert _prefetch_depth(640, 360) == 8 and _prefetch_depth(1920, 1080) == 5 and _prefetch_depth(2560, 1440) == 2
+    assert _prefetch_depth(3840, 2160) == 0  # 4K: decoded in step, one frame at a time (bounded memory)
+    assert _prefetch_depth(0, 0) == 8  # size unknown
