@@ -231,6 +231,6 @@ def test_commits_after_the_clip_was_deleted_write_nothing(store):
 def test_frames_are_decoded_ahead_only_while_they_are_small():
     from ferpipe.pipeline import _prefetch_depth
 
-    assert _prefetch_depth(640, 360) == 8 and _prefetch_depth(1920, 1080) == 5 and _prefetch_depth(2560, 1440) == 2
+    assert _prefetch_depth(640, 360) == 8 and _prefetch_depth(1920, 1080) == 5 and _prefetch_depth(2560, 1440) == 3
     assert _prefetch_depth(3840, 2160) == 0  # 4K: decoded in step, one frame at a time (bounded memory)
     assert _prefetch_depth(0, 0) == 8  # size unknown
