@@ -5,6 +5,8 @@ import streamlit as st
 
 st.set_page_config(page_title="ferpipe", page_icon=":material/mood:", layout="wide")
 st.sidebar.markdown("### ferpipe\nAudience expression analytics")
+st.sidebar.radio("Chart downloads", ["png", "svg"], key="chart_format", horizontal=True,
+                 help="The camera icon above each chart saves it in this format.")  # fmt: skip
 
 st.navigation(
     [

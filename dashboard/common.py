@@ -65,3 +65,9 @@ def fmt_eta(seconds: float | None) -> str:
         return "estimating…"
     m, s = divmod(round(seconds), 60)
     return f"{m}m {s:02d}s" if m else f"{s}s"
+
+
+def chart_config() -> dict:
+    """Plotly's download button on every chart: PNG (twice the screen size) or SVG, as chosen in the sidebar."""
+    fmt = st.session_state.get("chart_format", "png")
+    return {"displaylogo": False, "toImageButtonOptions": {"format": fmt, "scale": 2 if fmt == "png" else 1}}

@@ -2,7 +2,7 @@
 
 import polars as pl
 import streamlit as st
-from common import caveat, clip_picker, plain, store
+from common import caveat, chart_config, clip_picker, plain, store
 
 from ferpipe import analytics as an
 from ferpipe.errors import FerpipeError
@@ -128,7 +128,11 @@ def _curves() -> None:
         st.session_state["t_sel"] = float(pk["t_s"][rows[0]])
     t_sel = st.session_state.get("t_sel", float(agg["t_s"][0]))
     left, right = st.columns([3, 2])
-    left.plotly_chart(curves_figure(agg, exprs or ["neutral"], x_title=xt, marker_t=t_sel, markers=MARKS), key="curves")
+    left.plotly_chart(
+        curves_figure(agg, exprs or ["neutral"], x_title=xt, marker_t=t_sel, markers=MARKS),
+        config=chart_config(),
+        key="curves",
+    )
     with right:
         lo_t = float(agg["t_s"].min())
         hi_t = max(
@@ -152,7 +156,7 @@ def _curves() -> None:
         col.metric(e, f"{float(means[e].mean() or 0) * 100:.0f}%")
     st.subheader("% of faces whose strongest expression is each one")
     st.caption("Per bin, the share of faces in view whose top expression (of its bin mean) is X.")
-    st.plotly_chart(share_figure(shifted(an.top_expression_share(fb, bin_s))), key="shares")
+    st.plotly_chart(share_figure(shifted(an.top_expression_share(fb, bin_s))), config=chart_config(), key="shares")
     st.subheader("Peak moments")
     st.caption("Click a row to show that moment beside the curves.")
     st.dataframe(pk.rename({"t_s": "time (s)", "value": "mean probability", "n_people": "people in view",
@@ -180,7 +184,9 @@ def _curves() -> None:
                      hide_index=True)  # fmt: skip
     st.subheader("Valence and arousal (derived)")
     st.caption("Derived from the seven probabilities through Russell's circumplex; not a measurement.")
-    st.plotly_chart(curves_figure(agg, ["valence", "arousal"], x_title=xt, markers=MARKS), key="va")
+    st.plotly_chart(
+        curves_figure(agg, ["valence", "arousal"], x_title=xt, markers=MARKS), config=chart_config(), key="va"
+    )
     attention(run)
 
 
@@ -195,9 +201,9 @@ def attention(run) -> None:
     agg = shifted(an.smooth(an.aggregate_face_bins(fb, bin_s, an.ATTENTION_SIGNALS), window))
     a1, a2 = st.columns(2)
     a1.plotly_chart(curves_figure(agg, ["attentive"], x_title=xt, names={"attentive": "attentive"}, markers=MARKS),
-                    key="att")  # fmt: skip
+                    config=chart_config(), key="att")  # fmt: skip
     a2.plotly_chart(curves_figure(agg, ["yaw_deg", "pitch_deg", "roll_deg"], x_title=xt,
-                                  names={"yaw_deg": "yaw", "pitch_deg": "pitch", "roll_deg": "roll"}), key="pose")  # fmt: skip
+                                  names={"yaw_deg": "yaw", "pitch_deg": "pitch", "roll_deg": "roll"}), config=chart_config(), key="pose")  # fmt: skip
     blink_bin = max(bin_s, 10.0)
     blinks = shifted(an.aggregate_face_bins(an.blink_bins(s, run_id, blink_bin), blink_bin, ("blink_rate",)))
     summary = an.blink_summary(s, run_id)
@@ -208,7 +214,11 @@ def attention(run) -> None:
     if rate is not None and rate < 10:
         b1.caption(f"Analysed at {rate:g} frames/s: short blinks fall between frames, so this undercounts. "
                    "Process with --sample-fps 15 or more for blink rates.")  # fmt: skip
-    b2.plotly_chart(curves_figure(blinks, ["blink_rate"], x_title=xt, names={"blink_rate": "blinks/min"}), key="blinks")
+    b2.plotly_chart(
+        curves_figure(blinks, ["blink_rate"], x_title=xt, names={"blink_rate": "blinks/min"}),
+        config=chart_config(),
+        key="blinks",
+    )
     st.subheader("Facial actions")
     st.caption("MediaPipe blendshapes (ARKit-style scores in 0–1). They are not FACS action units; where one tracks "
                "an action unit closely it is offered as an 'AU proxy'.")  # fmt: skip
@@ -219,7 +229,7 @@ def attention(run) -> None:
         fa = shifted(an.smooth(an.aggregate_face_bins(an.face_bins(s, run_id, bin_s, tuple(chosen)), bin_s,
                                                       tuple(chosen)), window))  # fmt: skip
         st.plotly_chart(curves_figure(fa, chosen, x_title=xt, names={k: an.SIGNAL_INFO[k].label for k in chosen}),
-                        key="actions")  # fmt: skip
+                        config=chart_config(), key="actions")  # fmt: skip
 
 
 def show_moment(video_t: float) -> None:
@@ -259,4 +269,6 @@ with s.reading():
 if not ids:
     st.caption("No faces.")
 elif obs is not None:
-    st.plotly_chart(face_figure(an.downsample(obs, 1000), chosen, exprs or ["neutral"], names), key="faces")
+    st.plotly_chart(
+        face_figure(an.downsample(obs, 1000), chosen, exprs or ["neutral"], names), config=chart_config(), key="faces"
+    )

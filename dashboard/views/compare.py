@@ -3,7 +3,7 @@ markers and norms."""
 
 import polars as pl
 import streamlit as st
-from common import caveat, plain, store
+from common import caveat, chart_config, plain, store
 
 from ferpipe import analytics as an
 from ferpipe.figures import overlay_figure
@@ -93,7 +93,7 @@ fig = overlay_figure(aggs, signal, x_title=x_title, markers=marks)
 info = an.SIGNAL_INFO[signal]
 if info.lo is not None and info.hi is not None:
     fig.update_yaxes(range=[info.lo, info.hi])
-st.plotly_chart(fig, key="overlay")
+st.plotly_chart(fig, config=chart_config(), key="overlay")
 st.subheader("Summary")
 unit = "%" if normalised else "s"
 st.caption(f"Mean over bins, the peak and when it comes, and the time the curve stays above {threshold:g}. People are "

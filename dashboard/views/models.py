@@ -2,7 +2,7 @@
 
 import polars as pl
 import streamlit as st
-from common import caveat, clip_picker, db_path, store
+from common import caveat, chart_config, clip_picker, db_path, store
 
 from ferpipe import analytics as an
 from ferpipe import jobs
@@ -79,7 +79,7 @@ else:
 with_cm = [n for n in specs if evals.get(n)]
 if with_cm:
     pick = st.selectbox("Confusion matrix of", with_cm)
-    st.plotly_chart(confusion_figure(evals[pick]["confusion"], evals[pick]["labels"]), key="cm")
+    st.plotly_chart(confusion_figure(evals[pick]["confusion"], evals[pick]["labels"]), config=chart_config(), key="cm")
 
 st.subheader("Which model produced which run")
 st.caption(
@@ -100,6 +100,6 @@ if clip is not None:
     if done.height >= 2:
         signal = st.selectbox("Signal", list(an.SIGNALS), index=3, key="models_signal")
         aggs = {r["model"]: an.aggregate(store(), r["run_id"], 1.0) for r in done.iter_rows(named=True)}
-        st.plotly_chart(overlay_figure(aggs, signal), key="model_overlay")
+        st.plotly_chart(overlay_figure(aggs, signal), config=chart_config(), key="model_overlay")
     else:
         st.caption("Once the clip has finished runs with two models, their curves are overlaid here.")

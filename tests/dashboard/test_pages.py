@@ -287,3 +287,18 @@ def test_panel_respondent_view_and_a_bad_link(app, seeded_db):
     _ok(app)
     assert not app.error
     assert not app.title  # the respondent sees the panel only, none of the researcher's page
+
+
+def test_every_chart_downloads_as_png_or_svg(app, seeded_db):
+    """Each chart carries Plotly's download button, in the format chosen in the sidebar."""
+    import json as _json
+
+    app.switch_page("views/clip.py").run()
+    _ok(app)
+    charts = app.get("plotly_chart")
+    assert charts
+    configs = [_json.loads(c.proto.config) for c in charts]
+    assert all(c["toImageButtonOptions"]["format"] == "png" for c in configs), configs
+    app.sidebar.radio(key="chart_format").set_value("svg").run()
+    configs = [_json.loads(c.proto.config) for c in app.get("plotly_chart")]
+    assert configs and all(c["toImageButtonOptions"]["format"] == "svg" for c in configs)
