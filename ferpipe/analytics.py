@@ -437,9 +437,8 @@ def blink_bins(store: Store, run_id: int, bin_s: float = 10.0) -> pl.DataFrame:
 
 def blink_summary(store: Store, run_id: int) -> dict:
     """Blinks, person-minutes seen with a face mesh, and blinks per minute over a whole run."""
-    bb = store.blink_bins(run_id, 1.0)
-    minutes = float(bb["seconds"].sum() or 0) / 60.0
-    blinks = int(bb["blinks"].sum() or 0)
+    seconds, blinks = store.blink_totals(run_id)
+    minutes = seconds / 60.0
     return {"blinks": blinks, "face_minutes": minutes, "rate_per_min": blinks / minutes if minutes else float("nan")}
 
 

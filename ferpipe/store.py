@@ -633,6 +633,24 @@ class Store:
             [float(bin_s), int(run_id)],
         )
 
+    def blink_totals(self, run_id: int) -> tuple[float, int]:
+        """Seconds seen with a face mesh (summed over faces) and blinks, over a whole run: blink_bins without the
+        bins, in one aggregate (from the rollup where the run has one)."""
+        if self._rolled_up(run_id):
+            row = self.query(
+                "SELECT count(*) FILTER (WHERE n_mesh > 0) AS seconds, coalesce(sum(n_blinks), 0)::BIGINT AS blinks "
+                "FROM face_seconds WHERE run_id = ?",
+                [int(run_id)],
+            )
+        else:
+            row = self.query(
+                f"""SELECT count(DISTINCT (face_id, floor(timestamp_ms / 1000.0))) AS seconds,
+                           count(*) FILTER (WHERE blink) AS blinks
+                    FROM (SELECT *, {_BLINKS} AS blink FROM observations WHERE run_id = ? AND eye_openness IS NOT NULL)""",
+                [int(run_id)],
+            )
+        return float(row["seconds"][0] or 0), int(row["blinks"][0] or 0)
+
     def observations(self, run_id: int, columns: list[str] | tuple[str, ...], unit: str = "person") -> pl.DataFrame:
         """A run's unit id (person_id, or face_id), timestamp_ms and the given columns, in time order."""
         cols = [c for c in self._check_columns(columns) if c not in ("face_id", "timestamp_ms")]

@@ -150,6 +150,8 @@ def test_blinks_are_counted_alike_from_rows_and_from_the_rollup(store):
     store.commit_batch(run.run_id, obs, RunProgress(n, n - 1, (n - 1) * 400.0, 1.0))
     raw = store.blink_bins(run.run_id, 10.0)
     assert int(raw["blinks"].sum()) == 2
+    before = an.blink_summary(store, run.run_id)  # from the raw rows: the same totals as from the rollup below
+    assert before["blinks"] == 2 and before["rate_per_min"] == pytest.approx(2 / (3 / 60))
     store.finish_run(run.run_id, "done")
     rolled = store.blink_bins(run.run_id, 10.0)
     assert int(rolled["blinks"].sum()) == 2 and int(rolled["seconds"].sum()) == 3
