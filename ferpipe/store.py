@@ -417,7 +417,7 @@ class Store:
                 SELECT clip_id, string_agg(key || '=' || value, ', ' ORDER BY key) AS tags FROM clip_tags GROUP BY clip_id
             )
             SELECT c.clip_id, c.title, c.duration_s, c.fps, c.width, c.height, c.frame_count, c.source_uri, c.created_at,
-                   coalesce(t.tags, '') AS tags, l.run_id, l.status, l.model, l.detector,
+                   c.live_t0, coalesce(t.tags, '') AS tags, l.run_id, l.status, l.model, l.detector,
                    l.frames_done, l.frames_expected, l.faces, l.observations, l.seconds, l.updated_at,
                    c.stimulus_clip_id, c.stimulus_offset_s, c.path
             , l.pid

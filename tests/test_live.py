@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from ferpipe.errors import InputError
@@ -128,6 +129,8 @@ def test_live_hls_rows_arrive_while_it_plays_and_the_run_ends_done(http_dir, all
     assert recording.is_file() and recording.parent == tmp_path / "live_media"  # kept for reprocessing
     assert probe(recording).frame_count > 0 and 12 < clip["duration_s"] < 25
     assert clip["live_t0"] > 0
+    listed = store.clips().filter(pl.col("clip_id") == result["clip_id"])  # what the clip view's picker reads
+    assert listed["live_t0"][0] == clip["live_t0"]
     ts = store.query("SELECT max(timestamp_ms) AS t FROM observations")["t"][0]
     assert ts / 1000 > 12  # the stream's time line, not the analysis's
 

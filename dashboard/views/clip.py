@@ -116,6 +116,7 @@ def _curves() -> None:
     agg = shifted(an.smooth(an.aggregate_face_bins(fb, bin_s), window))
     if live_edge is not None:
         agg = agg.filter(pl.col("t_s") >= live_edge - shift - LIVE_WINDOW_S)
+    if agg.is_empty():
         st.warning(
             "No faces found in this clip." if run.finished and not quality.active else "No faces (yet, or left)."
         )

@@ -302,3 +302,31 @@ def test_every_chart_downloads_as_png_or_svg(app, seeded_db):
     app.sidebar.radio(key="chart_format").set_value("svg").run()
     configs = [_json.loads(c.proto.config) for c in app.get("plotly_chart")]
     assert configs and all(c["toImageButtonOptions"]["format"] == "svg" for c in configs)
+
+
+def test_clip_view_of_a_live_clip_follows_its_edge_and_draws_the_curves(app, seeded_db):
+    """A clip being analysed live: the latency line, the follow toggle, and the curves of the last 60 s."""
+    import os
+
+    import duckdb
+
+    db, ids = seeded_db
+    clip = ids["audience_grid.mp4"]
+
+    def sql(*statements: tuple[str, list]) -> None:
+        with duckdb.connect(str(db)) as con:
+            for text, params in statements:
+                con.execute(text, params)
+
+    sql(("UPDATE clips SET live_t0 = epoch(now()) - 30 WHERE clip_id = ?", [clip]),
+        ("UPDATE runs SET status = 'running', pid = ? WHERE clip_id = ?", [os.getpid(), clip]))  # fmt: skip
+    try:
+        app.query_params["clip"] = clip
+        app.switch_page("views/clip.py").run()
+        _ok(app)
+        assert any("Live:" in i.value and "behind the stream" in i.value for i in app.info)
+        assert not any("No faces" in w.value for w in app.warning)
+        assert len(app.get("plotly_chart")) >= 3
+    finally:
+        sql(("UPDATE runs SET status = 'done' WHERE clip_id = ?", [clip]),
+            ("UPDATE clips SET live_t0 = NULL WHERE clip_id = ?", [clip]))  # fmt: skip
