@@ -193,7 +193,9 @@ def _curves() -> None:
 
 def attention(run) -> None:
     st.subheader("Attention, head pose and blinks")
-    st.caption("Attentive: the face turned to the camera within ±30° yaw and ±20° pitch with its eyes open "
+    cone = run.settings or {}  # the cone this run was analysed with (--attention-yaw, --attention-pitch)
+    st.caption(f"Attentive: the face turned to the camera within ±{cone.get('attention_yaw_deg', 30.0):g}° yaw and "
+               f"±{cone.get('attention_pitch_deg', 20.0):g}° pitch with its eyes open "
                "(model readings, not a gaze tracker). Unfiltered: every observation with a face mesh.")  # fmt: skip
     fb = an.face_bins(s, run_id, bin_s, an.ATTENTION_SIGNALS)
     if fb.is_empty() or fb["attentive"].drop_nulls().is_empty():

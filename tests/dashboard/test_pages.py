@@ -36,6 +36,7 @@ def test_clip_view_draws_curves_shares_and_peaks(app, seeded_db):
     moment = next(sl for sl in app.slider if sl.label == "Moment (s)")
     assert moment.max <= 19.8  # never beyond the clip (the grid is as long as WolfgangLanger, 19.7 s)
     assert any("not FACS action units" in c.value for c in app.caption)
+    assert any("±30° yaw and ±20° pitch" in c.value for c in app.caption)  # the run's own attention cone
     sync = next(df.value for df in app.dataframe if "mean r" in df.value.columns)  # ten people on the grid
     assert sync["pairs of people"].max() >= 10 and sync["mean r"].abs().max() <= 1
 
