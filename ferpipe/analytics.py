@@ -580,17 +580,25 @@ def synchrony(fb: pl.DataFrame, signal: str, min_common_bins: int = 5) -> dict:
         .drop("bin")
     )
     matrix = wide.to_numpy().astype(np.float64)  # bins x people, NaN where a person was not seen
-    rs, people = [], set()
-    for a in range(matrix.shape[1]):
-        for b in range(a + 1, matrix.shape[1]):
-            both = np.isfinite(matrix[:, a]) & np.isfinite(matrix[:, b])
-            if both.sum() < min_common_bins:
-                continue
-            x, y = matrix[both, a], matrix[both, b]
-            if x.std() == 0 or y.std() == 0:
-                continue
-            rs.append(float(np.corrcoef(x, y)[0, 1]))
-            people.update((a, b))
-    if not rs:
+    # Pearson r of every pair over the bins both were seen in, all pairs at once: sums over the common bins come
+    # from matrix products of the values (0 where unseen) and the seen-masks.
+    seen = np.isfinite(matrix).astype(np.float64)
+    x = np.where(seen > 0, matrix, 0.0)
+    n = seen.T @ seen  # common bins of (a, b)
+    sx = x.T @ seen  # sum of a's values over the bins b was seen in
+    sxx = (x * x).T @ seen
+    sxy = x.T @ x
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var_a = sxx - sx * sx / n
+        var_b = var_a.T
+        cov = sxy - sx * sx.T / n
+        r = cov / np.sqrt(var_a * var_b)
+    scale = np.maximum(sxx, sxx.T) + 1.0
+    flat = (var_a <= 1e-12 * scale) | (var_b <= 1e-12 * scale)  # a constant curve over the common bins
+    a_idx, b_idx = np.triu_indices(matrix.shape[1], k=1)
+    ok = (n[a_idx, b_idx] >= min_common_bins) & ~flat[a_idx, b_idx]
+    rs = np.clip(r[a_idx[ok], b_idx[ok]], -1.0, 1.0)
+    people = set(a_idx[ok].tolist()) | set(b_idx[ok].tolist())
+    if not len(rs):
         return {"isc": None, "median": None, "pairs": 0, "people": 0}
     return {"isc": float(np.mean(rs)), "median": float(np.median(rs)), "pairs": len(rs), "people": len(people)}

@@ -337,3 +337,35 @@ def test_synchrony_by_hand():
         synchrony(fb, "happy", min_common_bins=2)
     with pytest.raises(ValueError, match="no signal 'nope'"):
         synchrony(fb, "nope")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_synchrony_equals_the_pairwise_definition(seed):
+    """All pairs at once (matrix products) give what a loop over pairs with np.corrcoef gives: people seen in
+    different bins, a flat curve (left out; a loop testing std() == 0 kept it, since 0.3 repeated has a std of
+    about 1e-17, and averaged its meaningless r in), pairs with too few common bins."""
+    import polars as pl
+
+    from ferpipe.analytics import synchrony
+
+    rng = np.random.default_rng(seed)
+    people, bins = 12, 40
+    m = rng.random((bins, people))
+    m[rng.random((bins, people)) < 0.4] = np.nan  # unseen
+    m[:, 0] = 0.3  # a flat curve
+    m[:-3, 1] = np.nan  # seen in 3 bins only
+    rows = [{"bin": t, "person_id": p, "happy": float(m[t, p])} for t in range(bins) for p in range(people)
+            if np.isfinite(m[t, p])]  # fmt: skip
+    rs, used = [], set()
+    for a in range(people):
+        for b in range(a + 1, people):
+            both = np.isfinite(m[:, a]) & np.isfinite(m[:, b])
+            if both.sum() < 5 or m[both, a].std() < 1e-9 or m[both, b].std() < 1e-9:  # flat: 0.3 repeated
+                continue
+            rs.append(np.corrcoef(m[both, a], m[both, b])[0, 1])
+            used.update((a, b))
+    got = synchrony(pl.DataFrame(rows), "happy")
+    assert got["pairs"] == len(rs) and got["people"] == len(used)
+    assert got["isc"] == pytest.approx(np.mean(rs), abs=1e-9) and got["median"] == pytest.approx(
+        np.median(rs), abs=1e-9
+    )
