@@ -608,10 +608,16 @@ def _serve(db_path: Path, port: int, headless: bool = True, address: str = "127.
     if not headless:
         threading.Thread(target=open_when_ready, daemon=True).start()
     out.print(f"dashboard: {url}  (Ctrl+C to stop)")
+    server = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+    # the server is a child process: a SIGTERM to this one (a service manager, a test) must stop it too
+    signal.signal(signal.SIGTERM, lambda signum, frame: server.terminate())
     try:
-        raise typer.Exit(subprocess.call(cmd, env=env, stdin=subprocess.DEVNULL))
-    except KeyboardInterrupt:
+        code = server.wait()
+    except KeyboardInterrupt:  # Ctrl+C reached the server too (same process group): let it finish
+        server.terminate()
+        server.wait(15)
         raise typer.Exit(0) from None
+    raise typer.Exit(0 if code in (0, -signal.SIGTERM) else code)
 
 
 @app.command()

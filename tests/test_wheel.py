@@ -76,6 +76,15 @@ def test_the_wheel_carries_the_default_model_and_the_dashboard(wheel_env, sample
     finally:
         server.terminate()
         server.wait(15)
+    # stopping `ferpipe dashboard` by its PID stops the Streamlit server it started (no orphan left serving)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+        except OSError:
+            break
+        assert time.monotonic() < deadline, "the dashboard's server outlived `ferpipe dashboard`"
+        time.sleep(0.5)
 
 
 def test_the_installed_demo_processes_the_samples(wheel_env, samples, tmp_path):
