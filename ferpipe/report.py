@@ -48,6 +48,16 @@ def safe_for_spreadsheets(df: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def table_bytes(df: pl.DataFrame, fmt: str) -> bytes:
+    """A table as CSV (formula prefixes neutralised for spreadsheets) or Parquet bytes."""
+    buf = io.BytesIO()
+    if fmt == "csv":
+        safe_for_spreadsheets(df).write_csv(buf)
+    else:
+        df.write_parquet(buf)
+    return buf.getvalue()
+
+
 @dataclass
 class ClipReport:
     """One clip's part of a report."""
@@ -497,10 +507,4 @@ def render(data: ReportData, fmt: str) -> bytes:
         return html_report(data).encode()
     if fmt == "pdf":
         return pdf_report(data)
-    table = curves_table(data)
-    buf = io.BytesIO()
-    if fmt == "csv":
-        safe_for_spreadsheets(table).write_csv(buf)
-    else:
-        table.write_parquet(buf)
-    return buf.getvalue()
+    return table_bytes(curves_table(data), fmt)

@@ -1,13 +1,11 @@
 """Export: curves and per-person timelines as CSV/Parquet, and HTML/PDF reports, for a clip or a comparison."""
 
-import io
-
 import polars as pl
 import streamlit as st
 from common import caveat, plain, store
 
 from ferpipe import analytics as an
-from ferpipe.report import build_report, render, safe_for_spreadsheets
+from ferpipe.report import build_report, render, table_bytes
 from ferpipe.store import QualityFilter
 
 st.title("Export")
@@ -29,15 +27,6 @@ quality = QualityFilter(attentive_only=attentive)
 if not chosen:
     st.stop()
 key = (tuple(chosen), bin_s, threshold, attentive)
-
-
-def table_bytes(df: pl.DataFrame, fmt: str) -> bytes:
-    buf = io.BytesIO()
-    if fmt == "csv":
-        safe_for_spreadsheets(df).write_csv(buf)
-    else:
-        df.write_parquet(buf)
-    return buf.getvalue()
 
 
 st.subheader("Data")
