@@ -315,9 +315,9 @@ def check_detector(name: str, model_path: str | os.PathLike | None = None) -> No
 
 
 def create_detector(name: str = "mtcnn", model_path: str | os.PathLike | None = None,
-                    min_face_size: int | None = None) -> FaceDetector:  # fmt: skip
+                    min_face_size: int | None = None, threads: int | None = None) -> FaceDetector:  # fmt: skip
     """The one factory for detectors: mtcnn (bundled), or yunet from a user-given ONNX file."""
     check_detector(name, model_path)
     if name == "yunet":
         return YuNetDetector(model_path)
-    return MTCNNDetector(min_face_size=min_face_size)
+    return MTCNNDetector(min_face_size=min_face_size, threads=threads)

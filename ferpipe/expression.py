@@ -103,12 +103,7 @@ class ExpressionModel(OnnxModel):
         """Probabilities for ready-made crops, in batches."""
         if len(crops) == 0:
             return Expressions(np.zeros((0, 7)), np.zeros(0), np.zeros(0))
-        parts = [self(crops[i : i + batch_size]) for i in range(0, len(crops), batch_size)]
-        return Expressions(
-            np.concatenate([p.probs for p in parts]),
-            np.concatenate([p.valence for p in parts]),
-            np.concatenate([p.arousal for p in parts]),
-        )
+        return Expressions.concat([self(crops[i : i + batch_size]) for i in range(0, len(crops), batch_size)])
 
     def crops(self, image: np.ndarray, detections: Detections) -> np.ndarray:
         return align_faces(image, detections.landmarks, self.pre.size, self.pre.channels)

@@ -8,7 +8,9 @@ import math
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -20,6 +22,7 @@ from .errors import InputError
 from .expression import ExpressionModel, circumplex
 from .frames import expected_samples, iter_frames, probe
 from .ingest import DownloadProgress, Ingested, ingest, printable
+from .onnx import model_threads
 from .people import FaceDescriptor, TrackSampler, record_samples, relink
 from .registry import default_expression_model, get_spec
 from .signals import AttentionCone, FaceMesh
@@ -166,14 +169,46 @@ def _count(n: int, noun: str, plural: str | None = None) -> str:
 
 @dataclass(frozen=True)
 class _Analysed:
-    """What a frame leaves for the batch after detection: its place in time, faces and their crops
-    (not the frame itself, so a batch of 4K frames does not stay in memory)."""
+    """What a frame leaves for the batch after detection: its place in time, faces and what the face models will
+    read from them (not the frame itself, so a batch of 4K frames does not stay in memory)."""
 
     index: int
     timestamp_ms: float
     detections: Detections
-    crops: np.ndarray | None
-    signals: FaceSignals | None
+    expressions: Future[Expressions] | None
+    signals: Future[FaceSignals] | None
+
+
+class _FaceModels:
+    """Runs the face models on threads of their own, a few frames behind detection and tracking: the expression
+    classifier on one, the face mesh (with signals on) on another. ONNX Runtime and LiteRT release the GIL while
+    they compute, so detection, classification and the mesh overlap on the cores; each model is still run by one
+    thread at a time. Only the faces' small crops wait in the queues, at most ``ahead`` frames of them, never whole
+    frames."""
+
+    def __init__(self, model: ExpressionModel, mesh: FaceMesh | None, cone: AttentionCone, ahead: int = 8) -> None:
+        self.model, self.mesh, self.cone, self.ahead = model, mesh, cone, ahead
+        self.classify = ThreadPoolExecutor(1, thread_name_prefix="ferpipe-expressions")
+        self.signals = ThreadPoolExecutor(1, thread_name_prefix="ferpipe-mesh") if mesh is not None else None
+        self.waiting: deque[Future] = deque()
+
+    def submit(
+        self, image: np.ndarray, detections: Detections
+    ) -> tuple[Future[Expressions], Future[FaceSignals] | None]:
+        """Cut the faces out of the frame now and read them later."""
+        crops = self.model.crops(image, detections)
+        faces = self.mesh.cut(image, detections) if self.mesh is not None else None
+        while self.waiting and (self.waiting[0].done() or len(self.waiting) >= self.ahead):
+            self.waiting.popleft().result()  # also raises a failure of a model here, without delay
+        expressions = self.classify.submit(self.model.predict_crops, crops, 32)
+        signals = self.signals.submit(self.mesh.read, faces, self.cone) if self.signals is not None else None
+        self.waiting.append(signals or expressions)  # the mesh takes longer
+        return expressions, signals
+
+    def close(self) -> None:
+        for pool in (self.classify, self.signals):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _prefetch_depth(width: int, height: int, budget_bytes: int = 32 << 20) -> int:
@@ -246,14 +281,15 @@ class Pipeline:
     def detector(self) -> FaceDetector:
         if self._detector is None:
             s = self.settings
-            self._detector = create_detector(s.detector, model_path=s.detector_model, min_face_size=s.min_face_size)
+            self._detector = create_detector(s.detector, model_path=s.detector_model, min_face_size=s.min_face_size,
+                                             threads=model_threads())  # fmt: skip
         return self._detector
 
     @property
     def mesh(self) -> FaceMesh | None:
         """The face mesh for attention, pose and blendshapes (None when signals are off)."""
         if self._mesh is None and self.settings.signals:
-            self._mesh = FaceMesh.from_registry()
+            self._mesh = FaceMesh.from_registry(threads=model_threads())
         return self._mesh
 
     @property
@@ -266,7 +302,7 @@ class Pipeline:
     @property
     def model(self) -> ExpressionModel:
         if self._model is None:
-            self._model = ExpressionModel.from_name(self.settings.model)
+            self._model = ExpressionModel.from_name(self.settings.model, threads=model_threads())
         return self._model
 
     def load(self) -> Pipeline:
@@ -313,10 +349,12 @@ class Pipeline:
 
     def analyse(self, clip_id: str, progress: Progress | None = None, reprocess: bool = False) -> RunResult:
         """Analyse a clip already in the library (resume, reuse or start a run, see Store.start_run)."""
-        clip = self.store.clip(clip_id)
-        run = self.start(clip, reprocess)
-        if run.finished:
-            return self._result(clip, run, reused=True)
+        self.load()
+        with self.store.holding():  # one connection for the run's start
+            clip = self.store.clip(clip_id)
+            run = self.start(clip, reprocess)
+            if run.finished:
+                return self._result(clip, run, reused=True)
         total = run.frames_expected
 
         def on_frame(done: int) -> None:
@@ -441,23 +479,26 @@ class Pipeline:
             frames = iter_frames(clip["path"], self.settings.sample_fps, after_ms=after)
             depth = _prefetch_depth(int(clip["width"] or 0), int(clip["height"] or 0))
             frames = _prefetch(frames, depth) if depth else frames
-        for frame in frames:
-            dets = self._detect(frame, tracker, last_full)
-            if dets is not None:
-                last_full = frame.timestamp_ms
-            else:
-                dets = self._refine(frame, tracker)
-            crops = self.model.crops(frame.image, dets) if len(dets) else None
-            signals = self.mesh(frame.image, dets, self.settings.cone) if self.mesh is not None else None
-            sampler.update(frame.image, dets, frame.timestamp_ms, self.descriptor)
-            pending.append(_Analysed(frame.index, frame.timestamp_ms, dets, crops, signals))
-            progress_now = RunProgress(progress_now.frames_done + 1, frame.index, frame.timestamp_ms, 0.0)
-            if len(pending) >= per_batch:
-                yield self._batch(pending, progress_now, tracker, smoother, sampler, last_full, t0)
-                pending = []
-            if on_frame:
-                on_frame(progress_now.frames_done)
-        yield self._batch(pending, progress_now, tracker, smoother, sampler, last_full, t0)
+        models = _FaceModels(self.model, self.mesh, self.settings.cone)
+        try:
+            for frame in frames:
+                dets = self._detect(frame, tracker, last_full)
+                if dets is not None:
+                    last_full = frame.timestamp_ms
+                else:
+                    dets = self._refine(frame, tracker)
+                expressions, signals = models.submit(frame.image, dets) if len(dets) else (None, None)
+                sampler.update(frame.image, dets, frame.timestamp_ms, self.descriptor)
+                pending.append(_Analysed(frame.index, frame.timestamp_ms, dets, expressions, signals))
+                progress_now = RunProgress(progress_now.frames_done + 1, frame.index, frame.timestamp_ms, 0.0)
+                if len(pending) >= per_batch:
+                    yield self._batch(pending, progress_now, tracker, smoother, sampler, last_full, t0)
+                    pending = []
+                if on_frame:
+                    on_frame(progress_now.frames_done)
+            yield self._batch(pending, progress_now, tracker, smoother, sampler, last_full, t0)
+        finally:
+            models.close()
         samples = record_samples(sampler, self.descriptor) if self.settings.people else {}
         yield TrackSamples(samples, replace(progress_now, seconds=time.perf_counter() - t0))
 
@@ -490,15 +531,17 @@ class Pipeline:
     def _batch(self, pending: list[_Analysed], progress: RunProgress, tracker: FaceTracker, smoother: EmaSmoother,
                sampler: TrackSampler, last_full: float, t0: float) -> AnalysisBatch:  # fmt: skip
         """Classify a batch of frames' faces in one pass; the rows come with the state to resume from."""
-        crops = [p.crops for p in pending if p.crops is not None]
+        faces = [p for p in pending if p.expressions is not None]
         dets = Detections.concat([p.detections for p in pending])
-        expr = self.model.predict_crops(np.concatenate(crops), batch_size=32) if crops else None
+        expr = Expressions.concat([p.expressions.result() for p in faces]) if faces else None
         frame_idx = np.concatenate([np.full(len(p.detections), p.index) for p in pending]) if pending else np.zeros(0)
         ts = np.concatenate([np.full(len(p.detections), p.timestamp_ms) for p in pending]) if pending else np.zeros(0)
         if expr is not None and smoother.tau_ms > 0:
             probs = smoother(dets.track_ids, ts, expr.probs)
             expr = Expressions(probs, *circumplex(probs))
-        signals = FaceSignals.concat([p.signals for p in pending if p.signals is not None]) if self.mesh else None
+        signals = (
+            FaceSignals.concat([p.signals.result() for p in faces if p.signals is not None]) if self.mesh else None
+        )
         rows = Observations(frame_idx, ts, dets, expr, signals) if expr is not None else Observations.empty()
         state = dict(tracker.state_dict(), smoother=smoother.state_dict(), people=sampler.state_dict(),
                      last_full_ms=last_full if math.isfinite(last_full) else None)  # fmt: skip
@@ -526,14 +569,16 @@ class RunWriter:
         if isinstance(item, AnalysisBatch):
             self.sink.append(item.rows, item.progress)
         else:
-            self.sink.flush()
-            if self.pipeline.settings.people:
-                self.pipeline.store.set_track_samples(self.run.run_id, item.samples)
+            with self.pipeline.store.holding():
+                self.sink.flush()
+                if self.pipeline.settings.people:
+                    self.pipeline.store.set_track_samples(self.run.run_id, item.samples)
         self.final = item.progress
 
     def close(self, progress: Progress | None = None) -> RunResult:
-        self.sink.__exit__(None, None, None)
-        return self.pipeline.finish(self.clip, self.run, self.final, progress)
+        with self.pipeline.store.holding():  # one connection for the run's end: last rows, people, roll-up
+            self.sink.__exit__(None, None, None)
+            return self.pipeline.finish(self.clip, self.run, self.final, progress)
 
     def fail(self, exc: BaseException) -> None:
         self.sink.__exit__(type(exc), exc, None)

@@ -30,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .types import Detections, FaceSignals
+from .types import Detections, FaceSignals, MeshCrops
 
 log = logging.getLogger(__name__)
 
@@ -215,16 +215,26 @@ class FaceMesh:
 
         return cls(fetch(get_spec(name, task="landmarker"))["bundle"], threads)
 
-    def landmarks(self, image: np.ndarray, box: np.ndarray, points5: np.ndarray) -> tuple[np.ndarray, float]:
-        """(478, 3) mesh points in frame pixels (z in the same scale) and the face-presence probability."""
-        m = roi_transform(box, points5)
-        crop = cv2.warpAffine(image, m, (MESH_SIZE, MESH_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    def cut(self, image: np.ndarray, detections: Detections) -> MeshCrops:
+        """Each face's square for the mesh model (cheap; the frame can go once this is done)."""
+        n = len(detections)
+        crops = np.empty((n, MESH_SIZE, MESH_SIZE, 3), np.uint8)
+        transforms = np.empty((n, 2, 3), np.float64)
+        for k in range(n):
+            transforms[k] = roi_transform(detections.boxes[k], detections.landmarks[k])
+            crops[k] = cv2.warpAffine(image, transforms[k], (MESH_SIZE, MESH_SIZE), flags=cv2.INTER_LINEAR,
+                                      borderMode=cv2.BORDER_CONSTANT)  # fmt: skip
+        return MeshCrops(crops, transforms)
+
+    def landmarks(self, crop: np.ndarray, transform: np.ndarray) -> tuple[np.ndarray, float]:
+        """(478, 3) mesh points in frame pixels (z in the same scale) and the face-presence probability, for one
+        face's crop and the transform it was cut with."""
         x = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32)[None] / 255.0
         self.mesh.set_tensor(self._mesh_in, x)
         self.mesh.invoke()
         pts = self.mesh.get_tensor(self._mesh_points).reshape(478, 3).astype(np.float64)
         score = float(1.0 / (1.0 + np.exp(-self.mesh.get_tensor(self._mesh_score).reshape(-1)[0])))
-        inv = cv2.invertAffineTransform(m)
+        inv = cv2.invertAffineTransform(transform)
         xy = pts[:, :2] @ inv[:, :2].T + inv[:, 2]
         scale = np.sqrt(abs(np.linalg.det(inv[:, :2])))
         return np.column_stack([xy, pts[:, 2] * scale]), score
@@ -235,17 +245,21 @@ class FaceMesh:
         self.shapes.invoke()
         return np.clip(self.shapes.get_tensor(self._shapes_out).reshape(-1), 0.0, 1.0)
 
-    def __call__(self, image: np.ndarray, detections: Detections, cone: AttentionCone | None = None) -> FaceSignals:
-        """Signals for each detected face (NaN where the mesh is not found: presence below 0.5)."""
+    def read(self, faces: MeshCrops, cone: AttentionCone | None = None) -> FaceSignals:
+        """Signals for each cut-out face (NaN where the mesh is not found: presence below 0.5)."""
         cone = cone or AttentionCone()
-        n = len(detections)
+        n = len(faces)
         pose = np.full((n, 3), np.nan, np.float32)
         shapes = np.full((n, len(BLENDSHAPES)), np.nan, np.float32)
         score = np.zeros(n, np.float32)
         for k in range(n):
-            points, score[k] = self.landmarks(image, detections.boxes[k], detections.landmarks[k])
+            points, score[k] = self.landmarks(faces.crops[k], faces.transforms[k])
             if score[k] < 0.5 or not np.isfinite(points).all():
                 continue
             pose[k] = euler_deg(head_rotation(points, self.canonical, self.basis_ids, self.basis_weights))
             shapes[k] = self.blendshapes(points)
         return FaceSignals.from_readings(pose, shapes, score, cone.yaw_deg, cone.pitch_deg, cone.eyes_open)
+
+    def __call__(self, image: np.ndarray, detections: Detections, cone: AttentionCone | None = None) -> FaceSignals:
+        """Signals for each detected face of a frame (``cut`` then ``read``)."""
+        return self.read(self.cut(image, detections), cone)

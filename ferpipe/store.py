@@ -4,6 +4,8 @@ DuckDB lets one process write or many read, never both at once. ferpipe therefor
 never holds a connection open: writers open, commit one batch and close (tens of
 milliseconds), readers open read-only for one query, and both retry while the other
 holds the file. A dashboard can so read a clip while a pipeline run writes it.
+Opening the file costs about 12 ms, so a block of several short steps (a run's start or
+its end) shares one connection (``holding``, ``reading``).
 
 Each batch of observations is committed in one transaction together with the run's
 progress and tracker state, so a run killed at any moment leaves the database at the
@@ -344,8 +346,33 @@ class Store:
                 self._local.con = None
 
     @contextlib.contextmanager
+    def holding(self) -> Iterator[Store]:
+        """Share one write connection among the reads and transactions of a block (a run's start or end).
+
+        Each step still gets its own cursor, so its transaction is its own; the file stays locked for the block.
+        """
+        if getattr(self._local, "held", None) is not None:
+            yield self
+            return
+        with self.connect() as con:
+            self._local.held = con
+            try:
+                yield self
+            finally:
+                self._local.held = None
+
+    @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection held for one unit of work, retried while another process holds the file."""
+        """A connection held for one unit of work, retried while another process holds the file
+        (inside ``holding``: a cursor on the block's connection)."""
+        held = getattr(self._local, "held", None)
+        if held is not None:
+            cursor = held.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+            return
         if read_only and not self.path.exists():
             self.migrate()
         deadline = time.monotonic() + self.timeout_s

@@ -134,6 +134,12 @@ class Expressions:
     def __len__(self) -> int:
         return int(self.probs.shape[0])
 
+    @staticmethod
+    def concat(parts: Sequence[Expressions]) -> Expressions:
+        if not parts:
+            return Expressions(np.zeros((0, len(EXPRESSIONS))), np.zeros(0), np.zeros(0))
+        return Expressions(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("probs", "valence", "arousal")))
+
 
 @dataclass(frozen=True)
 class FaceSignals:
@@ -203,6 +209,32 @@ class FaceSignals:
             return FaceSignals.empty()
         return FaceSignals(*(np.concatenate([getattr(p, f) for p in parts]) for f in
                              ("pose", "blendshapes", "mesh_score", "eye_openness", "attentive")))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MeshCrops:
+    """N faces cut out for the face mesh (ferpipe.signals): what the frame's thread hands to the mesh's thread,
+    so the frame itself need not wait for the mesh.
+
+    crops: (N, S, S, 3) uint8 BGR squares around each face, eyes level.
+    transforms: (N, 2, 3) affine maps from frame pixels to crop pixels.
+    """
+
+    crops: np.ndarray
+    transforms: np.ndarray
+
+    def __post_init__(self) -> None:
+        crops = np.asarray(self.crops)
+        transforms = np.asarray(self.transforms, dtype=np.float64)
+        if crops.ndim != 4 or crops.shape[3] != 3 or crops.dtype != np.uint8:
+            raise ValueError(f"crops must be (N, S, S, 3) uint8, got {crops.shape} {crops.dtype}")
+        if transforms.shape != (crops.shape[0], 2, 3):
+            raise ValueError(f"transforms must be ({crops.shape[0]}, 2, 3), got {transforms.shape}")
+        object.__setattr__(self, "crops", crops)
+        object.__setattr__(self, "transforms", transforms)
+
+    def __len__(self) -> int:
+        return int(self.crops.shape[0])
 
 
 @dataclass(frozen=True)

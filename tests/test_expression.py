@@ -99,3 +99,15 @@ def test_the_default_model_s_pipeline_head_leaves_its_other_head_out():
     for head, output in outputs.items():
         model = ExpressionModel.from_name(name, head=head if head != heads[0][0] else None)
         assert [o.name for o in model.session.get_outputs()] == [output]
+
+
+def test_each_pipeline_model_gets_half_the_cores_unless_told(monkeypatch):
+    from ferpipe.onnx import default_threads, model_threads
+
+    monkeypatch.delenv("FERPIPE_THREADS", raising=False)
+    assert model_threads() == max(1, default_threads() // 2) >= 1
+    monkeypatch.setenv("FERPIPE_THREADS", "3")
+    assert model_threads() == 3  # the user's choice wins
+    monkeypatch.setenv("FERPIPE_THREADS", "0")
+    with pytest.raises(ValueError, match="FERPIPE_THREADS must be >= 1, got 0"):
+        model_threads()

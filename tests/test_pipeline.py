@@ -234,3 +234,43 @@ def test_frames_are_decoded_ahead_only_while_they_are_small():
     assert _prefetch_depth(640, 360) == 8 and _prefetch_depth(1920, 1080) == 5 and _prefetch_depth(2560, 1440) == 3
     assert _prefetch_depth(3840, 2160) == 0  # 4K: decoded in step, one frame at a time (bounded memory)
     assert _prefetch_depth(0, 0) == 8  # size unknown
+
+
+def test_face_models_on_their_own_threads_read_each_frame_as_the_direct_call_does(samples, detector, model):
+    """The classifier and the mesh run behind detection on threads of their own: each frame's readings are the
+    ones a direct call gives for that frame (frames with many, one or no faces; a queue shorter than the clip)."""
+    from ferpipe.frames import iter_frames
+    from ferpipe.pipeline import _FaceModels
+    from ferpipe.signals import AttentionCone, FaceMesh
+
+    mesh, cone = FaceMesh.from_registry(), AttentionCone()
+    frames = [f.image for f in iter_frames(samples["audience_grid.mp4"], 2.0)][:6]
+    frames += [f.image for f in iter_frames(samples["no_face.mp4"], 2.0)][:1]
+    frames += [f.image for f in iter_frames(samples["WolfgangLanger_Pexels.mp4"], 2.0)][:3]
+    dets = [detector(f) for f in frames]
+    assert sorted({len(d) for d in dets})[:2] == [0, 1] and max(len(d) for d in dets) > 5
+    faces = _FaceModels(model, mesh, cone, ahead=2)
+    try:
+        futures = [faces.submit(f, d) if len(d) else (None, None) for f, d in zip(frames, dets, strict=True)]
+        for f, d, (expressions, signals) in zip(frames, dets, futures, strict=True):
+            if not len(d):
+                continue
+            want = model.predict_crops(model.crops(f, d))
+            np.testing.assert_allclose(expressions.result().probs, want.probs, atol=1e-6)
+            np.testing.assert_allclose(signals.result().pose, mesh(f, d, cone).pose, atol=1e-4, equal_nan=True)
+    finally:
+        faces.close()
+
+
+def test_a_failure_on_a_face_model_thread_fails_the_run(pipeline_factory, samples, store, monkeypatch):
+    from ferpipe.signals import FaceMesh
+
+    def broken(self, faces, cone=None):
+        raise RuntimeError("mesh failed")
+
+    monkeypatch.setattr(FaceMesh, "read", broken)
+    p = pipeline_factory(sample_fps=2.0)
+    with pytest.raises(RuntimeError, match="mesh failed"):
+        p.process(str(samples["single_face.mp4"]))
+    runs = store.runs()
+    assert runs.height == 1 and runs["status"][0] == "failed"

@@ -212,3 +212,28 @@ def test_committed_batches_keep_the_counts_consistent(tmp_path_factory, batches)
     faces = store.query("SELECT face_id, n_obs, first_seen_ms, last_seen_ms FROM faces ORDER BY face_id").rows()
     assert faces == [(f, len(ts), min(ts), max(ts)) for f, ts in sorted(seen.items())]
     assert store.face_bins(run.run_id, 1.0, ("happy",))["n_obs"].sum() == total
+
+
+def test_a_holding_block_shares_one_connection_and_keeps_each_transaction_its_own(store, monkeypatch):
+    """Inside ``holding`` the file is opened once; a failing transaction rolls back only itself; it is re-entrant."""
+    _clip(store)
+    opened = []
+    real = duckdb.connect
+    monkeypatch.setattr(duckdb, "connect", lambda *a, **k: opened.append(a) or real(*a, **k))
+    with store.holding():
+        run_id = store.start_run("c1", "m", "mtcnn", {"a": 1}, 100).run_id
+        with store.holding():  # nested: the same connection
+            assert store.run(run_id).status == "running"
+
+        def fail_mid_way():
+            with store.transaction() as con:
+                con.execute("UPDATE runs SET status = 'broken' WHERE run_id = ?", [run_id])
+                raise RuntimeError("fails mid-way")
+
+        with pytest.raises(RuntimeError, match="fails mid-way"):
+            fail_mid_way()
+        assert store.run(run_id).status == "running"  # rolled back
+        store.finish_run(run_id, "done")
+    assert len(opened) == 1
+    assert store.run(run_id).status == "done"  # committed, and the file is free again
+    assert len(opened) == 2
