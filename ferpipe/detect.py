@@ -81,6 +81,9 @@ def crop_patches(image: np.ndarray, boxes: np.ndarray, size: int, bgr_to_rgb: bo
         bw, bh = x2 - x1 + 1, y2 - y1 + 1
         if bw <= 1 or bh <= 1:
             continue
+        if x1 >= 0 and y1 >= 0 and x2 < w and y2 < h:  # inside the image (most boxes): resized from a view
+            out[k] = cv2.resize(image[y1 : y2 + 1, x1 : x2 + 1], (size, size), interpolation=cv2.INTER_LINEAR)
+            continue
         tmp = np.zeros((bh, bw, 3), dtype=np.uint8)
         sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2 + 1, w), min(y2 + 1, h)
         if sx2 <= sx1 or sy2 <= sy1:
@@ -168,7 +171,7 @@ class MTCNNDetector(FaceDetector):
             from .registry import fetch, get_spec
 
             paths = fetch(get_spec("mtcnn", task="detector"))
-        self.pnet = _MTCNNNet(paths["pnet"], threads)
+        self.pnet = _MTCNNNet(paths["pnet"], threads)  # the same pyramid sizes on every frame
         self.rnet = _MTCNNNet(paths["rnet"], threads)
         self.onet = _MTCNNNet(paths["onet"], threads)
         self.min_face_size = min_face_size

@@ -29,7 +29,7 @@ def default_threads() -> int:
 def model_threads() -> int:
     """Intra-op threads for each model of the pipeline, which runs detection, classification and the face mesh on
     threads of their own at the same time: $FERPIPE_THREADS, else half the usable cores (at least one). On two cores,
-    three models each on one thread beat the same models each on two by about 6% (measured, benchmarks/)."""
+    three models each on one thread beat the same models each on two by about 5% (measured on the 20 s sample)."""
     if os.environ.get("FERPIPE_THREADS"):
         return default_threads()
     return max(1, default_threads() // 2)
@@ -68,7 +68,13 @@ def pruned_to(model_bytes: bytes, outputs: list[str]) -> bytes:
 def create_session(
     path: str | os.PathLike, threads: int | None = None, outputs: list[str] | None = None
 ) -> ort.InferenceSession:
-    """The one place ferpipe creates an ONNX Runtime session; with ``outputs``, of the graph pruned to them."""
+    """The one place ferpipe creates an ONNX Runtime session; with ``outputs``, of the graph pruned to them.
+
+    No memory arena: ONNX Runtime's arena keeps the largest working set each session has needed, which for MTCNN's
+    R- and O-nets grows with the number of faces (an audience grid: +100 MiB of peak memory). Without it, buffers
+    over 1 MiB are mapped and returned on every run (ferpipe.pipeline sets glibc's mmap threshold so, for video
+    frames), which costs the P-net about a quarter of its time in page faults; memory first (at most 500 MiB up
+    to 4K)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model not found: {path}")
@@ -77,9 +83,7 @@ def create_session(
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
-    # keep each session's buffers between runs: freeing them returns large blocks to the system (ferpipe.pipeline
-    # sets glibc's mmap threshold to 1 MiB for video frames), and mapping them again cost MTCNN half its time
-    opts.enable_cpu_mem_arena = True
+    opts.enable_cpu_mem_arena = False
     # no busy-waiting between ops: on small machines it starves the decode thread
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]

@@ -90,8 +90,13 @@ class FaceDescriptor:
 
     def chip(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
         """The aligned 150 x 150 RGB face chip dlib's network reads."""
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        rect = self._dlib.rectangle(int(box[0]), int(box[1]), int(box[2]), int(box[3]))
+        # only the region around the face is converted (a whole 4K frame in RGB was 25 MB for one chip)
+        h, w = image.shape[:2]
+        side = max(box[2] - box[0], box[3] - box[1])
+        x0, y0 = max(0, int(box[0] - side)), max(0, int(box[1] - side))
+        x1, y1 = min(w, int(box[2] + side) + 1), min(h, int(box[3] + side) + 1)
+        rgb = cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_BGR2RGB)
+        rect = self._dlib.rectangle(int(box[0]) - x0, int(box[1]) - y0, int(box[2]) - x0, int(box[3]) - y0)
         return np.asarray(self._dlib.get_face_chip(rgb, self.predictor(rgb, rect), size=CHIP_SIZE, padding=0.25))
 
     def __call__(self, chip: np.ndarray) -> np.ndarray:

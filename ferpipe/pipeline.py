@@ -179,6 +179,18 @@ class _Analysed:
     signals: Future[FaceSignals] | None
 
 
+@dataclass(frozen=True)
+class _Cut:
+    """A batch of analysed frames, with the progress and state after them, waiting for its faces to be read."""
+
+    frames: list[_Analysed]
+    progress: RunProgress
+    state: dict
+
+    def ready(self) -> bool:
+        return all(f.done() for p in self.frames for f in (p.expressions, p.signals) if f is not None)
+
+
 class _FaceModels:
     """Runs the face models on threads of their own, a few frames behind detection and tracking: the expression
     classifier on one, the face mesh (with signals on) on another. ONNX Runtime and LiteRT release the GIL while
@@ -474,6 +486,7 @@ class Pipeline:
         t0 = time.perf_counter() - run.seconds
         progress_now = run.progress
         pending: list[_Analysed] = []
+        cut: deque[_Cut] = deque()  # batches whose faces are still being read
         after = run.last_timestamp_ms if resumed else None
         if frames is None:
             frames = iter_frames(clip["path"], self.settings.sample_fps, after_ms=after)
@@ -492,11 +505,16 @@ class Pipeline:
                 pending.append(_Analysed(frame.index, frame.timestamp_ms, dets, expressions, signals))
                 progress_now = RunProgress(progress_now.frames_done + 1, frame.index, frame.timestamp_ms, 0.0)
                 if len(pending) >= per_batch:
-                    yield self._batch(pending, progress_now, tracker, smoother, sampler, last_full, t0)
+                    cut.append(_Cut(pending, progress_now, self._state(tracker, sampler, last_full)))
                     pending = []
+                while cut and cut[0].ready():  # yielded once its faces are read, without waiting for them
+                    yield self._batch(cut.popleft(), smoother, t0)
                 if on_frame:
                     on_frame(progress_now.frames_done)
-            yield self._batch(pending, progress_now, tracker, smoother, sampler, last_full, t0)
+                frame = None  # not held while the next frame decodes (a 4K frame is 25 MB)
+            cut.append(_Cut(pending, progress_now, self._state(tracker, sampler, last_full)))
+            while cut:
+                yield self._batch(cut.popleft(), smoother, t0)
         finally:
             models.close()
         samples = record_samples(sampler, self.descriptor) if self.settings.people else {}
@@ -528,9 +546,16 @@ class Pipeline:
         dets = self.detector.refine(frame.image, boxes) if len(boxes) else Detections.empty()
         return tracker.update(dets, frame.timestamp_ms)
 
-    def _batch(self, pending: list[_Analysed], progress: RunProgress, tracker: FaceTracker, smoother: EmaSmoother,
-               sampler: TrackSampler, last_full: float, t0: float) -> AnalysisBatch:  # fmt: skip
-        """Classify a batch of frames' faces in one pass; the rows come with the state to resume from."""
+    @staticmethod
+    def _state(tracker: FaceTracker, sampler: TrackSampler, last_full: float) -> dict:
+        """What a run resumes from after the frames so far (the smoother's state is added as a batch is read)."""
+        return dict(tracker.state_dict(), people=sampler.state_dict(),
+                    last_full_ms=last_full if math.isfinite(last_full) else None)  # fmt: skip
+
+    def _batch(self, cut: _Cut, smoother: EmaSmoother, t0: float) -> AnalysisBatch:
+        """A batch of frames' observations, once its faces are read (in order: the smoother runs through them);
+        the rows come with the state to resume from."""
+        pending = cut.frames
         faces = [p for p in pending if p.expressions is not None]
         dets = Detections.concat([p.detections for p in pending])
         expr = Expressions.concat([p.expressions.result() for p in faces]) if faces else None
@@ -543,9 +568,8 @@ class Pipeline:
             FaceSignals.concat([p.signals.result() for p in faces if p.signals is not None]) if self.mesh else None
         )
         rows = Observations(frame_idx, ts, dets, expr, signals) if expr is not None else Observations.empty()
-        state = dict(tracker.state_dict(), smoother=smoother.state_dict(), people=sampler.state_dict(),
-                     last_full_ms=last_full if math.isfinite(last_full) else None)  # fmt: skip
-        return AnalysisBatch(rows, replace(progress, seconds=time.perf_counter() - t0, tracker_state=state))
+        state = dict(cut.state, smoother=smoother.state_dict())
+        return AnalysisBatch(rows, replace(cut.progress, seconds=time.perf_counter() - t0, tracker_state=state))
 
     def _result(self, clip: dict, run: RunRow, resumed: bool = False, reused: bool = False) -> RunResult:
         return RunResult(
@@ -564,20 +588,20 @@ class RunWriter:
         self.pipeline, self.clip, self.run = pipeline, clip, run
         self.sink = ObservationSink(pipeline.store, run.run_id, batch_seconds=commit_seconds or pipeline.commit_seconds)
         self.final = run.progress
+        self.samples: TrackSamples | None = None
 
     def add(self, item: AnalysisBatch | TrackSamples) -> None:
         if isinstance(item, AnalysisBatch):
             self.sink.append(item.rows, item.progress)
-        else:
-            with self.pipeline.store.holding():
-                self.sink.flush()
-                if self.pipeline.settings.people:
-                    self.pipeline.store.set_track_samples(self.run.run_id, item.samples)
+        else:  # the last item: stored with the run's end
+            self.samples = item
         self.final = item.progress
 
     def close(self, progress: Progress | None = None) -> RunResult:
-        with self.pipeline.store.holding():  # one connection for the run's end: last rows, people, roll-up
+        with self.pipeline.store.holding():  # one connection for the run's end: last rows, track samples, people
             self.sink.__exit__(None, None, None)
+            if self.samples is not None and self.pipeline.settings.people:
+                self.pipeline.store.set_track_samples(self.run.run_id, self.samples.samples)
             return self.pipeline.finish(self.clip, self.run, self.final, progress)
 
     def fail(self, exc: BaseException) -> None:

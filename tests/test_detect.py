@@ -76,3 +76,25 @@ def test_a_face_that_fills_the_picture_is_found_with_a_border(samples, detector)
     assert bx1 < 20 and by1 < 40 and bx2 > 172 and by2 > 150  # the whole picture is face: the box reaches its edges
     assert (np.abs(found.landmarks[0] - 96) < 80).all()  # eyes, nose, mouth inside the picture
     assert found.landmarks[0, 0, 1] < found.landmarks[0, 3, 1]  # eyes above the mouth
+
+
+def test_crop_patches_equal_zero_padded_crops_inside_and_across_the_border():
+    """Boxes inside the image are resized from a view of it; the result is the zero-padded crop's, as at borders."""
+    from ferpipe.detect import crop_patches
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    boxes = np.array([[10, 5, 40, 35], [0, 0, 159, 89], [-8, -4, 20, 30], [150, 80, 175, 100], [30, 20, 30, 60]])
+
+    def padded(box, size):
+        x1, y1, x2, y2 = box
+        tmp = np.zeros((y2 - y1 + 1, x2 - x1 + 1, 3), np.uint8)
+        sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2 + 1, 160), min(y2 + 1, 90)
+        tmp[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
+        return cv2.resize(tmp, (size, size), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+
+    out = crop_patches(image, boxes, 24)
+    for k, box in enumerate(boxes[:4]):
+        np.testing.assert_array_equal(out[k], padded(box, 24))
+    assert not out[4].any()  # a box one pixel wide is left empty
+    np.testing.assert_array_equal(crop_patches(image, boxes, 24, bgr_to_rgb=True), out[..., ::-1])
