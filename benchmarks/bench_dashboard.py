@@ -68,19 +68,25 @@ def build_db(path: Path, faces: int, frames: int, video: Path, signals: bool = T
 
 
 def clip_view_data(store, run_id: int, bin_s: float, raw: bool = False) -> None:
-    """What the Clip view computes: expression bins, curves, shares, peaks, attention; ``raw`` skips the rollup."""
+    """What the Clip view computes: expression bins, curves, shares, peaks, attention and two AU proxies (one scan
+    of the rollup for all of them, as the page does); ``raw``: a quality filter that keeps every row, which sends
+    the expressions to the raw rows (attention and facial actions stay on the rollup, unfiltered, as on the page)."""
     from ferpipe import analytics as an
     from ferpipe.store import QualityFilter
 
-    quality = QualityFilter(min_face_px=1.0) if raw else None  # a filter that keeps every row forces the raw path
-    fb = an.face_bins(store, run_id, bin_s, quality=quality)
+    unfiltered = (*an.ATTENTION_SIGNALS, "au12_proxy", "au04_proxy")
+    if raw:
+        fb = an.face_bins(store, run_id, bin_s, quality=QualityFilter(min_face_px=1.0))
+        fa = an.face_bins(store, run_id, bin_s, unfiltered)
+    else:
+        fb = fa = an.face_bins(store, run_id, bin_s, (*an.SIGNALS, *unfiltered))
     agg = an.smooth(an.aggregate_face_bins(fb, bin_s), 3)
     an.top_expression_share(fb, bin_s)
     an.face_means_from_bins(fb)
     for e in ("happy", "surprise", "sad", "neutral"):
         an.peaks(agg, e, k=3, bin_s=bin_s)
-    fa = an.face_bins(store, run_id, bin_s, an.ATTENTION_SIGNALS, quality=quality)
-    an.aggregate_face_bins(fa, bin_s, an.ATTENTION_SIGNALS)
+    if "attentive" in fa.columns and fa["attentive"].drop_nulls().len():
+        an.aggregate_face_bins(fa, bin_s, unfiltered)
 
 
 def naive(store, run_id: int, bin_s: float = 1.0) -> None:

@@ -333,17 +333,21 @@ class Store:
     def reading(self) -> Iterator[Store]:
         """Share one read-only connection among the queries of a block (one page render).
 
+        A write inside the block (a button on the page) closes it for the write's duration and opens it again.
         Keep such blocks short: while they last, a writer in another process waits.
         """
-        if getattr(self._local, "con", None) is not None:
+        if getattr(self._local, "con", None) is not None or getattr(self._local, "held", None) is not None:
             yield self
             return
-        with self.connect(read_only=True) as con:
-            self._local.con = con
-            try:
-                yield self
-            finally:
-                self._local.con = None
+        if not self.path.exists():
+            self.migrate()
+        self._local.con = self._open(read_only=True)
+        try:
+            yield self
+        finally:
+            con, self._local.con = self._local.con, None
+            if con is not None:
+                con.close()
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[Store]:
@@ -363,33 +367,48 @@ class Store:
 
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection held for one unit of work, retried while another process holds the file
-        (inside ``holding``: a cursor on the block's connection)."""
-        held = getattr(self._local, "held", None)
-        if held is not None:
-            cursor = held.cursor()
+        """A connection held for one unit of work, retried while another process holds the file (inside
+        ``holding``, or ``reading`` for reads: a cursor on the block's connection)."""
+        shared = getattr(self._local, "held", None)
+        if shared is None and read_only:
+            shared = getattr(self._local, "con", None)
+        if shared is not None:
+            cursor = shared.cursor()
             try:
                 yield cursor
             finally:
                 cursor.close()
             return
+        reader = getattr(self._local, "con", None)
+        if reader is not None:  # a write inside a read block: the read connection steps aside meanwhile
+            reader.close()
+            self._local.con = None
+            try:
+                with self.connect() as con:
+                    yield con
+            finally:
+                self._local.con = self._open(read_only=True)
+            return
         if read_only and not self.path.exists():
             self.migrate()
+        con = self._open(read_only)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """Open the file, retrying while another process holds it (up to timeout_s)."""
         deadline = time.monotonic() + self.timeout_s
         delay = 0.01
         while True:
             try:
-                con = duckdb.connect(str(self.path), read_only=read_only)
-                break
+                return duckdb.connect(str(self.path), read_only=read_only)
             except (duckdb.Error, RuntimeError) as exc:
                 if not _is_lock_error(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.25)
-        try:
-            yield con
-        finally:
-            con.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -428,7 +447,7 @@ class Store:
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
         """A read-only query as a Polars frame (on the block's connection inside ``reading()``)."""
         shared = getattr(self._local, "con", None)
-        if shared is not None:
+        if shared is not None and getattr(self._local, "held", None) is None:
             return shared.sql(sql, params=params or None).pl()
         with self.connect(read_only=True) as con:
             return con.sql(sql, params=params or None).pl()

@@ -237,3 +237,17 @@ def test_a_holding_block_shares_one_connection_and_keeps_each_transaction_its_ow
     assert len(opened) == 1
     assert store.run(run_id).status == "done"  # committed, and the file is free again
     assert len(opened) == 2
+
+
+def test_a_write_inside_a_read_block_steps_the_reader_aside_and_reads_on(store):
+    """A page reads through one connection; a button's write inside it commits, and the page reads it back."""
+    _clip(store)
+    with store.reading():
+        assert store.markers("c1").is_empty()
+        store.add_marker("c1", "brand reveal", 1.0, None)  # a write: would wait on its own read lock otherwise
+        assert store.markers("c1")["name"].to_list() == ["brand reveal"]
+        with store.holding():  # and a held write block inside it
+            store.add_marker("c1", "price", 2.0, 3.0)
+        assert store.markers("c1").height == 2
+    reader = Store(store.path)
+    assert reader.markers("c1").height == 2  # committed, and the file is free

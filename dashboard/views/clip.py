@@ -13,265 +13,275 @@ from ferpipe.types import EXPRESSIONS
 
 st.title("Clip view")
 caveat()
-clip = clip_picker()
-if clip is None:
-    st.stop()
 s = store()
-runs = s.clip_runs(clip["clip_id"])
-if runs.is_empty():
-    st.info("This clip has not been processed yet.")
-    st.stop()
-best = int(runs["run_id"][0])
-labels = {r["run_id"]: f"run {r['run_id']} · {r['model']} · {r['status']}" for r in runs.iter_rows(named=True)}
-run_ids = list(labels)
-duration = float(clip["duration_s"] or 0.0)
+with s.reading():  # one read connection for the whole page (a write inside steps it aside)
+    clip = clip_picker()
+    if clip is None:
+        st.stop()
+    runs = s.clip_runs(clip["clip_id"])
+    if runs.is_empty():
+        st.info("This clip has not been processed yet.")
+        st.stop()
+    best = int(runs["run_id"][0])
+    labels = {r["run_id"]: f"run {r['run_id']} · {r['model']} · {r['status']}" for r in runs.iter_rows(named=True)}
+    run_ids = list(labels)
+    duration = float(clip["duration_s"] or 0.0)
 
-c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
-exprs = c1.multiselect("Expressions", list(EXPRESSIONS), default=["happy", "surprise", "sad", "neutral"])
-bin_s = c2.select_slider("Bin width (s)", list(an.BIN_CHOICES), value=an.default_bin(duration))
-window = c3.slider("Smoothing (bins)", 1, 15, 1)
-run_id = c4.selectbox("Run", run_ids, index=run_ids.index(best), format_func=labels.get)
+    c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
+    exprs = c1.multiselect("Expressions", list(EXPRESSIONS), default=["happy", "surprise", "sad", "neutral"])
+    bin_s = c2.select_slider("Bin width (s)", list(an.BIN_CHOICES), value=an.default_bin(duration))
+    window = c3.slider("Smoothing (bins)", 1, 15, 1)
+    run_id = c4.selectbox("Run", run_ids, index=run_ids.index(best), format_func=labels.get)
 
-with st.expander("Data quality filter for the expression curves"):
-    q1, q2, q3 = st.columns(3)
-    quality = QualityFilter(
-        attentive_only=q1.checkbox(
-            "Attentive faces only", help="Facing the camera within the attention cone, eyes open."
-        ),
-        min_face_px=float(q2.number_input("Smallest face (px tall)", 0, 2000, 0, 10)),
-        min_score=float(q3.slider("Lowest detection score", 0.0, 1.0, 0.0, 0.05)),
-    )
-
-offset = float(clip["stimulus_offset_s"] or 0)
-stimulus = clip["stimulus_clip_id"]
-with st.expander("Stimulus sync" + (f" (linked, offset {offset:g} s)" if stimulus else "")):
-    all_clips = s.clips()
-    others = [c for c in all_clips["clip_id"].to_list() if c != clip["clip_id"]]
-    titles = dict(zip(all_clips["clip_id"].to_list(), all_clips["title"].to_list(), strict=False))
-    choice = st.selectbox("Stimulus this audience watched", [None, *others], index=([None, *others].index(stimulus)
-                          if stimulus in others else 0), format_func=lambda c: "— none —" if c is None else titles[c])  # fmt: skip
-    new_offset = st.number_input("Offset: stimulus time = clip time − offset (s)", value=offset, step=0.5)
-    if st.button("Save link"):
-        s.set_stimulus(clip["clip_id"], choice, new_offset)
-        st.rerun()
-with st.expander("Event markers"):
-    st.caption("Named moments or intervals of the clip (e.g. 'brand reveal', 'price shown'), drawn on every curve, "
-               "with the mean before, during and after each.")  # fmt: skip
-    m1, m2, m3, m4 = st.columns([3, 1, 1, 1])
-    m_name = m1.text_input("Marker name", key="marker_name")
-    m_start = m2.number_input("Start (s)", 0.0, max(duration, 0.1), 0.0, 0.5, key="marker_start")
-    m_end = m3.number_input("End (s, 0: a point)", 0.0, max(duration, 0.1), 0.0, 0.5, key="marker_end")
-    if m4.button("Add marker", disabled=not m_name.strip()):
-        try:
-            s.add_marker(clip["clip_id"], m_name, m_start, m_end if m_end > m_start else None)
-            st.rerun()
-        except ValueError as exc:
-            st.error(plain(exc))
-    for m in s.markers(clip["clip_id"]).iter_rows(named=True):
-        a, b = st.columns([5, 1])
-        span = f"{m['start_s']:g} s" + (f" – {m['end_s']:g} s" if m["end_s"] is not None else "")
-        a.write(f"{plain(m['name'])} · {span}")
-        if b.button("Delete", key=f"del-marker-{m['marker_id']}"):
-            s.delete_marker(m["marker_id"])
-            st.rerun()
-on_stimulus = bool(stimulus) and st.toggle("Plot against stimulus time", value=bool(stimulus))
-shift = offset if on_stimulus else 0.0
-xt = "stimulus time (s)" if on_stimulus else "video time (s)"
-
-RUN = s.run(run_id)
-LIVE_T0 = clip.get("live_t0") if RUN.status == "running" else None
-LIVE_WINDOW_S = 60.0
-FOLLOW = bool(LIVE_T0) and st.toggle("Follow the live edge (last 60 s)", value=True)
-MARKERS = s.markers(clip["clip_id"])
-MARKS = [(m["name"], m["start_s"] - shift, None if m["end_s"] is None else m["end_s"] - shift)
-         for m in MARKERS.iter_rows(named=True)]  # fmt: skip
-
-
-def shifted(agg: pl.DataFrame) -> pl.DataFrame:
-    return agg.with_columns((pl.col("t_s") - shift).alias("t_s"))
-
-
-@st.fragment(run_every=3 if RUN.status == "running" else None)
-def curves() -> None:
-    with s.reading():
-        _curves()
-
-
-def _curves() -> None:
-    run = s.run(run_id) if RUN.status == "running" else RUN
-    live_edge = None
-    if run.status == "running" and LIVE_T0:
-        latency = an.live_latency_s(LIVE_T0, run.last_timestamp_ms)
-        st.info(f"● Live: {run.frames_done:,} frames analysed, the curves {latency:.1f} s behind the stream "
-                "(capture to visible here). They scroll as data arrives.")  # fmt: skip
-        live_edge = run.last_timestamp_ms / 1000.0 if FOLLOW else None
-    elif run.status == "running":
-        st.info(f"Processing: {run.frames_done:,}/{run.frames_expected:,} frames so far; the curves grow as it runs.")
-    elif run.status == "truncated":
-        st.warning(f"Truncated media: {plain(run.error)}. The curves cover what could be decoded.")
-    fb = an.face_bins(s, run_id, bin_s, quality=quality)
-    if quality.active:
-        st.caption(f"Filter: {quality.describe()}; {s.excluded_share(run_id, quality):.0%} of this run's "
-                   "observations are left out of the expression curves.")  # fmt: skip
-    agg = shifted(an.smooth(an.aggregate_face_bins(fb, bin_s), window))
-    if live_edge is not None:
-        agg = agg.filter(pl.col("t_s") >= live_edge - shift - LIVE_WINDOW_S)
-    if agg.is_empty():
-        st.warning(
-            "No faces found in this clip." if run.finished and not quality.active else "No faces (yet, or left)."
+    with st.expander("Data quality filter for the expression curves"):
+        q1, q2, q3 = st.columns(3)
+        quality = QualityFilter(
+            attentive_only=q1.checkbox(
+                "Attentive faces only", help="Facing the camera within the attention cone, eyes open."
+            ),
+            min_face_px=float(q2.number_input("Smallest face (px tall)", 0, 2000, 0, 10)),
+            min_score=float(q3.slider("Lowest detection score", 0.0, 1.0, 0.0, 0.05)),
         )
-        return
-    pk = an.peak_table(agg, exprs or ["neutral"], bin_s=bin_s).sort("value", descending=True)
-    picked = st.session_state.get("peaks")
-    rows = picked.selection.rows if picked is not None and hasattr(picked, "selection") else []
-    if rows and rows[0] < pk.height and st.session_state.get("peak_row") != rows[0]:
-        st.session_state["peak_row"] = rows[0]  # a newly clicked peak moves the moment shown
-        st.session_state["t_sel"] = float(pk["t_s"][rows[0]])
-    t_sel = st.session_state.get("t_sel", float(agg["t_s"][0]))
-    left, right = st.columns([3, 2])
-    left.plotly_chart(
-        curves_figure(agg, exprs or ["neutral"], x_title=xt, marker_t=t_sel, markers=MARKS),
-        config=chart_config(),
-        key="curves",
-    )
-    with right:
-        lo_t = float(agg["t_s"].min())
-        hi_t = max(
-            lo_t + 0.1, min(float(agg["t_s"].max() + bin_s), (duration or float(agg["t_s"].max()) + bin_s) - shift)
-        )
-        t_sel = st.slider("Moment (s)", lo_t, hi_t, min(max(float(t_sel), lo_t), hi_t), 0.1)
-        st.session_state["t_sel"] = t_sel
-        show_moment(t_sel + shift)
-        if on_stimulus:
-            st.caption(f"Stimulus at {t_sel:.1f} s")
+
+    offset = float(clip["stimulus_offset_s"] or 0)
+    stimulus = clip["stimulus_clip_id"]
+    with st.expander("Stimulus sync" + (f" (linked, offset {offset:g} s)" if stimulus else "")):
+        all_clips = s.clips()
+        others = [c for c in all_clips["clip_id"].to_list() if c != clip["clip_id"]]
+        titles = dict(zip(all_clips["clip_id"].to_list(), all_clips["title"].to_list(), strict=False))
+        choice = st.selectbox("Stimulus this audience watched", [None, *others], index=([None, *others].index(stimulus)
+                              if stimulus in others else 0), format_func=lambda c: "— none —" if c is None else titles[c])  # fmt: skip
+        new_offset = st.number_input("Offset: stimulus time = clip time − offset (s)", value=offset, step=0.5)
+        if st.button("Save link"):
+            s.set_stimulus(clip["clip_id"], choice, new_offset)
+            st.rerun()
+    with st.expander("Event markers"):
+        st.caption("Named moments or intervals of the clip (e.g. 'brand reveal', 'price shown'), drawn on every curve, "
+                   "with the mean before, during and after each.")  # fmt: skip
+        m1, m2, m3, m4 = st.columns([3, 1, 1, 1])
+        m_name = m1.text_input("Marker name", key="marker_name")
+        m_start = m2.number_input("Start (s)", 0.0, max(duration, 0.1), 0.0, 0.5, key="marker_start")
+        m_end = m3.number_input("End (s, 0: a point)", 0.0, max(duration, 0.1), 0.0, 0.5, key="marker_end")
+        if m4.button("Add marker", disabled=not m_name.strip()):
             try:
-                st.image(frame_at(s.clip(stimulus)["path"], t_sel * 1000), width="stretch")
+                s.add_marker(clip["clip_id"], m_name, m_start, m_end if m_end > m_start else None)
+                st.rerun()
+            except ValueError as exc:
+                st.error(plain(exc))
+        for m in s.markers(clip["clip_id"]).iter_rows(named=True):
+            a, b = st.columns([5, 1])
+            span = f"{m['start_s']:g} s" + (f" – {m['end_s']:g} s" if m["end_s"] is not None else "")
+            a.write(f"{plain(m['name'])} · {span}")
+            if b.button("Delete", key=f"del-marker-{m['marker_id']}"):
+                s.delete_marker(m["marker_id"])
+                st.rerun()
+    on_stimulus = bool(stimulus) and st.toggle("Plot against stimulus time", value=bool(stimulus))
+    shift = offset if on_stimulus else 0.0
+    xt = "stimulus time (s)" if on_stimulus else "video time (s)"
+
+    RUN = s.run(run_id)
+    LIVE_T0 = clip.get("live_t0") if RUN.status == "running" else None
+    LIVE_WINDOW_S = 60.0
+    FOLLOW = bool(LIVE_T0) and st.toggle("Follow the live edge (last 60 s)", value=True)
+    MARKERS = s.markers(clip["clip_id"])
+    MARKS = [(m["name"], m["start_s"] - shift, None if m["end_s"] is None else m["end_s"] - shift)
+             for m in MARKERS.iter_rows(named=True)]  # fmt: skip
+
+    ACTIONS_DEFAULT = ("au12_proxy", "au04_proxy")
+
+    def shifted(agg: pl.DataFrame) -> pl.DataFrame:
+        return agg.with_columns((pl.col("t_s") - shift).alias("t_s"))
+
+    @st.fragment(run_every=3 if RUN.status == "running" else None)
+    def curves() -> None:
+        with s.reading():
+            _curves()
+
+    def _curves() -> None:
+        run = s.run(run_id) if RUN.status == "running" else RUN
+        live_edge = None
+        if run.status == "running" and LIVE_T0:
+            latency = an.live_latency_s(LIVE_T0, run.last_timestamp_ms)
+            st.info(f"● Live: {run.frames_done:,} frames analysed, the curves {latency:.1f} s behind the stream "
+                    "(capture to visible here). They scroll as data arrives.")  # fmt: skip
+            live_edge = run.last_timestamp_ms / 1000.0 if FOLLOW else None
+        elif run.status == "running":
+            st.info(
+                f"Processing: {run.frames_done:,}/{run.frames_expected:,} frames so far; the curves grow as it runs."
+            )
+        elif run.status == "truncated":
+            st.warning(f"Truncated media: {plain(run.error)}. The curves cover what could be decoded.")
+        picked = tuple(st.session_state.get("actions_pick", ACTIONS_DEFAULT))  # the facial actions picked below
+        unfiltered = tuple(dict.fromkeys((*an.ATTENTION_SIGNALS, *picked)))
+        if quality.active:  # expressions from the filtered rows; attention and facial actions stay unfiltered
+            fb = an.face_bins(s, run_id, bin_s, quality=quality)
+            fb_signals = an.face_bins(s, run_id, bin_s, unfiltered)
+        else:  # one scan of the roll-up serves every section of the page
+            fb = fb_signals = an.face_bins(s, run_id, bin_s, tuple(dict.fromkeys((*an.SIGNALS, *unfiltered))))
+        if quality.active:
+            st.caption(f"Filter: {quality.describe()}; {s.excluded_share(run_id, quality):.0%} of this run's "
+                       "observations are left out of the expression curves.")  # fmt: skip
+        agg = shifted(an.smooth(an.aggregate_face_bins(fb, bin_s), window))
+        if live_edge is not None:
+            agg = agg.filter(pl.col("t_s") >= live_edge - shift - LIVE_WINDOW_S)
+        if agg.is_empty():
+            st.warning(
+                "No faces found in this clip." if run.finished and not quality.active else "No faces (yet, or left)."
+            )
+            return
+        pk = an.peak_table(agg, exprs or ["neutral"], bin_s=bin_s).sort("value", descending=True)
+        picked = st.session_state.get("peaks")
+        rows = picked.selection.rows if picked is not None and hasattr(picked, "selection") else []
+        if rows and rows[0] < pk.height and st.session_state.get("peak_row") != rows[0]:
+            st.session_state["peak_row"] = rows[0]  # a newly clicked peak moves the moment shown
+            st.session_state["t_sel"] = float(pk["t_s"][rows[0]])
+        t_sel = st.session_state.get("t_sel", float(agg["t_s"][0]))
+        left, right = st.columns([3, 2])
+        left.plotly_chart(
+            curves_figure(agg, exprs or ["neutral"], x_title=xt, marker_t=t_sel, markers=MARKS),
+            config=chart_config(),
+            key="curves",
+        )
+        with right:
+            lo_t = float(agg["t_s"].min())
+            hi_t = max(
+                lo_t + 0.1, min(float(agg["t_s"].max() + bin_s), (duration or float(agg["t_s"].max()) + bin_s) - shift)
+            )
+            t_sel = st.slider("Moment (s)", lo_t, hi_t, min(max(float(t_sel), lo_t), hi_t), 0.1)
+            st.session_state["t_sel"] = t_sel
+            show_moment(t_sel + shift)
+            if on_stimulus:
+                st.caption(f"Stimulus at {t_sel:.1f} s")
+                try:
+                    st.image(frame_at(s.clip(stimulus)["path"], t_sel * 1000), width="stretch")
+                except FerpipeError as exc:
+                    st.caption(plain(exc))
+        st.subheader("Mean over the clip")
+        st.caption("Each expression's probability averaged over faces (each face's mean counts once): the level of the "
+                   "curves above, not a vote.")  # fmt: skip
+        means = an.face_means_from_bins(fb)
+        cols = st.columns(len(EXPRESSIONS))
+        for col, e in zip(cols, EXPRESSIONS, strict=False):
+            col.metric(e, f"{float(means[e].mean() or 0) * 100:.0f}%")
+        st.subheader("% of faces whose strongest expression is each one")
+        st.caption("Per bin, the share of faces in view whose top expression (of its bin mean) is X.")
+        st.plotly_chart(share_figure(shifted(an.top_expression_share(fb, bin_s))), config=chart_config(), key="shares")
+        st.subheader("Peak moments")
+        st.caption("Click a row to show that moment beside the curves.")
+        st.dataframe(pk.rename({"t_s": "time (s)", "value": "mean probability", "n_people": "people in view",
+                                "n_faces": "faces in view"}, strict=False),
+                     hide_index=True, on_select="rerun", selection_mode="single-row", key="peaks")  # fmt: skip
+        sync = [{"expression": e, **an.synchrony(fb, e)} for e in exprs or ["neutral"]]
+        if any(r["pairs"] for r in sync):
+            st.subheader("Synchrony (derived)")
+            st.caption("Inter-subject correlation: how alike people's curves moved, the mean Pearson r over every pair of "
+                       "people seen together in at least 5 bins. It says the displayed expressions moved together, not "
+                       "that people felt alike.")  # fmt: skip
+            st.dataframe(pl.DataFrame(sync).rename({"isc": "mean r", "median": "median r", "pairs": "pairs of people",
+                                                    "people": "people"}),
+                         hide_index=True)  # fmt: skip
+        if MARKERS.height:
+            st.subheader("Around the markers")
+            around = st.slider("Window before and after (s)", 1.0, 30.0, 5.0, 1.0, key="marker_window")
+            obs = s.observations(run_id, tuple(exprs or ["neutral"]))
+            tables = [an.marker_stats(obs, MARKERS, e, around).with_columns(pl.lit(e).alias("expression"))
+                      for e in exprs or ["neutral"]]  # fmt: skip
+            st.caption("Mean probability per person in each window, averaged over the people seen in it (n); change = "
+                       "during or after minus before (the baseline).")  # fmt: skip
+            st.dataframe(pl.concat(tables).select("marker", "expression", "before_mean", "during_mean", "after_mean",
+                                                  "change_during", "change_after", "before_n", "during_n", "after_n"),
+                         hide_index=True)  # fmt: skip
+        st.subheader("Valence and arousal (derived)")
+        st.caption("Derived from the seven probabilities through Russell's circumplex; not a measurement.")
+        st.plotly_chart(
+            curves_figure(agg, ["valence", "arousal"], x_title=xt, markers=MARKS), config=chart_config(), key="va"
+        )
+        attention(run, fb_signals)
+
+    def attention(run, fb) -> None:
+        """The attention, head pose, blink and facial action sections, from bins that carry their signals."""
+        st.subheader("Attention, head pose and blinks")
+        cone = run.settings or {}  # the cone this run was analysed with (--attention-yaw, --attention-pitch)
+        st.caption(f"Attentive: the face turned to the camera within ±{cone.get('attention_yaw_deg', 30.0):g}° yaw and "
+                   f"±{cone.get('attention_pitch_deg', 20.0):g}° pitch with its eyes open "
+                   "(model readings, not a gaze tracker). Unfiltered: every observation with a face mesh.")  # fmt: skip
+        if fb.is_empty() or fb["attentive"].drop_nulls().is_empty():
+            st.caption("No attention readings in this run (processed with signals off, or no face mesh found).")
+            return
+        agg = shifted(an.smooth(an.aggregate_face_bins(fb, bin_s, an.ATTENTION_SIGNALS), window))
+        a1, a2 = st.columns(2)
+        a1.plotly_chart(curves_figure(agg, ["attentive"], x_title=xt, names={"attentive": "attentive"}, markers=MARKS),
+                        config=chart_config(), key="att")  # fmt: skip
+        a2.plotly_chart(curves_figure(agg, ["yaw_deg", "pitch_deg", "roll_deg"], x_title=xt,
+                                      names={"yaw_deg": "yaw", "pitch_deg": "pitch", "roll_deg": "roll"}), config=chart_config(), key="pose")  # fmt: skip
+        blink_bin = max(bin_s, 10.0)
+        blinks = shifted(an.aggregate_face_bins(an.blink_bins(s, run_id, blink_bin), blink_bin, ("blink_rate",)))
+        summary = an.blink_summary(s, run_id)
+        b1, b2 = st.columns([1, 3])
+        b1.metric("Blinks per minute", f"{summary['rate_per_min']:.1f}", help=f"{summary['blinks']} blinks over "
+                  f"{summary['face_minutes']:.1f} face-minutes with a face mesh")  # fmt: skip
+        rate = (run.settings or {}).get("sample_fps")
+        if rate is not None and rate < 10:
+            b1.caption(f"Analysed at {rate:g} frames/s: short blinks fall between frames, so this undercounts. "
+                       "Process with --sample-fps 15 or more for blink rates.")  # fmt: skip
+        b2.plotly_chart(
+            curves_figure(blinks, ["blink_rate"], x_title=xt, names={"blink_rate": "blinks/min"}),
+            config=chart_config(),
+            key="blinks",
+        )
+        st.subheader("Facial actions")
+        st.caption("MediaPipe blendshapes (ARKit-style scores in 0–1). They are not FACS action units; where one tracks "
+                   "an action unit closely it is offered as an 'AU proxy'.")  # fmt: skip
+        options = [*an.AU_PROXY_SIGNALS, *an.BLENDSHAPE_SIGNALS[1:]]
+        chosen = tuple(st.multiselect("Blendshapes or AU proxies", options, default=list(ACTIONS_DEFAULT),
+                                      format_func=lambda k: an.SIGNAL_INFO[k].label, key="actions_pick"))  # fmt: skip
+        if chosen:
+            if not set(chosen) <= set(fb.columns):  # picked after the bins were read
+                fb = an.face_bins(s, run_id, bin_s, chosen)
+            fa = shifted(an.smooth(an.aggregate_face_bins(fb, bin_s, chosen), window))
+            st.plotly_chart(curves_figure(fa, chosen, x_title=xt, names={k: an.SIGNAL_INFO[k].label for k in chosen}),
+                            config=chart_config(), key="actions")  # fmt: skip
+
+    def show_moment(video_t: float) -> None:
+        path = clip["path"]
+        playable = path if browser_playable(path) else (preview_path(path) if preview_path(path).is_file() else None)
+        if playable is not None:
+            st.video(str(playable), start_time=int(video_t))
+        else:
+            try:
+                st.image(frame_at(path, video_t * 1000), caption=f"frame at {video_t:.1f} s", width="stretch")
             except FerpipeError as exc:
                 st.caption(plain(exc))
-    st.subheader("Mean over the clip")
-    st.caption("Each expression's probability averaged over faces (each face's mean counts once): the level of the "
-               "curves above, not a vote.")  # fmt: skip
-    means = an.face_means_from_bins(fb)
-    cols = st.columns(len(EXPRESSIONS))
-    for col, e in zip(cols, EXPRESSIONS, strict=False):
-        col.metric(e, f"{float(means[e].mean() or 0) * 100:.0f}%")
-    st.subheader("% of faces whose strongest expression is each one")
-    st.caption("Per bin, the share of faces in view whose top expression (of its bin mean) is X.")
-    st.plotly_chart(share_figure(shifted(an.top_expression_share(fb, bin_s))), config=chart_config(), key="shares")
-    st.subheader("Peak moments")
-    st.caption("Click a row to show that moment beside the curves.")
-    st.dataframe(pk.rename({"t_s": "time (s)", "value": "mean probability", "n_people": "people in view",
-                            "n_faces": "faces in view"}, strict=False),
-                 hide_index=True, on_select="rerun", selection_mode="single-row", key="peaks")  # fmt: skip
-    sync = [{"expression": e, **an.synchrony(fb, e)} for e in exprs or ["neutral"]]
-    if any(r["pairs"] for r in sync):
-        st.subheader("Synchrony (derived)")
-        st.caption("Inter-subject correlation: how alike people's curves moved, the mean Pearson r over every pair of "
-                   "people seen together in at least 5 bins. It says the displayed expressions moved together, not "
-                   "that people felt alike.")  # fmt: skip
-        st.dataframe(pl.DataFrame(sync).rename({"isc": "mean r", "median": "median r", "pairs": "pairs of people",
-                                                "people": "people"}),
-                     hide_index=True)  # fmt: skip
-    if MARKERS.height:
-        st.subheader("Around the markers")
-        around = st.slider("Window before and after (s)", 1.0, 30.0, 5.0, 1.0, key="marker_window")
-        obs = s.observations(run_id, tuple(exprs or ["neutral"]))
-        tables = [an.marker_stats(obs, MARKERS, e, around).with_columns(pl.lit(e).alias("expression"))
-                  for e in exprs or ["neutral"]]  # fmt: skip
-        st.caption("Mean probability per person in each window, averaged over the people seen in it (n); change = "
-                   "during or after minus before (the baseline).")  # fmt: skip
-        st.dataframe(pl.concat(tables).select("marker", "expression", "before_mean", "during_mean", "after_mean",
-                                              "change_during", "change_after", "before_n", "during_n", "after_n"),
-                     hide_index=True)  # fmt: skip
-    st.subheader("Valence and arousal (derived)")
-    st.caption("Derived from the seven probabilities through Russell's circumplex; not a measurement.")
-    st.plotly_chart(
-        curves_figure(agg, ["valence", "arousal"], x_title=xt, markers=MARKS), config=chart_config(), key="va"
-    )
-    attention(run)
+            if st.button("Make a browser preview to play the video"):
+                with st.spinner("Encoding a WebM preview…"):
+                    make_preview(path)
+                st.rerun()
+        if st.toggle("Show face thumbnails", value=False, help="Off by default for privacy."):
+            blur = st.toggle("Blur thumbnails", value=True)
+            obs = s.faces_at(run_id, video_t * 1000)
+            if obs.is_empty():
+                st.caption("No face in view at this moment.")
+            else:
+                frame = frame_at(path, float(obs["timestamp_ms"][0]))
+                thumbs = [
+                    thumbnail(frame, (r["x"], r["y"], r["w"], r["h"]), blur=blur) for r in obs.iter_rows(named=True)
+                ]
+                st.image(thumbs, caption=[f"face {f}" for f in obs["face_id"]], width=96)
 
+    curves()
 
-def attention(run) -> None:
-    st.subheader("Attention, head pose and blinks")
-    cone = run.settings or {}  # the cone this run was analysed with (--attention-yaw, --attention-pitch)
-    st.caption(f"Attentive: the face turned to the camera within ±{cone.get('attention_yaw_deg', 30.0):g}° yaw and "
-               f"±{cone.get('attention_pitch_deg', 20.0):g}° pitch with its eyes open "
-               "(model readings, not a gaze tracker). Unfiltered: every observation with a face mesh.")  # fmt: skip
-    fb = an.face_bins(s, run_id, bin_s, an.ATTENTION_SIGNALS)
-    if fb.is_empty() or fb["attentive"].drop_nulls().is_empty():
-        st.caption("No attention readings in this run (processed with signals off, or no face mesh found).")
-        return
-    agg = shifted(an.smooth(an.aggregate_face_bins(fb, bin_s, an.ATTENTION_SIGNALS), window))
-    a1, a2 = st.columns(2)
-    a1.plotly_chart(curves_figure(agg, ["attentive"], x_title=xt, names={"attentive": "attentive"}, markers=MARKS),
-                    config=chart_config(), key="att")  # fmt: skip
-    a2.plotly_chart(curves_figure(agg, ["yaw_deg", "pitch_deg", "roll_deg"], x_title=xt,
-                                  names={"yaw_deg": "yaw", "pitch_deg": "pitch", "roll_deg": "roll"}), config=chart_config(), key="pose")  # fmt: skip
-    blink_bin = max(bin_s, 10.0)
-    blinks = shifted(an.aggregate_face_bins(an.blink_bins(s, run_id, blink_bin), blink_bin, ("blink_rate",)))
-    summary = an.blink_summary(s, run_id)
-    b1, b2 = st.columns([1, 3])
-    b1.metric("Blinks per minute", f"{summary['rate_per_min']:.1f}", help=f"{summary['blinks']} blinks over "
-              f"{summary['face_minutes']:.1f} face-minutes with a face mesh")  # fmt: skip
-    rate = (run.settings or {}).get("sample_fps")
-    if rate is not None and rate < 10:
-        b1.caption(f"Analysed at {rate:g} frames/s: short blinks fall between frames, so this undercounts. "
-                   "Process with --sample-fps 15 or more for blink rates.")  # fmt: skip
-    b2.plotly_chart(
-        curves_figure(blinks, ["blink_rate"], x_title=xt, names={"blink_rate": "blinks/min"}),
-        config=chart_config(),
-        key="blinks",
-    )
-    st.subheader("Facial actions")
-    st.caption("MediaPipe blendshapes (ARKit-style scores in 0–1). They are not FACS action units; where one tracks "
-               "an action unit closely it is offered as an 'AU proxy'.")  # fmt: skip
-    options = [*an.AU_PROXY_SIGNALS, *an.BLENDSHAPE_SIGNALS[1:]]
-    chosen = st.multiselect("Blendshapes or AU proxies", options, default=["au12_proxy", "au04_proxy"],
-                            format_func=lambda k: an.SIGNAL_INFO[k].label)  # fmt: skip
-    if chosen:
-        fa = shifted(an.smooth(an.aggregate_face_bins(an.face_bins(s, run_id, bin_s, tuple(chosen)), bin_s,
-                                                      tuple(chosen)), window))  # fmt: skip
-        st.plotly_chart(curves_figure(fa, chosen, x_title=xt, names={k: an.SIGNAL_INFO[k].label for k in chosen}),
-                        config=chart_config(), key="actions")  # fmt: skip
-
-
-def show_moment(video_t: float) -> None:
-    path = clip["path"]
-    playable = path if browser_playable(path) else (preview_path(path) if preview_path(path).is_file() else None)
-    if playable is not None:
-        st.video(str(playable), start_time=int(video_t))
-    else:
-        try:
-            st.image(frame_at(path, video_t * 1000), caption=f"frame at {video_t:.1f} s", width="stretch")
-        except FerpipeError as exc:
-            st.caption(plain(exc))
-        if st.button("Make a browser preview to play the video"):
-            with st.spinner("Encoding a WebM preview…"):
-                make_preview(path)
-            st.rerun()
-    if st.toggle("Show face thumbnails", value=False, help="Off by default for privacy."):
-        blur = st.toggle("Blur thumbnails", value=True)
-        obs = s.faces_at(run_id, video_t * 1000)
-        if obs.is_empty():
-            st.caption("No face in view at this moment.")
-        else:
-            frame = frame_at(path, float(obs["timestamp_ms"][0]))
-            thumbs = [thumbnail(frame, (r["x"], r["y"], r["w"], r["h"]), blur=blur) for r in obs.iter_rows(named=True)]
-            st.image(thumbs, caption=[f"face {f}" for f in obs["face_id"]], width=96)
-
-
-curves()
-
-st.subheader("Per-person timelines")
-with s.reading():
-    people = s.people(run_id)
-    ids = people["person_id"].to_list()
-    names = {r["person_id"]: r["person"] or f"person {r['person_id']}" for r in people.iter_rows(named=True)}
-    chosen = st.multiselect("People", ids, default=ids[:3], format_func=names.get) if ids else []
-    obs = s.face_timelines(run_id, chosen, list(EXPRESSIONS)) if chosen else None
-if not ids:
-    st.caption("No faces.")
-elif obs is not None:
-    st.plotly_chart(
-        face_figure(an.downsample(obs, 1000), chosen, exprs or ["neutral"], names), config=chart_config(), key="faces"
-    )
+    st.subheader("Per-person timelines")
+    with s.reading():
+        people = s.people(run_id)
+        ids = people["person_id"].to_list()
+        names = {r["person_id"]: r["person"] or f"person {r['person_id']}" for r in people.iter_rows(named=True)}
+        chosen = st.multiselect("People", ids, default=ids[:3], format_func=names.get) if ids else []
+        obs = s.face_timelines(run_id, chosen, list(EXPRESSIONS)) if chosen else None
+    if not ids:
+        st.caption("No faces.")
+    elif obs is not None:
+        st.plotly_chart(
+            face_figure(an.downsample(obs, 1000), chosen, exprs or ["neutral"], names),
+            config=chart_config(),
+            key="faces",
+        )

@@ -50,6 +50,28 @@ def test_clip_view_quality_filter_says_what_it_leaves_out(app, seeded_db):
     assert notes and "attentive faces only" in notes[0]
 
 
+def test_clip_view_draws_the_facial_actions_picked(app, seeded_db):
+    """The page reads every section's bins in one scan, including the facial actions picked: a new pick is drawn."""
+    import json
+
+    from ferpipe import analytics as an
+
+    app.query_params["clip"] = seeded_db[1]["audience_grid.mp4"]
+    app.switch_page("views/clip.py").run()
+
+    def traces():
+        chart = next(c for c in app.get("plotly_chart") if c.proto.id and "actions" in c.proto.id)
+        return {t.get("name") for t in json.loads(chart.proto.spec)["data"]}
+
+    assert an.SIGNAL_INFO["au12_proxy"].label in traces()
+    next(m for m in app.multiselect if m.label == "Blendshapes or AU proxies").set_value(["bs_jawOpen"]).run()
+    _ok(app)
+    assert an.SIGNAL_INFO["bs_jawOpen"].label in traces() and an.SIGNAL_INFO["au12_proxy"].label not in traces()
+    next(c for c in app.checkbox if c.label == "Attentive faces only").check().run()  # a filter: two scans
+    _ok(app)
+    assert an.SIGNAL_INFO["bs_jawOpen"].label in traces()
+
+
 def test_clip_view_controls_change_the_curves(app, seeded_db):
     app.query_params["clip"] = seeded_db[1]["WolfgangLanger_Pexels.mp4"]
     app.switch_page("views/clip.py").run()
