@@ -171,9 +171,12 @@ class MTCNNDetector(FaceDetector):
             from .registry import fetch, get_spec
 
             paths = fetch(get_spec("mtcnn", task="detector"))
-        self.pnet = _MTCNNNet(paths["pnet"], threads)  # the same pyramid sizes on every frame
-        self.rnet = _MTCNNNet(paths["rnet"], threads)
-        self.onet = _MTCNNNet(paths["onet"], threads)
+        # each net keeps its working memory between runs while its input is small: the P-net's whole pyramid for a
+        # 640x360 frame (first level 320x180), the R- and O-nets' batches of up to about 70 and 7 patches; a larger
+        # input's run gives back what it needed afterwards, so peak memory stays bounded (500 MiB up to 4K)
+        self.pnet = _MTCNNNet(paths["pnet"], threads, arena_bytes=800_000)
+        self.rnet = _MTCNNNet(paths["rnet"], threads, arena_bytes=200_000)
+        self.onet = _MTCNNNet(paths["onet"], threads, arena_bytes=200_000)
         self.min_face_size = min_face_size
         self.thresholds = thresholds
         self.scale_factor = scale_factor

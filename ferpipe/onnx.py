@@ -66,15 +66,14 @@ def pruned_to(model_bytes: bytes, outputs: list[str]) -> bytes:
 
 
 def create_session(
-    path: str | os.PathLike, threads: int | None = None, outputs: list[str] | None = None
+    path: str | os.PathLike, threads: int | None = None, outputs: list[str] | None = None, arena: bool = False
 ) -> ort.InferenceSession:
     """The one place ferpipe creates an ONNX Runtime session; with ``outputs``, of the graph pruned to them.
 
-    No memory arena: ONNX Runtime's arena keeps the largest working set each session has needed, which for MTCNN's
-    R- and O-nets grows with the number of faces (an audience grid: +100 MiB of peak memory). Without it, buffers
-    over 1 MiB are mapped and returned on every run (ferpipe.pipeline sets glibc's mmap threshold so, for video
-    frames), which costs the P-net about a quarter of its time in page faults; memory first (at most 500 MiB up
-    to 4K)."""
+    ``arena``: keep working memory between runs (ONNX Runtime's arena; see OnnxModel's ``arena_bytes``). Without it,
+    buffers over 1 MiB are mapped and returned on every run (ferpipe.pipeline sets glibc's mmap threshold so, for
+    video frames), which cost MTCNN's P-net about a quarter of its time in page faults.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model not found: {path}")
@@ -83,7 +82,7 @@ def create_session(
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
-    opts.enable_cpu_mem_arena = False
+    opts.enable_cpu_mem_arena = arena
     # no busy-waiting between ops: on small machines it starves the decode thread
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
@@ -144,9 +143,18 @@ class OnnxModel:
     Subclasses override preprocess and postprocess; __call__ chains the three.
     """
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None, outputs: list[str] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, outputs: list[str] | None = None,
+                 arena_bytes: int = 0) -> None:  # fmt: skip
+        """``arena_bytes`` > 0: the session keeps its working memory between runs while inputs stay within that many
+        bytes; a run on a larger input gives back what it needed afterwards (arena shrinkage), so a burst of faces
+        or a 4K frame does not raise the memory held for the rest of a run."""
+        if arena_bytes < 0:
+            raise ValueError(f"arena_bytes must be >= 0, got {arena_bytes}")
         self.path = Path(path)
-        self.session = create_session(self.path, threads, outputs)
+        self.session = create_session(self.path, threads, outputs, arena=arena_bytes > 0)
+        self.arena_bytes = arena_bytes
+        self._shrink = ort.RunOptions()
+        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self.input_name = self.session.get_inputs()[0].name
         self.input_shape = self.session.get_inputs()[0].shape
         self.output_names: list[str] | None = outputs  # None: every output
@@ -155,7 +163,9 @@ class OnnxModel:
         return np.asarray(inputs, dtype=np.float32)
 
     def run(self, tensor: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(tensor, dtype=np.float32)})
+        x = np.ascontiguousarray(tensor, dtype=np.float32)
+        big = self.arena_bytes and x.nbytes > self.arena_bytes
+        return self.session.run(self.output_names, {self.input_name: x}, self._shrink if big else None)
 
     def postprocess(self, outputs: list[np.ndarray], inputs):
         return outputs

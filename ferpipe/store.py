@@ -446,8 +446,9 @@ class Store:
     # ---- reads -------------------------------------------------------------------------
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
         """A read-only query as a Polars frame (on the block's connection inside ``reading()``)."""
-        shared = getattr(self._local, "con", None)
-        if shared is not None and getattr(self._local, "held", None) is None:
+        # the block's connection itself (transactions run on cursors of it, so it is never inside one)
+        shared = getattr(self._local, "held", None) or getattr(self._local, "con", None)
+        if shared is not None:
             return shared.sql(sql, params=params or None).pl()
         with self.connect(read_only=True) as con:
             return con.sql(sql, params=params or None).pl()

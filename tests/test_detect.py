@@ -98,3 +98,20 @@ def test_crop_patches_equal_zero_padded_crops_inside_and_across_the_border():
         np.testing.assert_array_equal(out[k], padded(box, 24))
     assert not out[4].any()  # a box one pixel wide is left empty
     np.testing.assert_array_equal(crop_patches(image, boxes, 24, bgr_to_rgb=True), out[..., ::-1])
+
+
+def test_nets_with_a_memory_arena_give_the_same_outputs_small_or_large():
+    """The arena only keeps working memory: a net with one (kept under its byte limit, given back over it) answers
+    as the same net without one."""
+    from ferpipe.detect import _MTCNNNet
+    from ferpipe.registry import fetch, get_spec
+
+    path = fetch(get_spec("mtcnn", task="detector"))["pnet"]
+    plain, kept = _MTCNNNet(path, 1), _MTCNNNet(path, 1, arena_bytes=800_000)
+    rng = np.random.default_rng(1)
+    for h, w in ((180, 320), (240, 427), (90, 160)):  # under, over and under the limit again
+        x = plain.preprocess(rng.uniform(0, 255, (1, h, w, 3)).astype(np.float32))
+        for a, b in zip(plain.run(x), kept.run(x), strict=True):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="arena_bytes must be >= 0, got -1"):
+        _MTCNNNet(path, 1, arena_bytes=-1)
