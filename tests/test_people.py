@@ -85,3 +85,23 @@ def test_corrections_survive_reprocessing(linked):
         store.add_edit(clip_id, "name", (0.0, 0.0, 0.0))
     with pytest.raises(ValueError, match="merge, split or name"):
         store.add_edit(clip_id, "join", (0.0, 0.0, 0.0))
+
+
+def test_a_chip_cut_from_the_face_region_equals_one_from_the_whole_frame(samples, detector):
+    """Only the region around a face is converted to RGB (a 4K frame is 25 MB); the chip is the same."""
+    import cv2
+
+    from ferpipe.frames import iter_frames
+    from ferpipe.people import CHIP_SIZE, FaceDescriptor
+
+    chipper = FaceDescriptor.from_registry()
+    frames = [f.image for f in iter_frames(samples["audience_grid.mp4"], 1.0)][:2]
+    checked = 0
+    for image in frames:
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        for box in detector(image).boxes:
+            rect = chipper._dlib.rectangle(int(box[0]), int(box[1]), int(box[2]), int(box[3]))
+            whole = chipper._dlib.get_face_chip(rgb, chipper.predictor(rgb, rect), size=CHIP_SIZE, padding=0.25)
+            np.testing.assert_array_equal(chipper.chip(image, box), np.asarray(whole))
+            checked += 1
+    assert checked >= 10
