@@ -488,6 +488,7 @@ class Pipeline:
         pending: list[_Analysed] = []
         cut: deque[_Cut] = deque()  # batches whose faces are still being read
         after = run.last_timestamp_ms if resumed else None
+        live = frames is not None
         if frames is None:
             frames = iter_frames(clip["path"], self.settings.sample_fps, after_ms=after)
             depth = _prefetch_depth(int(clip["width"] or 0), int(clip["height"] or 0))
@@ -507,7 +508,9 @@ class Pipeline:
                 if len(pending) >= per_batch:
                     cut.append(_Cut(pending, progress_now, self._state(tracker, sampler, last_full)))
                     pending = []
-                while cut and cut[0].ready():  # yielded once its faces are read, without waiting for them
+                # a file's batches are yielded once their faces are read, without waiting for them (throughput); a
+                # live source's at once, waiting for the last frames' faces (latency: the next frame is 0.2 s away)
+                while cut and (live or cut[0].ready()):
                     yield self._batch(cut.popleft(), smoother, t0)
                 if on_frame:
                     on_frame(progress_now.frames_done)
