@@ -81,7 +81,8 @@ def main() -> None:
         browser = pw.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         shots = (("library", "", None), ("clip_view", f"clip?clip={args.clip}", None),
-                 ("attention", f"clip?clip={args.clip}", "Attention, head pose and blinks"))  # fmt: skip
+                 ("attention", f"clip?clip={args.clip}", "Attention, head pose and blinks"),
+                 ("facial_actions", f"clip?clip={args.clip}", "Facial actions"))  # fmt: skip
         for name, path, heading in shots:
             page.goto(f"{url}/{path}")
             page.wait_for_selector("[data-testid='stMain']", timeout=30000)
