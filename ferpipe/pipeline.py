@@ -195,14 +195,16 @@ class _FaceModels:
     """Runs the face models on threads of their own, a few frames behind detection and tracking: the expression
     classifier on one, the face mesh (with signals on) on another. ONNX Runtime and LiteRT release the GIL while
     they compute, so detection, classification and the mesh overlap on the cores; each model is still run by one
-    thread at a time. Only the faces' small crops wait in the queues, at most ``ahead`` frames of them, never whole
-    frames."""
+    thread at a time. Only the faces' small crops wait in the queues, never whole frames: at most ``ahead`` frames and
+    ``max_faces`` faces of them (a mesh crop is 196 kB; a crowd in 4K does not fill memory with them)."""
 
-    def __init__(self, model: ExpressionModel, mesh: FaceMesh | None, cone: AttentionCone, ahead: int = 8) -> None:
-        self.model, self.mesh, self.cone, self.ahead = model, mesh, cone, ahead
+    def __init__(self, model: ExpressionModel, mesh: FaceMesh | None, cone: AttentionCone, ahead: int = 8,
+                 max_faces: int = 64) -> None:  # fmt: skip
+        self.model, self.mesh, self.cone, self.ahead, self.max_faces = model, mesh, cone, ahead, max_faces
         self.classify = ThreadPoolExecutor(1, thread_name_prefix="ferpipe-expressions")
         self.signals = ThreadPoolExecutor(1, thread_name_prefix="ferpipe-mesh") if mesh is not None else None
-        self.waiting: deque[Future] = deque()
+        self.waiting: deque[tuple[Future, int]] = deque()  # each frame's last reading, and its number of faces
+        self.queued_faces = 0
 
     def submit(
         self, image: np.ndarray, detections: Detections
@@ -210,11 +212,17 @@ class _FaceModels:
         """Cut the faces out of the frame now and read them later."""
         crops = self.model.crops(image, detections)
         faces = self.mesh.cut(image, detections) if self.mesh is not None else None
-        while self.waiting and (self.waiting[0].done() or len(self.waiting) >= self.ahead):
-            self.waiting.popleft().result()  # also raises a failure of a model here, without delay
+        n = len(detections)
+        while self.waiting and (
+            self.waiting[0][0].done() or len(self.waiting) >= self.ahead or self.queued_faces + n > self.max_faces
+        ):
+            future, done = self.waiting.popleft()
+            future.result()  # also raises a failure of a model here, without delay
+            self.queued_faces -= done
         expressions = self.classify.submit(self.model.predict_crops, crops, 32)
         signals = self.signals.submit(self.mesh.read, faces, self.cone) if self.signals is not None else None
-        self.waiting.append(signals or expressions)  # the mesh takes longer
+        self.waiting.append((signals or expressions, n))  # the mesh takes longer
+        self.queued_faces += n
         return expressions, signals
 
     def close(self) -> None:

@@ -238,7 +238,8 @@ def test_frames_are_decoded_ahead_only_while_they_are_small():
 
 def test_face_models_on_their_own_threads_read_each_frame_as_the_direct_call_does(samples, detector, model):
     """The classifier and the mesh run behind detection on threads of their own: each frame's readings are the
-    ones a direct call gives for that frame (frames with many, one or no faces; a queue shorter than the clip)."""
+    ones a direct call gives for that frame (frames with many, one or no faces; a queue shorter than the clip, bounded
+    in frames and in faces)."""
     from ferpipe.frames import iter_frames
     from ferpipe.pipeline import _FaceModels
     from ferpipe.signals import AttentionCone, FaceMesh
@@ -249,17 +250,22 @@ def test_face_models_on_their_own_threads_read_each_frame_as_the_direct_call_doe
     frames += [f.image for f in iter_frames(samples["WolfgangLanger_Pexels.mp4"], 2.0)][:3]
     dets = [detector(f) for f in frames]
     assert sorted({len(d) for d in dets})[:2] == [0, 1] and max(len(d) for d in dets) > 5
-    faces = _FaceModels(model, mesh, cone, ahead=2)
+    faces = _FaceModels(model, mesh, cone, ahead=3, max_faces=12)
     try:
-        futures = [faces.submit(f, d) if len(d) else (None, None) for f, d in zip(frames, dets, strict=True)]
-        for f, d, (expressions, signals) in zip(frames, dets, futures, strict=True):
-            if not len(d):
-                continue
-            want = model.predict_crops(model.crops(f, d))
-            np.testing.assert_allclose(expressions.result().probs, want.probs, atol=1e-6)
-            np.testing.assert_allclose(signals.result().pose, mesh(f, d, cone).pose, atol=1e-4, equal_nan=True)
+        futures = []
+        for f, d in zip(frames, dets, strict=True):
+            futures.append(faces.submit(f, d) if len(d) else (None, None))
+            assert len(faces.waiting) <= 3 and faces.queued_faces <= max(12, len(d))  # crops waiting stay bounded
+        read = [(e.result(), m.result()) if e is not None else None for e, m in futures]
     finally:
-        faces.close()
+        faces.close()  # every reading is done: the models are free for the direct calls (one thread at a time each)
+    for f, d, got in zip(frames, dets, read, strict=True):
+        if not len(d):
+            assert got is None
+            continue
+        want = model.predict_crops(model.crops(f, d))
+        np.testing.assert_allclose(got[0].probs, want.probs, atol=1e-6)
+        np.testing.assert_allclose(got[1].pose, mesh(f, d, cone).pose, atol=1e-4, equal_nan=True)
 
 
 def test_a_failure_on_a_face_model_thread_fails_the_run(pipeline_factory, samples, store, monkeypatch):
