@@ -350,6 +350,21 @@ class Store:
                 con.close()
 
     @contextlib.contextmanager
+    def released(self) -> Iterator[None]:
+        """Inside ``reading``: close the block's read connection meanwhile (a write, or long work without the database
+        such as encoding a video preview, so writers in other processes are not held up), and open it again after."""
+        reader = getattr(self._local, "con", None)
+        if reader is None:
+            yield
+            return
+        reader.close()
+        self._local.con = None
+        try:
+            yield
+        finally:
+            self._local.con = self._open(read_only=True)
+
+    @contextlib.contextmanager
     def holding(self) -> Iterator[Store]:
         """Share one write connection among the reads and transactions of a block (a run's start or end).
 
@@ -379,15 +394,9 @@ class Store:
             finally:
                 cursor.close()
             return
-        reader = getattr(self._local, "con", None)
-        if reader is not None:  # a write inside a read block: the read connection steps aside meanwhile
-            reader.close()
-            self._local.con = None
-            try:
-                with self.connect() as con:
-                    yield con
-            finally:
-                self._local.con = self._open(read_only=True)
+        if getattr(self._local, "con", None) is not None:  # a write inside a read block
+            with self.released(), self.connect() as con:
+                yield con
             return
         if read_only and not self.path.exists():
             self.migrate()

@@ -1,3 +1,5 @@
+import subprocess
+import sys
 import threading
 import time
 
@@ -249,5 +251,11 @@ def test_a_write_inside_a_read_block_steps_the_reader_aside_and_reads_on(store):
         with store.holding():  # and a held write block inside it
             store.add_marker("c1", "price", 2.0, 3.0)
         assert store.markers("c1").height == 2
+        with store.released():  # long work without the database: another process could write meanwhile
+            other = subprocess.run([sys.executable, "-c", "from ferpipe.store import Store; import sys; "
+                                    "Store(sys.argv[1], timeout_s=2).add_marker('c1', 'from elsewhere', 4.0)",
+                                    str(store.path)], capture_output=True, text=True)  # fmt: skip
+            assert other.returncode == 0, other.stderr
+        assert store.markers("c1").height == 3  # read again on the reopened connection
     reader = Store(store.path)
-    assert reader.markers("c1").height == 2  # committed, and the file is free
+    assert reader.markers("c1").height == 3  # committed, and the file is free

@@ -253,7 +253,7 @@ with s.reading():  # one read connection for the whole page (a write inside step
             except FerpipeError as exc:
                 st.caption(plain(exc))
             if st.button("Make a browser preview to play the video"):
-                with st.spinner("Encoding a WebM preview…"):
+                with st.spinner("Encoding a WebM preview…"), s.released():  # the file is not held meanwhile
                     make_preview(path)
                 st.rerun()
         if st.toggle("Show face thumbnails", value=False, help="Off by default for privacy."):
