@@ -100,9 +100,7 @@ class ExpressionModel(OnnxModel):
         return Expressions(probs, valence, arousal)
 
     def predict_crops(self, crops: np.ndarray, batch_size: int = 256) -> Expressions:
-        """Probabilities for ready-made crops, in batches."""
-        if len(crops) == 0:
-            return Expressions(np.zeros((0, 7)), np.zeros(0), np.zeros(0))
+        """Probabilities for ready-made crops, in batches (no crops: no rows)."""
         return Expressions.concat([self(crops[i : i + batch_size]) for i in range(0, len(crops), batch_size)])
 
     def crops(self, image: np.ndarray, detections: Detections) -> np.ndarray:
