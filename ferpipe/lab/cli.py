@@ -74,7 +74,8 @@ def train(
         ...,
         "--data",
         metavar="PATH",
-        help="FER2013 or FER+ Parquet, or an image folder; repeat to train one head per labelling protocol.",
+        help="FER2013 or FER+ Parquet, a multi-domain Parquet (with person), or an image folder; repeat to train "
+        "one head per labelling protocol (multi-domain data trains the first head).",
     ),
     out_dir: Path = typer.Option(
         ..., "--out", help="Folder for checkpoints and the exported model (resumes if present).", metavar="DIR"
@@ -100,7 +101,10 @@ def train(
         0.5, "--class-weight-power", help="Class weights (count/mean)^-p: 0 unweighted, 1 fully balanced.", metavar="P"
     ),
     init: Path | None = typer.Option(
-        None, "--init", help="Start from these weights (a best.pt) instead of random.", metavar="FILE"
+        None,
+        "--init",
+        help="Start from these weights (a best.pt, or an exported ferpipe .onnx) instead of random.",
+        metavar="FILE",
     ),
     swa_start: int = typer.Option(
         0, "--swa-start", help="From this epoch on, average the weights (SWA) at --swa-lr; 0: off.", metavar="N"
@@ -111,6 +115,18 @@ def train(
     ),
     ferplus_target: str = typer.Option(
         "votes", "--ferplus-target", help="FER+ heads learn the votes or the majority.", metavar="KIND"
+    ),
+    epoch_size: int | None = typer.Option(
+        None,
+        "--epoch-size",
+        help="Images drawn per epoch, weighted by dataset (default: one pass over all).",
+        metavar="N",
+    ),
+    domain_share: float = typer.Option(
+        0.5, "--domain-share", help="With --epoch-size: share of draws from multi-domain data.", metavar="X"
+    ),
+    hold_out: str | None = typer.Option(
+        None, "--hold-out", help="Leave-one-domain-out: leave this --data (file stem, e.g. expw) out.", metavar="NAME"
     ),
     threads: int = typer.Option(0, "--threads", help="Torch threads (0: all cores).", metavar="N"),
     no_bf16: bool = flag("--no-bf16", "Train in float32 instead of bf16 autocast."),
@@ -127,7 +143,8 @@ def train(
                          seed=seed, label_smoothing=label_smoothing, class_weight_power=class_weight_power,
                          bf16=not no_bf16, threads=threads, train_split=train_split, select_split=select_split,
                          limit=limit, flip_tta=False, init=str(init) if init else None, swa_start=swa_start,
-                         swa_lr=swa_lr, augment=augment, ferplus_target=ferplus_target)  # fmt: skip
+                         swa_lr=swa_lr, augment=augment, ferplus_target=ferplus_target,
+                         epoch_size=epoch_size, domain_share=domain_share, hold_out=hold_out)  # fmt: skip
     if arch in ("svm-hog", "cnn-svm"):
         from .baselines import run_cnn_svm, run_svm_hog
 

@@ -19,7 +19,7 @@ import polars as pl
 from ..errors import InputError
 from ..types import EXPRESSIONS
 
-PROTOCOLS = ("fer2013", "ferplus", "folder")
+PROTOCOLS = ("fer2013", "ferplus", "folder", "wild")
 
 # FER+ vote columns in ferpipe's EXPRESSIONS order (FER+ names them differently)
 FERPLUS_VOTES = (
@@ -42,6 +42,8 @@ class LabelledFaces:
     labels: np.ndarray
     protocol: str
     votes: np.ndarray | None = None
+    found: np.ndarray | None = None  # (N,) bool: the detector found the face (aligned crops of a domain file)
+    domain: str = ""  # the data's name (its file's stem), for per-domain tables
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -53,6 +55,8 @@ class LabelledFaces:
             raise ValueError(f"labels must be ({n},), got {self.labels.shape}")
         if self.votes is not None and self.votes.shape != (n, len(EXPRESSIONS)):
             raise ValueError(f"votes must be ({n}, 7), got {self.votes.shape}")
+        if self.found is not None and self.found.shape != (n,):
+            raise ValueError(f"found must be ({n},), got {self.found.shape}")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -64,7 +68,12 @@ class LabelledFaces:
 
     def subset(self, mask: np.ndarray) -> LabelledFaces:
         return LabelledFaces(
-            self.images[mask], self.labels[mask], self.protocol, None if self.votes is None else self.votes[mask]
+            self.images[mask],
+            self.labels[mask],
+            self.protocol,
+            None if self.votes is None else self.votes[mask],
+            None if self.found is None else self.found[mask],
+            self.domain,
         )
 
 
@@ -102,6 +111,10 @@ def load_parquet(path: str | os.PathLike, split: str | None = None, limit: int |
         df = pl.read_parquet(p)
     except Exception as exc:  # polars raises several types for non-parquet input
         raise InputError(f"{p.name}: not a readable Parquet file ({type(exc).__name__})") from None
+    from .domains import is_domain_parquet
+
+    if is_domain_parquet(df.columns):
+        return load_domain(p, df, split, limit)
     if "image_png" in df.columns and all(c in df.columns for c in FERPLUS_VOTES):
         protocol, image_col = "ferplus", "image_png"
     elif "image_jpeg" in df.columns and "label" in df.columns:
@@ -137,7 +150,50 @@ def load_parquet(path: str | os.PathLike, split: str | None = None, limit: int |
         )
     elif labels.size and (labels.min() < 0 or labels.max() >= len(EXPRESSIONS)):
         raise InputError(f"{p.name}: labels must be 0..6 in the FER2013 order")
-    return LabelledFaces(_decode(df[image_col], p.name), labels, protocol, votes)
+    return LabelledFaces(_decode(df[image_col], p.name), labels, protocol, votes, domain=p.stem)
+
+
+def is_domain_file(path: str | os.PathLike) -> bool:
+    """Whether a file is a multi-domain Parquet (FER2013's layout plus ``person``)."""
+    from .domains import is_domain_parquet
+
+    p = Path(path)
+    if p.suffix.lower() != ".parquet" or not p.is_file():
+        return False
+    try:
+        return is_domain_parquet(list(pl.read_parquet_schema(p)))
+    except Exception:  # not a Parquet file: load_faces says so
+        return False
+
+
+def load_domain(p: Path, df: pl.DataFrame, split: str | None, limit: int | None) -> LabelledFaces:
+    """A multi-domain Parquet (FER2013's layout plus ``person``) as aligned crops, as the pipeline reads faces.
+
+    Split ``train`` / ``dev``: the file's own split column where it has more than one value, else the dev split
+    held out by photo or person (``domains.dev_mask``). No split: every row.
+    """
+    from .domains import align_domain
+
+    crops = align_domain(p)
+    keep = np.ones(len(crops.images), bool)
+    if split is not None:
+        splits = sorted(df["split"].unique().to_list()) if "split" in df.columns else []
+        if split in ("train", "dev") and len(splits) <= 1:
+            keep = ~crops.dev if split == "train" else crops.dev
+        elif split in splits:
+            keep = (df["split"] == split).to_numpy()
+        else:
+            raise ValueError(f"split {split!r} not found; the file has {splits or ['train', 'dev']}")
+    idx = np.flatnonzero(keep)
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        if limit < len(idx):
+            idx = np.sort(np.random.default_rng(0).choice(idx, limit, replace=False))
+    labels = crops.labels[idx]
+    if labels.size and (labels.min() < 0 or labels.max() >= len(EXPRESSIONS)):
+        raise InputError(f"{p.name}: labels must be 0..6 in the FER2013 order")
+    return LabelledFaces(crops.images[idx], labels, "wild", None, crops.found[idx], p.stem)
 
 
 def image_folder_files(root: Path) -> list[tuple[Path, int]]:

@@ -33,8 +33,8 @@ import numpy as np
 
 from ..registry import get_spec, sha256_file
 from ..types import EXPRESSIONS
-from .calibrate import fit_temperature
-from .data import LabelledFaces, load_faces
+from .calibrate import domain_weights, fit_temperature
+from .data import LabelledFaces, is_domain_file, load_faces
 from .evaluate import summarise
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,9 @@ class TrainConfig:
     swa_lr: float = 0.01
     augment: str = "fer"
     ferplus_target: str = "votes"
+    epoch_size: int | None = None  # draws per epoch (with replacement, by sampling_weights); None: one pass over all
+    domain_share: float = 0.5  # share of an epoch's draws from multi-domain data, where there is some
+    hold_out: str | None = None  # leave this domain (file stem) out of training and selection: LODO runs
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -91,6 +94,10 @@ class TrainConfig:
             raise ValueError(f"swa_start must be in [0, epochs={self.epochs}], got {self.swa_start}")
         if self.swa_lr <= 0:
             raise ValueError(f"swa_lr must be > 0, got {self.swa_lr}")
+        if self.epoch_size is not None and self.epoch_size < self.batch_size:
+            raise ValueError(f"epoch_size must be >= batch_size ({self.batch_size}), got {self.epoch_size}")
+        if not 0 < self.domain_share < 1:
+            raise ValueError(f"domain_share must be in (0, 1), got {self.domain_share}")
         if self.init is not None and not Path(self.init).is_file():
             raise ValueError(f"init checkpoint {self.init!r} is not a file")
         if self.augment not in AUGMENTS:
@@ -272,14 +279,47 @@ def _to_tensor(gray: np.ndarray):
 
 @dataclass(frozen=True)
 class TrainingSet:
-    """The training images of every dataset, with one target distribution and head index per image,
-    and each head's selection images."""
+    """The training images of every dataset, with one target distribution, head index and source index per
+    image, and every dataset's selection images (ordered by head, so each head's rows are contiguous).
+
+    Multi-domain data (protocol "wild": web photos, posed, movie and news faces) trains the first head, the one
+    the pipeline reads, so its readings learn other faces; its selection rows are each domain's dev split.
+    """
 
     heads: tuple[str, ...]
     images: np.ndarray  # (N, 48, 48) uint8
     targets: np.ndarray  # (N, 7) float32, rows sum to 1
     head: np.ndarray  # (N,) int64
-    select: tuple[LabelledFaces, ...]  # one per head, labelled images only
+    select: tuple[LabelledFaces, ...]  # one per dataset, labelled images only, ordered by head
+    select_head: tuple[int, ...] = ()  # the head each selection set is scored with
+    source: np.ndarray | None = None  # (N,) int64: the dataset (index into names) each training image came from
+    names: tuple[str, ...] = ()  # each dataset's name (file stem), in the order given
+    wild: tuple[bool, ...] = ()  # whether each dataset is multi-domain data
+
+    def head_select(self, i: int) -> LabelledFaces:
+        """Head i's selection images: its datasets' sets, concatenated."""
+        sets = [s for s, h in zip(self.select, self.select_head, strict=True) if h == i]
+        return concat_faces(sets)
+
+
+def concat_faces(sets: Sequence[LabelledFaces]) -> LabelledFaces:
+    """One LabelledFaces of several (hard labels only; the first set's protocol)."""
+    return LabelledFaces(np.concatenate([s.images for s in sets]), np.concatenate([s.labels for s in sets]),
+                         sets[0].protocol, domain="+".join(s.domain for s in sets))  # fmt: skip
+
+
+def selection_split(faces: LabelledFaces, config_split: str) -> str:
+    """The selection split of a dataset: its dev split for multi-domain data, else the configured one."""
+    return "dev" if faces.protocol == "wild" else config_split
+
+
+def head_of(protocol: str, heads: list[str]) -> int:
+    """The head a dataset trains (adding its protocol's head if new); multi-domain data trains the first."""
+    if protocol == "wild" and heads:
+        return 0
+    if protocol not in heads:
+        heads.append(protocol)
+    return heads.index(protocol)
 
 
 def training_targets(faces: LabelledFaces, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -293,33 +333,52 @@ def training_targets(faces: LabelledFaces, config: TrainConfig) -> tuple[np.ndar
 
 
 def load_training_set(data: Sequence[str | os.PathLike], config: TrainConfig) -> TrainingSet:
-    """Read every dataset; one head per labelling protocol, in the order first given."""
+    """Read every dataset; one head per labelling protocol, in the order first given (multi-domain data
+    joins the first head). With ``config.hold_out``, that domain is left out of training and selection."""
     heads: list[str] = []
-    images, targets, head_idx, select = [], [], [], []
+    images, targets, head_idx, source, sets, names, wild = [], [], [], [], [], [], []
     for path in data:
+        if config.hold_out and Path(path).stem == config.hold_out:
+            continue
         tr = load_faces(path, config.train_split, config.limit)
-        va = load_faces(path, config.select_split, config.limit)
-        if tr.protocol not in heads:
-            heads.append(tr.protocol)
-            select.append(va.subset(va.labelled))
-        else:
-            i = heads.index(tr.protocol)
-            prev, va = select[i], va.subset(va.labelled)
-            select[i] = LabelledFaces(np.concatenate([prev.images, va.images]), np.concatenate([prev.labels, va.labels]),
-                                      prev.protocol)  # fmt: skip
+        va = load_faces(path, selection_split(tr, config.select_split), config.limit)
+        h = head_of(tr.protocol, heads)
+        sets.append((va.subset(va.labelled), h))
         t, keep = training_targets(tr, config)
         images.append(tr.images[keep])
         targets.append(t)
-        head_idx.append(np.full(int(keep.sum()), heads.index(tr.protocol), np.int64))
+        head_idx.append(np.full(int(keep.sum()), h, np.int64))
+        source.append(np.full(int(keep.sum()), len(names), np.int64))
+        names.append(Path(path).stem)
+        wild.append(tr.protocol == "wild")
+    if not images:
+        raise ValueError(f"no training data left after holding out {config.hold_out!r}")
+    order = sorted(range(len(sets)), key=lambda i: sets[i][1])  # stable: each head's sets stay in the given order
     return TrainingSet(tuple(heads), np.concatenate(images), np.concatenate(targets).astype(np.float32),
-                       np.concatenate(head_idx), tuple(select))  # fmt: skip
+                       np.concatenate(head_idx), tuple(sets[i][0] for i in order), tuple(sets[i][1] for i in order),
+                       np.concatenate(source), tuple(names), tuple(wild))  # fmt: skip
+
+
+def sampling_weights(ts: TrainingSet, domain_share: float) -> np.ndarray:
+    """Per-image draw probabilities for an epoch: each dataset's share grows with the square root of its size,
+    and the multi-domain datasets together get ``domain_share`` of the draws (where there are any)."""
+    n = np.bincount(ts.source, minlength=len(ts.names)).astype(np.float64)
+    share = np.sqrt(n)
+    wild = np.array(ts.wild, bool)
+    if wild.any() and (~wild).any():
+        share[wild] *= domain_share / share[wild].sum()
+        share[~wild] *= (1 - domain_share) / share[~wild].sum()
+    share /= share.sum()
+    p = (share / np.maximum(n, 1))[ts.source]
+    return p / p.sum()
 
 
 def head_accuracies(logits: np.ndarray, ts: TrainingSet, offsets: list[int]) -> list[float]:
-    """Selection accuracy of each head on its own protocol's labelled images."""
+    """Selection accuracy of each dataset's set, scored by its head."""
     accs = []
     for i, sel in enumerate(ts.select):
-        z = logits[offsets[i] : offsets[i + 1], i * K : (i + 1) * K]
+        h = ts.select_head[i] if ts.select_head else i
+        z = logits[offsets[i] : offsets[i + 1], h * K : (h + 1) * K]
         accs.append(float((z.argmax(1) == sel.labels).mean()) if len(sel) else 0.0)
     return accs
 
@@ -349,10 +408,13 @@ def train_cnn(data: str | os.PathLike | Sequence[str | os.PathLike], out_dir: st
     offsets = list(np.cumsum([0] + [len(s) for s in ts.select]))
     xva = (_to_tensor(np.concatenate([s.images for s in ts.select])) - 0.5) / 0.5  # normalised once
     # channels_last lets oneDNN pick its fast convolution kernels on CPU (1.3x measured here)
-    net = (load_cnn(config.init, config.width, nh) if config.init else build_cnn(config.width, nh)).to(
-        memory_format=torch.channels_last
-    )
-    steps_per_epoch = math.ceil(len(xtr) / config.batch_size)
+    if config.init and config.init.endswith(".onnx"):  # a shipped model whose checkpoint is gone
+        net = cnn_from_onnx(config.init, config.width, ts.images, nh)
+    else:
+        net = load_cnn(config.init, config.width, nh) if config.init else build_cnn(config.width, nh)
+    net = net.to(memory_format=torch.channels_last)
+    draw_p = torch.from_numpy(sampling_weights(ts, config.domain_share)) if config.epoch_size else None
+    steps_per_epoch = math.ceil((config.epoch_size or len(xtr)) / config.batch_size)
     opt = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
     # one cycle over the epochs before SWA (all of them without SWA); SWA then holds swa_lr and averages the weights
     # at the end of each epoch (Izmailov et al. 2018), which is one network's cost at inference.
@@ -404,7 +466,10 @@ def train_cnn(data: str | os.PathLike | Sequence[str | os.PathLike], out_dir: st
         epoch = state["epoch"] + 1
         in_swa = bool(config.swa_start) and epoch >= config.swa_start
         net.train()
-        perm = torch.randperm(len(xtr), generator=gen)
+        if draw_p is not None:
+            perm = torch.multinomial(draw_p, steps_per_epoch * config.batch_size, replacement=True, generator=gen)
+        else:
+            perm = torch.randperm(len(xtr), generator=gen)
         t0, total = time.perf_counter(), 0.0
         for step in range(steps_per_epoch):
             idx = perm[step * config.batch_size : (step + 1) * config.batch_size]
@@ -434,7 +499,7 @@ def train_cnn(data: str | os.PathLike | Sequence[str | os.PathLike], out_dir: st
         accs = head_accuracies(_logits(model, xva, config.bf16, config.flip_tta), ts, offsets)
         acc = float(np.mean(accs))
         metrics = {"epoch": epoch, "loss": total / steps_per_epoch, "select_acc": acc,
-                   "head_acc": dict(zip(ts.heads, accs, strict=False)), "seconds": time.perf_counter() - t0, "lr": lr,
+                   "head_acc": dict(zip(select_names(ts), accs, strict=True)), "seconds": time.perf_counter() - t0, "lr": lr,
                    "swa": in_swa}  # fmt: skip
         state["history"].append(metrics)
         state["epoch"] = epoch
@@ -454,8 +519,18 @@ def train_cnn(data: str | os.PathLike | Sequence[str | os.PathLike], out_dir: st
     net.load_state_dict(torch.load(out / "best.pt"))
     net.eval()
     logits = _logits(net, xva, config.bf16, config.flip_tta)
-    return {"net": net, "select_logits": logits, "select": ts.select, "heads": ts.heads, "offsets": offsets,
-            "state": state}  # fmt: skip
+    per_head = [ts.head_select(i) for i in range(nh)] if ts.select_head else list(ts.select)
+    domains = [np.concatenate([np.full(len(s), s.domain or ts.heads[h]) for s, h in zip(ts.select, ts.select_head,
+               strict=True) if h == i]) for i in range(nh)] if ts.select_head else None  # fmt: skip
+    return {"net": net, "select_logits": logits, "select": per_head, "heads": ts.heads, "domains": domains,
+            "offsets": list(np.cumsum([0] + [len(s) for s in per_head])), "state": state}  # fmt: skip
+
+
+def select_names(ts: TrainingSet) -> list[str]:
+    """A name per selection set: its head where each head has one set (the earlier layout), else its domain."""
+    if len(ts.select) == len(ts.heads):
+        return list(ts.heads)
+    return [s.domain or ts.heads[h] for s, h in zip(ts.select, ts.select_head, strict=True)]
 
 
 def checkpoint_heads(checkpoint: str | os.PathLike) -> tuple[str, ...]:
@@ -588,30 +663,44 @@ def write_spec(name: str, onnx_path: Path, temperatures: dict[str, float], metri
     return out
 
 
+def _short(rep: dict, **more) -> dict:
+    return {"accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"], "ece": rep["ece"], "n": rep["n"], **more,
+            "per_class_recall": {k: v["recall"] for k, v in rep["per_class"].items()}}  # fmt: skip
+
+
 def _calibrated_spec(logits: np.ndarray, select: Sequence[LabelledFaces], offsets: Sequence[int], heads: Sequence[str],
                      onnx_path: Path, name: str, description: str, extra: dict, default: bool,
-                     card: str | None = None, outputs: Sequence[str] | None = None) -> dict:  # fmt: skip
+                     card: str | None = None, outputs: Sequence[str] | None = None,
+                     domains: Sequence[np.ndarray] | None = None) -> dict:  # fmt: skip
     """Fit a temperature per head on its selection images, write the registry spec; returns the metrics
-    (the first head's at the top, every head's under "heads")."""
-    per_head, temps = {}, {}
+    (the first head's at the top, every head's under "heads", every domain's under "domains").
+
+    domains: per head, the domain of each selection row. Where a head's rows come from several domains, its
+    temperature is fitted with every domain weighing the same (a mixed-domain fit, so FER+'s sharp optimum does
+    not decide the confidence on other faces), and each domain is scored on its own.
+    """
+    per_head, per_domain, temps = {}, {}, {}
     names = list(heads) or ["default"]
     for i, head in enumerate(names):
         z = logits[offsets[i] : offsets[i + 1], i * K : (i + 1) * K]
         labels = select[i].labels
-        t = fit_temperature(z, labels)
+        dom = np.asarray(domains[i]) if domains is not None else np.full(len(labels), head)
+        t = fit_temperature(z, labels, weights=domain_weights(dom))
         zt = z / t
         probs = np.exp(zt - zt.max(1, keepdims=True))
         probs /= probs.sum(1, keepdims=True)
-        rep = summarise(probs, labels)
         temps[head] = t
-        per_head[head] = {"accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"], "ece": rep["ece"],
-                          "temperature": t, "n": rep["n"],
-                          "per_class_recall": {k: v["recall"] for k, v in rep["per_class"].items()}}  # fmt: skip
+        per_head[head] = _short(summarise(probs, labels), temperature=t)
+        for d in dict.fromkeys(dom.tolist()):
+            m = dom == d
+            per_domain[d] = _short(summarise(probs[m], labels[m]), head=head)
     first = per_head[names[0]]
     metrics = {"accuracy": first["accuracy"], "macro_f1": first["macro_f1"], "ece": first["ece"],
                "temperature": first["temperature"], **extra}  # fmt: skip
     if len(names) > 1:
         metrics["heads"] = per_head
+    if domains is not None:
+        metrics["domains"] = per_domain
     write_spec(name, onnx_path, temps, metrics, description, default=default, card=card, outputs=outputs)
     return metrics
 
@@ -629,7 +718,8 @@ def finish_cnn(result: dict, out_dir: Path, name: str, config: TrainConfig, defa
     heads = result["heads"] if len(result["heads"]) > 1 else ()
     extra = {"select_split": config.select_split, "best_epoch": result["state"]["best_epoch"], "config": asdict(config)}
     return _calibrated_spec(result["select_logits"], result["select"], result["offsets"], heads, onnx_path, name,
-                            _describe(result["heads"], config.width), extra, default)  # fmt: skip
+                            _describe(result["heads"], config.width), extra, default,
+                            domains=result.get("domains"))  # fmt: skip
 
 
 def export_model(checkpoints: list[str | os.PathLike], data: str | os.PathLike | Sequence[str | os.PathLike],
@@ -660,11 +750,20 @@ def export_model(checkpoints: list[str | os.PathLike], data: str | os.PathLike |
         raise ValueError(f"the members were trained with different heads: {sorted(heads)}")
     heads = heads.pop()
     nets = [load_cnn(c, width) for c in checkpoints]
-    sets = [load_faces(p, select_split, limit) for p in paths]
-    select = {s.protocol: s.subset(s.labelled) for s in sets}
-    if heads and set(heads) - set(select):
-        raise ValueError(f"the members have heads {list(heads)}; give --data for each ({sorted(select)} given)")
-    ordered = [select[h] for h in heads] if heads else [next(iter(select.values()))]
+    sets = [load_faces(p, "dev" if is_domain_file(p) else select_split, limit) for p in paths]
+    sets = [s.subset(s.labelled) for s in sets]
+    given = [s.protocol for s in sets]
+    if heads and set(heads) - set(given):
+        raise ValueError(f"the members have heads {list(heads)}; give --data for each ({sorted(set(given))} given)")
+    names = list(heads) or [given[0]]
+
+    def head_index(faces: LabelledFaces) -> int:
+        return 0 if not heads or faces.protocol == "wild" else names.index(faces.protocol)
+
+    by_head = [[s for s in sets if head_index(s) == i] for i in range(len(names))]
+    ordered = [concat_faces(group) for group in by_head]
+    domains = [np.concatenate([np.full(len(s), s.domain or names[i]) for s in group])
+               for i, group in enumerate(by_head)]  # fmt: skip
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = export_onnx(nets, out / f"{name}.onnx", flip_tta=flip_tta)
@@ -681,8 +780,8 @@ def export_model(checkpoints: list[str | os.PathLike], data: str | os.PathLike |
     if blend:
         if not heads or set(blend) - set(heads):
             raise ValueError(f"blend names heads {sorted(blend)}, but the members have {list(heads) or 'one head'}")
-        own = {h: fit_temperature(logits[offsets[i] : offsets[i + 1], i * K : (i + 1) * K], ordered[i].labels)
-               for i, h in enumerate(heads)}  # fmt: skip
+        own = {h: fit_temperature(logits[offsets[i] : offsets[i + 1], i * K : (i + 1) * K], ordered[i].labels,
+                                  weights=domain_weights(domains[i])) for i, h in enumerate(heads)}  # fmt: skip
         outputs = blend_heads(onnx_path, list(heads), own, blend)
         session = create_session(onnx_path)
         logits = np.zeros((len(x), K * len(heads)), dtype=np.float32)
@@ -707,7 +806,7 @@ def export_model(checkpoints: list[str | os.PathLike], data: str | os.PathLike |
                           for h, m in blend.items()}  # fmt: skip
         description += "; " + ", ".join(f"{h} head averaged with {m}" for h, m in blend.items())
     return _calibrated_spec(logits, ordered, offsets, heads, onnx_path, name, description, extra, default, card,
-                            outputs)  # fmt: skip
+                            outputs, domains=domains)  # fmt: skip
 
 
 def blend_heads(onnx_path: Path, heads: list[str], temperatures: dict[str, float], blend: dict[str, str]) -> list[str]:
@@ -781,3 +880,86 @@ def register(out_dir: Path, name: str, registry_dir: Path | None = None) -> Path
     for suffix in (".onnx", ".json"):
         shutil.copy2(out_dir / f"{name}{suffix}", dest / f"{name}{suffix}")
     return dest / f"{name}.json"
+
+
+def _dequantized(model) -> dict[str, np.ndarray]:
+    """Float values of every initializer of an ONNX model, DequantizeLinear outputs included (int8 QDQ files)."""
+    from onnx import helper, numpy_helper
+
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and all(i in values for i in node.input):
+            q, scale, zero = (values[i] for i in node.input[:3]) if len(node.input) > 2 else (
+                values[node.input[0]], values[node.input[1]], np.zeros((), np.int8))  # fmt: skip
+            axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 1)
+            if scale.ndim == 1 and q.ndim > 1:
+                shape = [1] * q.ndim
+                shape[axis] = -1
+                scale, zero = scale.reshape(shape), zero.reshape(shape)
+            values[node.output[0]] = ((q.astype(np.float32) - zero.astype(np.float32)) * scale).astype(np.float32)
+    return values
+
+
+def cnn_from_onnx(path: str | os.PathLike, width: int, images: np.ndarray, heads: int | None = None):
+    """A trainable CNN recovered from one of ferpipe's exported ONNX files (int8 or float, flip TTA or not).
+
+    The exported graph has each BatchNorm folded into its convolution. The recovered network keeps the folded
+    weights and puts back BatchNorms that reproduce them exactly in eval mode and closely in train mode: each
+    BN's running statistics are those of its convolution's output on ``images`` (gray (N, 48, 48) uint8), and its
+    scale and shift undo the normalisation. This lets a shipped model be fine-tuned when its checkpoint is gone.
+    """
+    import onnx
+    from onnx import helper
+
+    torch = _torch()
+    model = onnx.load(str(path))
+    values = _dequantized(model)
+    # the first member's own path: convolutions and the final Gemm outside any flipped ("_1") or partner branch
+    own = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm") and "_1/" not in n.output[0]
+           and not n.output[0].startswith(tuple(f"{h}_partner_" for h in ("fer2013", "ferplus")))
+           and "/members.0/" in n.output[0]]  # fmt: skip
+    convs = [n for n in own if n.op_type == "Conv"]
+    gemm = [n for n in own if n.op_type == "Gemm"]
+    if len(convs) != 8 or len(gemm) != 1:
+        raise ValueError(f"{Path(path).name}: not one of ferpipe's VGG-style exports ({len(convs)} convolutions)")
+    w_lin = values[gemm[0].input[1]]
+    if next((helper.get_attribute_value(a) for a in gemm[0].attribute if a.name == "transB"), 0) == 0:
+        w_lin = w_lin.T
+    found = w_lin.shape[0] // K
+    net = build_cnn(width, heads or found)
+    conv_mods = [m for m in net if isinstance(m, torch.nn.Conv2d)]
+    bn_mods = [m for m in net if isinstance(m, torch.nn.BatchNorm2d)]
+    if conv_mods[0].out_channels != values[convs[0].input[1]].shape[0]:
+        raise ValueError(f"{Path(path).name} is not a width-{width} CNN")
+    biases = []
+    with torch.no_grad():
+        for conv, bn, node in zip(conv_mods, bn_mods, convs, strict=True):
+            conv.weight.copy_(torch.from_numpy(values[node.input[1]]))
+            b = torch.from_numpy(values[node.input[2]]) if len(node.input) > 2 else torch.zeros(conv.out_channels)
+            biases.append(b)
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1 - bn.eps)
+            bn.weight.fill_(1.0)
+            bn.bias.copy_(b)
+        lin = net[-1]
+        w = torch.from_numpy(w_lin)
+        b = torch.from_numpy(values[gemm[0].input[2]])
+        if heads and heads != found:  # grow: every new head starts from the first
+            w, b = w[:K].repeat(heads, 1), b[:K].repeat(heads)
+        lin.weight.copy_(w)
+        lin.bias.copy_(b)
+        # statistics of each convolution's output under the exact folded network (eval mode)
+        stats = []
+        hooks = [c.register_forward_hook(lambda _m, _i, o: stats.append((o.mean((0, 2, 3)), o.var((0, 2, 3)))))
+                 for c in conv_mods]  # fmt: skip
+        net.eval()
+        pick = np.random.default_rng(0).permutation(len(images))[:2048]
+        net((_to_tensor(images[pick]) - 0.5) / 0.5)
+        for h in hooks:
+            h.remove()
+        for bn, (mean, var), bias in zip(bn_mods, stats, biases, strict=True):
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var)
+            bn.weight.copy_(torch.sqrt(var + bn.eps))
+            bn.bias.copy_(mean + bias)
+    return net.eval()
