@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .confidence import reading_confidence, sharpness
 from .config import media_dir
 from .detect import FaceDetector, check_detector, create_detector
 from .errors import InputError
@@ -177,6 +178,7 @@ class _Analysed:
     detections: Detections
     expressions: Future[Expressions] | None
     signals: Future[FaceSignals] | None
+    sharpness: np.ndarray | None = None  # (faces,) Laplacian variance of each aligned crop, for the confidence
 
 
 @dataclass(frozen=True)
@@ -208,9 +210,10 @@ class _FaceModels:
 
     def submit(
         self, image: np.ndarray, detections: Detections
-    ) -> tuple[Future[Expressions], Future[FaceSignals] | None]:
-        """Cut the faces out of the frame now and read them later."""
+    ) -> tuple[Future[Expressions], Future[FaceSignals] | None, np.ndarray]:
+        """Cut the faces out of the frame now and read them later; the crops' sharpness is measured now."""
         crops = self.model.crops(image, detections)
+        sharp = sharpness(crops)
         faces = self.mesh.cut(image, detections) if self.mesh is not None else None
         n = len(detections)
         while self.waiting and (
@@ -223,7 +226,7 @@ class _FaceModels:
         signals = self.signals.submit(self.mesh.read, faces, self.cone) if self.signals is not None else None
         self.waiting.append((signals or expressions, n))  # the mesh takes longer
         self.queued_faces += n
-        return expressions, signals
+        return expressions, signals, sharp
 
     def close(self) -> None:
         for pool in (self.classify, self.signals):
@@ -509,9 +512,9 @@ class Pipeline:
                     last_full = frame.timestamp_ms
                 else:
                     dets = self._refine(frame, tracker)
-                expressions, signals = models.submit(frame.image, dets) if len(dets) else (None, None)
+                expressions, signals, sharp = models.submit(frame.image, dets) if len(dets) else (None, None, None)
                 sampler.update(frame.image, dets, frame.timestamp_ms, self.descriptor)
-                pending.append(_Analysed(frame.index, frame.timestamp_ms, dets, expressions, signals))
+                pending.append(_Analysed(frame.index, frame.timestamp_ms, dets, expressions, signals, sharp))
                 progress_now = RunProgress(progress_now.frames_done + 1, frame.index, frame.timestamp_ms, 0.0)
                 if len(pending) >= per_batch:
                     cut.append(_Cut(pending, progress_now, self._state(tracker, sampler, last_full)))
@@ -570,15 +573,26 @@ class Pipeline:
         faces = [p for p in pending if p.expressions is not None]
         dets = Detections.concat([p.detections for p in pending])
         expr = Expressions.concat([p.expressions.result() for p in faces]) if faces else None
+        signals = (
+            FaceSignals.concat([p.signals.result() for p in faces if p.signals is not None]) if self.mesh else None
+        )
+        confidence = None
+        if expr is not None:  # from the raw readings, before smoothing
+            confidence = reading_confidence(
+                expr.probs,
+                dets.boxes[:, 3] - dets.boxes[:, 1],
+                np.concatenate([p.sharpness for p in faces]),
+                signals.pose if signals is not None else None,
+                signals.mesh_score if signals is not None else None,
+            )
         frame_idx = np.concatenate([np.full(len(p.detections), p.index) for p in pending]) if pending else np.zeros(0)
         ts = np.concatenate([np.full(len(p.detections), p.timestamp_ms) for p in pending]) if pending else np.zeros(0)
         if expr is not None and smoother.tau_ms > 0:
             probs = smoother(dets.track_ids, ts, expr.probs)
             expr = Expressions(probs, *circumplex(probs))
-        signals = (
-            FaceSignals.concat([p.signals.result() for p in faces if p.signals is not None]) if self.mesh else None
+        rows = (
+            Observations(frame_idx, ts, dets, expr, signals, confidence) if expr is not None else Observations.empty()
         )
-        rows = Observations(frame_idx, ts, dets, expr, signals) if expr is not None else Observations.empty()
         state = dict(cut.state, smoother=smoother.state_dict())
         return AnalysisBatch(rows, replace(cut.progress, seconds=time.perf_counter() - t0, tracker_state=state))
 

@@ -48,7 +48,7 @@ OBS_SCHEMA: dict[str, pl.DataType] = {
     "x": pl.Float32, "y": pl.Float32, "w": pl.Float32, "h": pl.Float32, "det_score": pl.Float32,
     **dict.fromkeys(EXPRESSIONS, pl.Float32), "valence": pl.Float32, "arousal": pl.Float32,
     **dict.fromkeys(POSE_COLUMNS, pl.Float32), "eye_openness": pl.Float32, "attentive": pl.Boolean,
-    "mesh_score": pl.Float32, **dict.fromkeys(BS_COLUMNS, pl.Float32),
+    "mesh_score": pl.Float32, **dict.fromkeys(BS_COLUMNS, pl.Float32), "confidence": pl.Float32,
 }  # fmt: skip
 OBS_COLUMNS: tuple[str, ...] = tuple(OBS_SCHEMA)
 
@@ -166,6 +166,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE clips ADD COLUMN live_t0 DOUBLE;
     """,
+    # 8: each reading's confidence (ferpipe.confidence); NULL for runs made before it existed
+    """
+    ALTER TABLE observations ADD COLUMN confidence REAL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -188,6 +192,7 @@ def observation_frame(run_id: int, obs: Observations) -> pl.DataFrame:
         "x": b[:, 0], "y": b[:, 1], "w": b[:, 2] - b[:, 0], "h": b[:, 3] - b[:, 1], "det_score": obs.detections.scores,
         **{e: obs.expressions.probs[:, k] for k, e in enumerate(EXPRESSIONS)},
         "valence": obs.expressions.valence, "arousal": obs.expressions.arousal,
+        "confidence": obs.confidence if obs.confidence is not None else np.full(n, np.nan, np.float32),
     }  # fmt: skip
     sig = obs.signals
     if sig is not None:
@@ -201,7 +206,7 @@ def observation_frame(run_id: int, obs: Observations) -> pl.DataFrame:
         pl.Series("attentive", sig.attentive).fill_nan(None).cast(pl.Boolean)
         if sig is not None else pl.Series("attentive", [None] * n, dtype=pl.Boolean)
     )  # fmt: skip
-    mesh = [c for c in MESH_COLUMNS if c != "attentive"]
+    mesh = [*(c for c in MESH_COLUMNS if c != "attentive"), "confidence"]
     return frame.with_columns(attentive, *[pl.col(c).cast(pl.Float32).fill_nan(None) for c in mesh]).select(
         [pl.col(c).cast(t) for c, t in OBS_SCHEMA.items()]
     )
@@ -215,21 +220,26 @@ def _num(column: str) -> str:
 @dataclass(frozen=True)
 class QualityFilter:
     """Which observations count in the expression aggregates: attentive faces only, faces at least
-    ``min_face_px`` tall, detections scored at least ``min_score``. Checked where it is made."""
+    ``min_face_px`` tall, detections scored at least ``min_score``, readings of confidence at least
+    ``min_confidence`` (ferpipe.confidence; readings stored without one are left out by it). Checked where it is
+    made."""
 
     attentive_only: bool = False
     min_face_px: float = 0.0
     min_score: float = 0.0
+    min_confidence: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_face_px <= 10000:
             raise ValueError(f"min_face_px must be in [0, 10000], got {self.min_face_px}")
         if not 0 <= self.min_score <= 1:
             raise ValueError(f"min_score must be in [0, 1], got {self.min_score}")
+        if not 0 <= self.min_confidence <= 1:
+            raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
 
     @property
     def active(self) -> bool:
-        return self.attentive_only or self.min_face_px > 0 or self.min_score > 0
+        return self.attentive_only or self.min_face_px > 0 or self.min_score > 0 or self.min_confidence > 0
 
     def sql(self, prefix: str = "") -> tuple[str, list]:
         """' AND ...' conditions on observations (columns named with ``prefix``), and their parameters."""
@@ -242,6 +252,9 @@ class QualityFilter:
         if self.min_score > 0:
             parts.append(f"{prefix}det_score >= ?")
             params.append(float(self.min_score))
+        if self.min_confidence > 0:
+            parts.append(f"{prefix}confidence >= ?")
+            params.append(float(self.min_confidence))
         return "".join(f" AND {p}" for p in parts), params
 
     def describe(self) -> str:
@@ -250,6 +263,7 @@ class QualityFilter:
             (["attentive faces only"] if self.attentive_only else [])
             + ([f"faces at least {self.min_face_px:g} px tall"] if self.min_face_px > 0 else [])
             + ([f"detection score at least {self.min_score:g}"] if self.min_score > 0 else [])
+            + ([f"reading confidence at least {self.min_confidence:g}"] if self.min_confidence > 0 else [])
         )
         return ", ".join(parts) if parts else "all observations"
 
@@ -667,6 +681,21 @@ class Store:
         n = int(row["n"][0])
         return 1.0 - int(row["kept"][0]) / n if n else 0.0
 
+    def confidence_summary(self, run_id: int, low: float) -> tuple[float, float, float | None]:
+        """(share of a run's readings below ``low`` confidence, share with a stored confidence, median confidence)
+        over the readings that have one; (0, 0, None) for a run stored before readings had a confidence."""
+        if not 0 < low <= 1:
+            raise ValueError(f"low must be in (0, 1], got {low}")
+        row = self.query(
+            "SELECT count(*) AS n, count(confidence) AS known, count(*) FILTER (WHERE confidence < ?) AS low, "
+            "median(confidence) AS med FROM observations WHERE run_id = ?",
+            [float(low), int(run_id)],
+        )
+        n, known = int(row["n"][0]), int(row["known"][0])
+        if not known:
+            return 0.0, 0.0, None
+        return int(row["low"][0]) / known, known / n, float(row["med"][0])
+
     def blink_bins(self, run_id: int, bin_s: float, unit: str = "person") -> pl.DataFrame:
         """Per (time bin, unit with a face mesh in it): seconds seen with a mesh and blinks (a face's eyes seen
         open, then closed at its next observation with a mesh); from the rollup where the run has one."""
@@ -720,11 +749,12 @@ class Store:
 
     def timeline_export(self, clip_id: str, run_id: int) -> pl.DataFrame:
         """Per-face timeline in the export layout: person (id and name), track (face_id), seconds, box, score,
-        7 probabilities, valence, arousal, head pose, eye openness, attention, mesh score and the 52 blendshapes."""
+        7 probabilities, valence, arousal, the reading's confidence, head pose, eye openness, attention, mesh score
+        and the 52 blendshapes."""
         return self.query(
             f"""
             SELECT ? AS clip_id, f.person_id, f.person_label AS person, o.face_id, timestamp_ms / 1000.0 AS timestamp_s,
-                   frame_index, x, y, w, h, det_score, {", ".join(EXPRESSIONS)}, valence, arousal,
+                   frame_index, x, y, w, h, det_score, {", ".join(EXPRESSIONS)}, valence, arousal, confidence,
                    {", ".join("o." + c for c in MESH_COLUMNS)}
             FROM observations o LEFT JOIN faces f USING (run_id, face_id) WHERE run_id = ? ORDER BY timestamp_ms, o.face_id
             """,

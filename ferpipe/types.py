@@ -325,7 +325,8 @@ class Observations:
     """One batch of per-face observations, as aligned columns: what the pipeline hands the store.
 
     frame_index, timestamp_ms: (N,) of the frame each face was seen in; detections carry the
-    boxes, scores and face (track) ids; expressions the probabilities and derived valence/arousal.
+    boxes, scores and face (track) ids; expressions the probabilities and derived valence/arousal;
+    confidence: (N,) each reading's confidence in [0, 1] (ferpipe.confidence), or None (stored as NULL).
     """
 
     frame_index: np.ndarray
@@ -333,10 +334,18 @@ class Observations:
     detections: Detections
     expressions: Expressions
     signals: FaceSignals | None = None
+    confidence: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.signals is not None and len(self.signals) != len(self.detections):
             raise ValueError(f"Observations: {len(self.signals)} signal rows for {len(self.detections)} faces")
+        if self.confidence is not None:
+            conf = np.asarray(self.confidence, dtype=np.float32).reshape(-1)
+            if conf.shape[0] != len(self.detections):
+                raise ValueError(f"Observations: {conf.shape[0]} confidences for {len(self.detections)} faces")
+            if conf.size and not ((conf >= 0) & (conf <= 1)).all():
+                raise ValueError("Observations.confidence must be in [0, 1]")
+            object.__setattr__(self, "confidence", conf)
         fi = np.asarray(self.frame_index, dtype=np.int64).reshape(-1)
         ts = np.asarray(self.timestamp_ms, dtype=np.float64).reshape(-1)
         n = len(self.detections)
@@ -366,6 +375,7 @@ class Observations:
         with_signals = [p.signals is not None for p in parts]
         if any(with_signals) and not all(with_signals):
             raise ValueError("Observations.concat: some batches have signals and some do not")
+        with_conf = all(p.confidence is not None for p in parts)
         return Observations(
             np.concatenate([p.frame_index for p in parts]),
             np.concatenate([p.timestamp_ms for p in parts]),
@@ -376,6 +386,7 @@ class Observations:
                 np.concatenate([p.expressions.arousal for p in parts]),
             ),
             FaceSignals.concat([p.signals for p in parts]) if all(with_signals) else None,
+            np.concatenate([p.confidence for p in parts]) if with_conf else None,
         )
 
 

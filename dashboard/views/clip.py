@@ -5,6 +5,7 @@ import streamlit as st
 from common import caveat, chart_config, clip_picker, plain, store
 
 from ferpipe import analytics as an
+from ferpipe.confidence import LOW_CONFIDENCE
 from ferpipe.errors import FerpipeError
 from ferpipe.figures import curves_figure, face_figure, share_figure
 from ferpipe.media import browser_playable, frame_at, make_preview, preview_path, thumbnail
@@ -34,14 +35,19 @@ with s.reading():  # one read connection for the whole page (a write inside step
     run_id = c4.selectbox("Run", run_ids, index=run_ids.index(best), format_func=labels.get)
 
     with st.expander("Data quality filter for the expression curves"):
-        q1, q2, q3 = st.columns(3)
+        q1, q2, q3, q4 = st.columns(4)
         quality = QualityFilter(
             attentive_only=q1.checkbox(
                 "Attentive faces only", help="Facing the camera within the attention cone, eyes open."
             ),
             min_face_px=float(q2.number_input("Smallest face (px tall)", 0, 2000, 0, 10)),
             min_score=float(q3.slider("Lowest detection score", 0.0, 1.0, 0.0, 0.05)),
-        )
+            min_confidence=float(q4.slider(
+                "Lowest reading confidence", 0.0, 1.0, 0.0, 0.05,
+                help="A derived score per reading: the model's certainty times face size, sharpness, head pose "
+                     "and face presence (see the glossary). 0 keeps every reading.",
+            )),
+        )  # fmt: skip
 
     offset = float(clip["stimulus_offset_s"] or 0)
     stimulus = clip["stimulus_clip_id"]
@@ -121,6 +127,11 @@ with s.reading():  # one read connection for the whole page (a write inside step
         if quality.active:
             st.caption(f"Filter: {quality.describe()}; {s.excluded_share(run_id, quality):.0%} of this run's "
                        "observations are left out of the expression curves.")  # fmt: skip
+        low_share, known, median_conf = s.confidence_summary(run_id, LOW_CONFIDENCE)
+        if median_conf is not None:
+            st.caption(f"Reading confidence (derived): {low_share:.0%} of the readings behind these curves are "
+                       f"low-confidence (below {LOW_CONFIDENCE:g}); median {median_conf:.2f}"
+                       + ("." if known >= 0.999 else f"; {1 - known:.0%} of the readings have no confidence stored."))  # fmt: skip
         agg = shifted(an.smooth(an.aggregate_face_bins(fb, bin_s), window))
         if live_edge is not None:
             agg = agg.filter(pl.col("t_s") >= live_edge - shift - LIVE_WINDOW_S)

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -22,11 +23,18 @@ def register(app: typer.Typer) -> None:
 
 
 def evaluate(
-    data: Path = typer.Option(
-        ..., "--data", help="FER2013 or FER+ Parquet, or a folder with one subfolder per expression.", metavar="PATH"
+    data: list[Path] = typer.Option(
+        ...,
+        "--data",
+        help="FER2013, FER+ or multi-domain Parquet, or a folder with one subfolder per expression; repeat for a "
+        "cross-domain table (one row per set).",
+        metavar="PATH",
     ),
     split: str | None = typer.Option(
-        None, "--split", help="Only rows of this split, e.g. public_test.", metavar="NAME"
+        None,
+        "--split",
+        help="Only rows of this split, e.g. public_test (dev: a domain file's held-out split).",
+        metavar="NAME",
     ),
     model: str | None = typer.Option(
         None, "--model", help="Expression model (default: the registry's default).", metavar="NAME"
@@ -46,20 +54,38 @@ def evaluate(
 ) -> None:
     """Accuracy of an expression model on labelled crops, or on full images through the pipeline's path."""
     from ..registry import default_expression_model
-    from .evaluate import evaluate_data, evaluate_full_image
+    from .data import is_domain_file
+    from .evaluate import domain_row, evaluate_data, evaluate_full_image
 
     name = model or default_expression_model()
-    if full_image:
-        with progress_bar() as bar:
-            task = bar.add_task("images", total=None, unit="images")
-            report = evaluate_full_image(data, model=name, head=None if head == "auto" else head, limit=limit,
-                                         progress=lambda d, t: bar.update(task, completed=d, total=t))  # fmt: skip
-    else:
-        report = evaluate_data(data, split=split, model=name, limit=limit, flip=flip, head=head)
+    reports = []
+    for path in data:
+        if full_image:
+            with progress_bar() as bar:
+                task = bar.add_task(f"images of {path.name}", total=None, unit="images")
+                reports.append(evaluate_full_image(path, model=name, head=None if head == "auto" else head,
+                                                   limit=limit,
+                                                   progress=lambda d, t, task=task: bar.update(task, completed=d, total=t)))  # fmt: skip
+        else:
+            # several sets: FER2013/FER+ files are scored on their public_test, domain files on their dev split
+            chosen = split if split or len(data) == 1 else ("dev" if is_domain_file(path) else "public_test")
+            reports.append(evaluate_data(path, split=chosen, model=name, limit=limit, flip=flip, head=head))
     if as_json:
-        print(json.dumps(report))
+        print(json.dumps(reports[0] if len(reports) == 1 else
+                         {"model": name, "domains": [domain_row(r) for r in reports], "reports": reports}))  # fmt: skip
         return
-    found = f", faces found in {report['face_found']:.1%}" if full_image else ""
+    if len(reports) > 1:
+        table = Table("set", "images", "accuracy", "macro-F1", "ECE", "faces found",
+                      *(e for e in reports[0]["per_class"]), title=f"{name}: one row per set (recall per expression)")  # fmt: skip
+        for r in reports:
+            row = domain_row(r)
+            table.add_row(escape(row["domain"]), f"{row['n']:,}", f"{row['accuracy']:.3f}", f"{row['macro_f1']:.3f}",
+                          f"{row['ece']:.3f}", f"{row['face_found']:.1%}",
+                          *(f"{v:.2f}" for v in row["recall"].values()))  # fmt: skip
+        out.print(table)
+        return
+    report = reports[0]
+    found = f", faces found in {report['face_found']:.1%}" if full_image or report.get("protocol") == "wild" else ""
     head_note = f", head {report['head']}" if report.get("head") else ""
     out.print(f"model {report['model']}{head_note}: accuracy {report['accuracy']:.4f} on {report['n']} images "
               f"(macro-F1 {report['macro_f1']:.4f}, ECE {report['ece']:.4f}, {report['ms_per_face']:.3f} ms/face{found})")  # fmt: skip

@@ -120,8 +120,10 @@ def evaluate_data(path: str | os.PathLike, split: str | None = None, model: str 
     clf = ExpressionModel.from_name(model, head=chosen)
     probs, ms = predict(clf, faces.images, flip=flip)
     report = summarise(probs, faces.labels)
+    if faces.found is not None:  # aligned crops of a multi-domain file: the share the detector found
+        report["face_found"] = float(faces.found.mean()) if len(faces) else 0.0
     report.update({"model": model, "split": split, "flip": flip, "ms_per_face": ms, "data": str(path),
-                   "protocol": faces.protocol, "head": clf.head, "limit": limit,
+                   "protocol": faces.protocol, "head": clf.head, "limit": limit, "domain": faces.domain,
                    "evaluated_at": time.strftime("%Y-%m-%d %H:%M")})  # fmt: skip
     save_report(report)
     return report
@@ -176,8 +178,17 @@ def evaluate_full_image(root: str | os.PathLike, model: str = "mini-xception", h
                    "protocol": "full-image", "head": clf.head, "limit": limit,
                    "evaluated_at": time.strftime("%Y-%m-%d %H:%M")})  # fmt: skip
     report["ms_per_face"] = report["ms_per_image"]
+    report["domain"] = Path(root).name
     save_report({**report, "split": f"full-image:{Path(root).name}"})
     return report
+
+
+def domain_row(report: dict) -> dict:
+    """One row of the cross-domain table: a report's headline figures and per-class recall."""
+    return {"domain": report.get("domain") or Path(report["data"]).stem, "n": report["n"],
+            "accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "ece": report["ece"],
+            "face_found": report["face_found"], "head": report.get("head"),
+            "recall": {k: v["recall"] for k, v in report["per_class"].items()}}  # fmt: skip
 
 
 def reports_dir() -> Path:
@@ -192,7 +203,8 @@ def save_report(report: dict) -> Path:
 
     d = reports_dir()
     d.mkdir(parents=True, exist_ok=True)
-    name = f"{report['model']}__{report.get('split') or 'all'}{'__flip' if report.get('flip') else ''}"
+    data = Path(report.get("data") or "").stem
+    name = f"{report['model']}__{data}__{report.get('split') or 'all'}{'__flip' if report.get('flip') else ''}"
     if report.get("limit"):
         name += f"__n{report['limit']}"
     path = d / f"{name}.json"
