@@ -37,8 +37,10 @@ function send(file) {
       let body = {};
       try { body = JSON.parse(xhr.responseText); } catch (e) {}
       r.bar.value = 100;
-      r.label.textContent = " " + file.name + (xhr.status === 200 ? ": uploaded, processing (progress below)"
-                                                                  : ": refused: " + (body.error || xhr.status));
+      r.label.textContent = " " + file.name + (xhr.status !== 200 ? ": refused: " + (body.error || xhr.status)
+                                               : body.duplicate ? ": " + body.message + "; nothing was changed"
+                                               : ": uploaded ✓ (its processing is listed below)");
+      if (xhr.status === 200 && !body.duplicate) setTimeout(() => r.bar.parentNode.remove(), 8000);
       resolve();
     };
     xhr.onerror = () => { r.label.textContent = " " + file.name + ": upload failed (is the dashboard running "

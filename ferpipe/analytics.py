@@ -280,33 +280,61 @@ def _bin_step(t: np.ndarray, bin_s: float | None = None) -> float:
     return float(gaps.min()) if len(gaps) else 1.0
 
 
-def peaks(
-    agg: pl.DataFrame, signal: str, k: int = 5, min_gap_s: float = 2.0, bin_s: float | None = None
-) -> pl.DataFrame:
-    """The k highest local maxima of a signal's mean curve, at least ``min_gap_s`` apart.
+PEAK_MIN_VALUE = 0.2
+"""A peak of an expression curve is a moment only where the curve reaches at least this probability..."""
+PEAK_MIN_PROMINENCE = 0.1
+"""...and stands at least this far above the lower of the two valleys beside it (scipy's prominence)."""
 
-    Columns: t_s, value, n_people (or n_faces), ordered by value (highest first).
+
+def peaks(agg: pl.DataFrame, signal: str, k: int = 5, min_gap_s: float = 2.0, bin_s: float | None = None,
+          min_value: float = PEAK_MIN_VALUE, min_prominence: float = PEAK_MIN_PROMINENCE) -> pl.DataFrame:  # fmt: skip
+    """The k highest local maxima of a signal's mean curve that stand out: at least ``min_value`` high, at least
+    ``min_prominence`` above the valleys beside them, and ``min_gap_s`` apart. A curve with a single bin has no
+    peaks (a photo is not a time series).
+
+    Columns: t_s, value, prominence, n_people (or n_faces), ordered by value (highest first).
     """
     _check_signals((signal,))
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if min_prominence < 0:
+        raise ValueError(f"min_prominence must be >= 0, got {min_prominence}")
     n_col = "n_people" if "n_people" in agg.columns else "n_faces"
-    schema = {"t_s": pl.Float64, "value": pl.Float64, n_col: pl.Int64}
-    if agg.height == 0:
+    schema = {"t_s": pl.Float64, "value": pl.Float64, "prominence": pl.Float64, n_col: pl.Int64}
+    if agg.height < 2:
         return pl.DataFrame(schema=schema)
     from scipy.signal import find_peaks
 
     y = agg[f"{signal}_mean"].to_numpy().astype(np.float64)
+    y = np.where(np.isfinite(y), y, -1.0)
     t = agg["t_s"].to_numpy()
     step = _bin_step(t, bin_s)
     padded = np.concatenate([[-np.inf], y, [-np.inf]])  # let the first and last bins be peaks
-    idx, _ = find_peaks(padded, distance=max(1, round(min_gap_s / step)))
+    idx, _ = find_peaks(padded, distance=max(1, round(min_gap_s / step)), height=min_value)
     idx = idx - 1
-    idx = idx[np.argsort(-y[idx], kind="stable")][:k]
+    prom = np.array([_prominence(y, i) for i in idx], dtype=np.float64)
+    keep = prom >= min_prominence
+    idx, prom = idx[keep], prom[keep]
+    order = np.argsort(-y[idx], kind="stable")[:k]
+    idx, prom = idx[order], prom[order]
     return pl.DataFrame(
-        {"t_s": t[idx].astype(np.float64), "value": y[idx], n_col: agg[n_col].to_numpy()[idx].astype(np.int64)},
+        {"t_s": t[idx].astype(np.float64), "value": y[idx], "prominence": prom,
+         n_col: agg[n_col].to_numpy()[idx].astype(np.int64)},
         schema=schema,
-    )
+    )  # fmt: skip
+
+
+def _prominence(y: np.ndarray, i: int) -> float:
+    """How far y[i] stands above the higher of the lowest points on each side before the curve rises above it
+    (scipy's prominence; a side with no data, at the clip's start or end, does not count)."""
+    bases = []
+    for side in (y[:i][::-1], y[i + 1 :]):
+        if not len(side):
+            continue
+        higher = np.flatnonzero(side > y[i])
+        stretch = side[: higher[0]] if len(higher) else side
+        bases.append(float(stretch.min()) if len(stretch) else float(y[i]))
+    return float(y[i] - max(bases)) if bases else 0.0
 
 
 def peak_table(agg: pl.DataFrame, signals: list[str] | tuple[str, ...], k: int = 3,
@@ -315,7 +343,7 @@ def peak_table(agg: pl.DataFrame, signals: list[str] | tuple[str, ...], k: int =
     n_col = "n_people" if "n_people" in agg.columns else "n_faces"
     return pl.concat(
         [peaks(agg, e, k=k, bin_s=bin_s).with_columns(pl.lit(e).alias("expression")) for e in signals]
-    ).select("expression", "t_s", "value", n_col)
+    ).select("expression", "t_s", "value", "prominence", n_col)
 
 
 def summary(agg: pl.DataFrame, obs: pl.DataFrame, signal: str, threshold: float = 0.5, bin_s: float | None = None,
@@ -511,11 +539,16 @@ def percentile_rank(value: float, norm: list[float] | np.ndarray) -> float:
 
 def norms(store: Store, clip_ids: list[str], signal: str, metric: str = "mean", tag: tuple[str, str] | None = None,
           threshold: float = 0.5) -> pl.DataFrame:  # fmt: skip
-    """Each clip's percentile rank on a metric against a norm set: every other processed clip of the library, or
-    those tagged ``tag`` = (key, value). Columns: clip_id, value, percentile, norm_n (the norm set's size)."""
+    """Each clip's percentile rank on a metric against a norm set: every other processed video of the library, or
+    those tagged ``tag`` = (key, value); photos are never in it. Columns: clip_id, value, percentile, norm_n (the
+    norm set's size)."""
     if metric not in NORM_METRICS:
         raise ValueError(f"metric must be one of {NORM_METRICS}, got {metric!r}")
-    library = store.clips().filter(pl.col("status").is_in(["done", "truncated"]))["clip_id"].to_list()
+    from .frames import is_image
+
+    done = store.clips().filter(pl.col("status").is_in(["done", "truncated"]))
+    # photos have no curve over time: they are not in the norm set of any video metric
+    library = [c for c, path in zip(done["clip_id"], done["path"], strict=True) if not is_image(path)]
     if tag is not None:
         tags = store.tags()
         keep = set(tags.filter((pl.col("key") == tag[0]) & (pl.col("value") == tag[1]))["clip_id"].to_list())
@@ -602,3 +635,42 @@ def synchrony(fb: pl.DataFrame, signal: str, min_common_bins: int = 5) -> dict:
     if not len(rs):
         return {"isc": None, "median": None, "pairs": 0, "people": 0}
     return {"isc": float(np.mean(rs)), "median": float(np.median(rs)), "pairs": len(rs), "people": len(people)}
+
+
+def expression_summary(fb: pl.DataFrame, bin_s: float, threshold: float = 0.5, duration_s: float | None = None,
+                       signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:  # fmt: skip
+    """The per-signal figures every page, report and command shows for one clip, from its face bins (face_bins):
+    one row per signal with the named metrics of ferpipe.present (mean over people, mean over time, share of
+    people showing it, peak and when, time above the threshold) and the number of people behind them.
+
+    Computed once here, so the Clip view, Compare, the reports and the CLI give one figure under one name.
+    """
+    signals = _check_signals(signals)
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    schema = {"signal": pl.String, "mean_over_people": pl.Float64, "mean_over_time": pl.Float64,
+              "share_showing": pl.Float64, "peak": pl.Float64, "peak_at": pl.Float64, "time_above": pl.Float64,
+              "people": pl.Int64}  # fmt: skip
+    if fb.is_empty():
+        return pl.DataFrame(schema=schema)
+    fm = face_means_from_bins(fb, signals)
+    agg = aggregate_face_bins(fb, bin_s, signals)
+    share = dominant_share(fm) if set(EXPRESSIONS) <= set(signals) else {}
+    single = agg.height < 2  # a photo: no time axis, so no peak, no time above
+    rows = []
+    for sig in signals:
+        y = agg[f"{sig}_mean"].to_numpy().astype(np.float64)
+        finite = np.isfinite(y)
+        i = int(np.nanargmax(np.where(finite, y, -np.inf))) if finite.any() else None
+        above = (np.nan_to_num(y, nan=-np.inf) > threshold).sum() * bin_s
+        person = fm[sig].cast(pl.Float64).fill_nan(None).drop_nulls()
+        rows.append({"signal": sig, "mean_over_people": float(person.mean()) if person.len() else float("nan"),
+                     "mean_over_time": float(np.nanmean(y)) if finite.any() else float("nan"),
+                     "share_showing": share.get(sig, float("nan")),
+                     "peak": float("nan") if single or i is None else float(y[i]),
+                     # a time for the peak only where there is one: a curve that never reaches PEAK_MIN_VALUE has none
+                     "peak_at": float("nan") if single or i is None or (sig in EXPRESSIONS and y[i] < PEAK_MIN_VALUE)
+                     else float(agg["t_s"][i]),
+                     "time_above": float("nan") if single else _capped(float(above), duration_s),
+                     "people": fm.height})  # fmt: skip
+    return pl.DataFrame(rows, schema=schema)

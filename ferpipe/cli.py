@@ -18,13 +18,17 @@ from pathlib import Path
 
 import typer
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from . import CAVEAT
 from .config import default_db_path, max_upload_mb
 from .console import err, flag, out, progress_bar, typer_app
 from .errors import FerpipeError
+from .frames import is_image
 from .ingest import parse_tags, printable
+from .present import MISSING, duration_words, format_value, plain_text
 
 USER_ERRORS = (FerpipeError, ValueError, OSError)
 
@@ -179,12 +183,12 @@ def process(
             print(json.dumps(r.to_json()), flush=True)
         if r.error is not None:
             where = "" if Path(r.source).name in r.error else f"{printable(r.source)}: "
-            err.print(f"[red]error:[/red] {where}{r.error}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(where + r.error)}", highlight=False, soft_wrap=True)
         elif r.result.status == "truncated":
-            err.print(f"[red]error:[/red] {r.result.message}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(r.result.message)}", highlight=False, soft_wrap=True)
         elif not as_json:
             res = r.result
-            out.print(f"{res.message} [dim](clip {res.clip_id}, run {res.run_id}, {res.seconds:.1f}s)[/dim]",
+            out.print(f"{escape(res.message)} [dim](clip {res.clip_id}, run {res.run_id}, {res.seconds:.1f}s)[/dim]",
                       highlight=False)  # fmt: skip
 
     for r in bad:
@@ -242,7 +246,7 @@ def _process_live(pipeline, source: str, title: str | None, tags: dict, as_json:
     if as_json:
         print(json.dumps({"source": source, **result.__dict__}), flush=True)
     else:
-        out.print(f"{result.message} [dim](clip {result.clip_id}, run {result.run_id}, live for {took:.0f}s)[/dim]",
+        out.print(f"{escape(result.message)} [dim](clip {result.clip_id}, run {result.run_id}, live for {took:.0f}s)[/dim]",
                   highlight=False)  # fmt: skip
 
 
@@ -253,11 +257,12 @@ def _study_table(results: list) -> Table:
         res = r.result
         if res is None:
             why = r.error if len(r.error) <= 40 else r.error[:39] + "…"
-            table.add_row(str(r.row), printable(Path(r.source).name or r.source)[:40], "", f"[red]error[/red] ({why})",
+            table.add_row(str(r.row), Text(printable(Path(r.source).name or r.source)[:40]), "",
+                          Text.assemble(("error", "red"), f" ({why})"),
                           "", "", "")  # fmt: skip
             continue
         status = "reused" if res.reused else ("resumed" if res.resumed else res.status)
-        table.add_row(str(r.row), printable(res.title)[:40], res.clip_id, status, str(res.people),
+        table.add_row(str(r.row), Text(printable(res.title)[:40]), res.clip_id, status, str(res.people),
                       f"{res.observations:,}", f"{res.seconds:.1f}")  # fmt: skip
     done = sum(1 for r in results if r.result is not None and r.result.status == "done")
     table.caption = f"{done} of {len(results)} sources done"
@@ -273,13 +278,18 @@ def clips(db: Path | None = DB_OPT, as_json: bool = flag("--json", "Print the cl
     if as_json:
         print(df.drop("path").write_json())
         return
-    table = Table("clip", "title", "duration", "status", "faces", "observations", "model", "tags")
+    table = Table("clip", "title", "kind", "duration", "status", "people", "face tracks", "readings", "model", "tags")
     table.columns[0].no_wrap = True  # ids are never cut: `export --clip` takes them as printed
     table.columns[0].min_width = 12
     for r in df.iter_rows(named=True):
+        photo = is_image(r["path"])
         table.add_row(
-            r["clip_id"], r["title"] or "", f"{r['duration_s'] or 0:.1f}s", r["status"] or "-",
-            f"{r['faces'] or 0:,}", f"{r['observations'] or 0:,}", r["model"] or "-", r["tags"],
+            r["clip_id"], Text(plain_text(r["title"] or "")), "photo" if photo else "video",
+            MISSING if photo else duration_words(r["duration_s"] or 0), r["status"] or "not processed",
+            format_value(r["people"], "count") if r["status"] else MISSING,
+            format_value(r["faces"], "count") if r["status"] else MISSING,
+            format_value(r["observations"], "count") if r["status"] else MISSING, r["model"] or MISSING,
+            Text(plain_text(r["tags"] or "")),
         )  # fmt: skip
     out.print(table)
     out.print(f"[dim]{CAVEAT}[/dim]")
@@ -302,7 +312,11 @@ def export(
         ..., "--clip", help="Clip id or a unique prefix of one (see `ferpipe clips`).", metavar="ID"
     ),
     what: str = typer.Option(
-        "timeline", "--what", help="timeline (per face) or aggregate (per time bin).", metavar="KIND"
+        "timeline",
+        "--what",
+        help="timeline (per face), aggregate (per time bin) or summary (per signal: mean over "
+        "people, mean over time, peak...).",
+        metavar="KIND",
     ),
     fmt: str = typer.Option("csv", "--format", help="csv or parquet.", metavar="FORMAT"),
     out_path: Path = typer.Option(..., "--out", help="Output file.", metavar="FILE"),
@@ -315,8 +329,8 @@ def export(
     from .analytics import aggregate, timeline_export
     from .store import Store
 
-    if what not in ("timeline", "aggregate"):
-        raise ValueError(f"--what must be timeline or aggregate, got {what!r}")
+    if what not in ("timeline", "aggregate", "summary"):
+        raise ValueError(f"--what must be timeline, aggregate or summary, got {what!r}")
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"--format must be csv or parquet, got {fmt!r}")
     store = Store(_db(db, must_exist=True))
@@ -324,9 +338,55 @@ def export(
     run_id = store.best_run(clip_id, model)
     if run_id is None:
         raise ValueError(f"clip {clip_id} has no run{' with model ' + model if model else ''}")
-    df = timeline_export(store, clip_id, run_id) if what == "timeline" else aggregate(store, run_id, bin_s)
+    if what == "summary":
+        df = clip_summary(store, clip_id, run_id, bin_s)
+    else:
+        df = timeline_export(store, clip_id, run_id) if what == "timeline" else aggregate(store, run_id, bin_s)
     _write(df, fmt, out_path)
     err.print(f"wrote {df.height:,} rows to {out_path}")
+
+
+def clip_summary(store, clip_id: str, run_id: int, bin_s: float = 1.0, threshold: float = 0.5):
+    """The per-signal summary of a clip's run (analytics.expression_summary), as every screen shows it."""
+    from .analytics import SIGNALS, expression_summary, face_bins
+
+    clip = store.clip(clip_id)
+    return expression_summary(face_bins(store, run_id, bin_s, SIGNALS), bin_s, threshold, clip["duration_s"])
+
+
+@app.command()
+def summary(
+    db: Path | None = DB_OPT,
+    clip: str = typer.Option(..., "--clip", help="Clip id or a unique prefix of one.", metavar="ID"),
+    threshold: float = typer.Option(0.5, "--threshold", help="For 'time above'.", metavar="X"),
+    as_json: bool = flag("--json", "Print the summary as JSON (raw values)."),
+) -> None:
+    """A clip's figures per expression: mean over people, mean over time, peak, time above the threshold."""
+    from . import present as pr
+    from .store import Store
+
+    store = Store(_db(db, must_exist=True))
+    clip_id = store.resolve_clip(clip)
+    run_id = store.best_run(clip_id)
+    if run_id is None:
+        raise ValueError(f"clip {clip_id} has not been processed")
+    df = clip_summary(store, clip_id, run_id, 1.0, threshold)
+    if as_json:
+        print(df.write_json())
+        return
+    photo = is_image(store.clip(clip_id)["path"])
+    cols = ["signal", "mean_over_people", "share_showing"] + ([] if photo else ["mean_over_time", "peak", "peak_at",
+                                                                                 "time_above"])  # fmt: skip
+    ex = df.filter(df["signal"].is_in(list(pr.EXPRESSIONS))).select(cols)
+    shown = pr.table(ex, labels={"signal": "Expression", "time_above": f"Time above {threshold:g}"})
+    table = Table(*shown.columns, title=Text(plain_text(store.clip(clip_id)["title"] or clip_id)))
+    for row in shown.iter_rows():
+        table.add_row(*(Text(v) for v in row))
+    out.print(table)
+    people = int(df["people"][0]) if df.height else 0
+    out.print(Text(f"{pr.photo_words(people) if photo else pr.people_words(people)}. {pr.MEAN_OVER_PEOPLE.name}: "
+                   f"{pr.MEAN_OVER_PEOPLE.definition}"), style="dim")  # fmt: skip
+    out.print(f"[dim]{CAVEAT}[/dim]")
 
 
 @app.command()
@@ -365,7 +425,7 @@ def delete(
         clip_id = store.resolve_clip(ref)
         title = store.clip(clip_id)["title"]
         store.delete_clip(clip_id, delete_media=not keep_media)
-        out.print(f"deleted {clip_id} ({title})", highlight=False)
+        out.print(Text(f"deleted {clip_id} ({plain_text(title or '')})"), highlight=False)
 
 
 CLIP_OPT = typer.Option(..., "--clip", help="Clip id or a unique prefix of one.", metavar="ID")
@@ -392,7 +452,8 @@ def people_list(db: Path | None = DB_OPT, clip: str = CLIP_OPT, as_json: bool = 
         return
     table = Table("person", "name", "tracks", "observations", "seen (s)")
     for r in people.iter_rows(named=True):
-        table.add_row(str(r["person_id"]), r["person"] or "", str(r["tracks"]), f"{r['n_obs']:,}",
+        table.add_row(str(r["person_id"]), Text(plain_text(r["person"] or f"person {r['person_id']}")), str(r["tracks"]),
+                      f"{r['n_obs']:,}",
                       f"{r['first_seen_ms'] / 1000:.1f}–{r['last_seen_ms'] / 1000:.1f}")  # fmt: skip
     out.print(table)
 
@@ -462,7 +523,10 @@ def markers_add(name: str = typer.Option(..., "--name", metavar="TEXT"), at: flo
 
     store = Store(_db(db, must_exist=True))
     marker = store.add_marker(store.resolve_clip(clip), name, at, to)
-    out.print(f"marker {marker}: {name} at {at:g} s" + (f" to {to:g} s" if to is not None else ""), highlight=False)
+    out.print(
+        Text(f"marker {marker}: {plain_text(name)} at {at:g} s" + (f" to {to:g} s" if to is not None else "")),
+        highlight=False,
+    )
 
 
 @markers_app.command("list")
@@ -478,7 +542,10 @@ def markers_list(db: Path | None = DB_OPT, clip: str = CLIP_OPT, as_json: bool =
     table = Table("marker", "name", "start (s)", "end (s)")
     for r in markers.iter_rows(named=True):
         table.add_row(
-            str(r["marker_id"]), r["name"], f"{r['start_s']:g}", "" if r["end_s"] is None else f"{r['end_s']:g}"
+            str(r["marker_id"]),
+            Text(plain_text(r["name"])),
+            f"{r['start_s']:g}",
+            "" if r["end_s"] is None else f"{r['end_s']:g}",
         )
     out.print(table)
 
@@ -541,6 +608,7 @@ DEMO_CLIPS = (
     ("WolfgangLanger_Pexels.mp4", "Single viewer", {"group": "B", "stimulus": "demo"}),
     ("single_face.mp4", "Webcam panel 1", {"group": "B", "stimulus": "demo"}),
     ("noface_face.mov", "Webcam panel 2 (late join)", {"group": "A", "stimulus": "demo"}),
+    ("multi_face.jpg", "Group photo (5 people)", {"kind": "photo"}),
 )
 
 
@@ -647,7 +715,7 @@ def run() -> None:
         app()
     except USER_ERRORS as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(plain_text(message))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted; the run is saved up to its last batch and resumes next time")

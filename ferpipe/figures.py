@@ -16,6 +16,14 @@ COLORS = {
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 
 
+def plotly_text(text: object) -> str:
+    """User text (titles, marker and person names) for a Plotly label: Plotly renders a subset of HTML in
+    labels, so ``<a href>`` would become a live link; escaped, it is shown as typed."""
+    import html
+
+    return html.escape(str(text), quote=False)
+
+
 def _band(agg: pl.DataFrame, signal: str) -> tuple[np.ndarray, np.ndarray]:
     """A curve's 95% band; where there is none (fewer than two faces) it closes onto the mean, so the shaded
     polygon never jumps across gaps."""
@@ -62,7 +70,7 @@ def curves_figure(agg: pl.DataFrame, signals: list[str], x: str = "t_s", title: 
         fig.add_trace(go.Scatter(x=np.concatenate([t, t[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself",
                                  fillcolor=_rgba(color, 0.15), line={"width": 0}, hoverinfo="skip", showlegend=False,
                                  legendgroup=s), 1, 1)  # fmt: skip
-        name = (names or {}).get(s, s)
+        name = plotly_text((names or {}).get(s, s))
         fig.add_trace(go.Scatter(x=t, y=agg[f"{s}_mean"].to_numpy(), name=name, line={"color": color, "width": 2},
                                  legendgroup=s, hovertemplate=f"{name} %{{y:.2f}} at %{{x:.1f}}<extra></extra>"), 1, 1)  # fmt: skip
     people = "n_people" in agg.columns
@@ -78,7 +86,7 @@ def curves_figure(agg: pl.DataFrame, signals: list[str], x: str = "t_s", title: 
         (counts.max() or 1) / 4))) if agg.height else 1)  # fmt: skip
     fig.update_xaxes(title_text=x_title, row=2, col=1)
     top = 70 if title else 30
-    fig.update_layout(title={"text": title, "y": 0.98, "x": 0.01} if title else None, height=470,
+    fig.update_layout(title={"text": plotly_text(title), "y": 0.98, "x": 0.01} if title else None, height=470,
                       margin={"l": 60, "r": 20, "t": top, "b": 40},
                       legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0})  # fmt: skip
     return fig
@@ -87,6 +95,7 @@ def curves_figure(agg: pl.DataFrame, signals: list[str], x: str = "t_s", title: 
 def add_markers(fig: go.Figure, markers: list[tuple[str, float, float | None]] | None) -> None:
     """Event markers on a figure: a dotted line at a point, a shaded span for an interval, each labelled."""
     for label, start, end in markers or []:
+        label = plotly_text(label)
         if end is not None and end > start:
             fig.add_vrect(x0=start, x1=end, fillcolor="#f0a000", opacity=0.12, line_width=0, annotation_text=label,
                           annotation_position="top left", annotation_font_size=10)  # fmt: skip
@@ -112,7 +121,7 @@ def face_figure(obs: pl.DataFrame, face_ids: list[int], signals: list[str], name
     unit = "person_id" if "person_id" in obs.columns else "face_id"
     what = "person" if unit == "person_id" else "face"
     fig = make_subplots(rows=max(1, len(face_ids)), cols=1, shared_xaxes=True, vertical_spacing=0.06,
-                        subplot_titles=[(names or {}).get(f) or f"{what} {f}" for f in face_ids])  # fmt: skip
+                        subplot_titles=[plotly_text((names or {}).get(f) or f"{what} {f}") for f in face_ids])  # fmt: skip
     for row, fid in enumerate(face_ids, start=1):
         part = obs.filter(pl.col(unit) == fid).sort("timestamp_ms")
         t = (part["timestamp_ms"] / 1000).to_numpy()
@@ -136,7 +145,9 @@ def overlay_figure(aggs: dict[str, pl.DataFrame], signal: str, x: str = "t_s", x
         fig.add_trace(go.Scatter(x=np.concatenate([t, t[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself",
                                  fillcolor=_rgba(color, 0.12), line={"width": 0}, hoverinfo="skip", showlegend=False))  # fmt: skip
         fig.add_trace(
-            go.Scatter(x=t, y=agg[f"{signal}_mean"].to_numpy(), name=label, line={"color": color, "width": 2})
+            go.Scatter(
+                x=t, y=agg[f"{signal}_mean"].to_numpy(), name=plotly_text(label), line={"color": color, "width": 2}
+            )
         )
     add_markers(fig, markers)
     fig.update_layout(height=400, xaxis_title=x_title, yaxis_title=y_title([signal]),
@@ -154,4 +165,21 @@ def confusion_figure(confusion: list[list[int]], labels: list[str]) -> go.Figure
                                "%{z:.0%}<extra></extra>"))  # fmt: skip
     fig.update_layout(height=420, xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed",
                       margin={"l": 60, "r": 20, "t": 10, "b": 50})  # fmt: skip
+    return fig
+
+
+def photo_figure(people: pl.DataFrame, names: dict | None = None, signals: tuple[str, ...] = EXPRESSIONS) -> go.Figure:
+    """A photo's faces as small multiples: one bar chart of the seven probabilities per face (a photo has no time
+    axis). people: one row per person (person_id and the expression columns)."""
+    ids = people["person_id"].to_list()
+    cols = min(5, max(1, len(ids)))
+    rows = max(1, -(-len(ids) // cols))
+    titles = [plotly_text((names or {}).get(i) or f"person {i}") for i in ids]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, shared_yaxes=True, vertical_spacing=0.12)
+    for k, r in enumerate(people.iter_rows(named=True)):
+        fig.add_trace(go.Bar(x=list(signals), y=[r[e] for e in signals], marker_color=[COLORS[e] for e in signals],
+                             showlegend=False, hovertemplate="%{x} %{y:.0%}<extra></extra>"),
+                      k // cols + 1, k % cols + 1)  # fmt: skip
+    fig.update_yaxes(range=[0, 1], tickformat=".0%")
+    fig.update_layout(height=max(260, 230 * rows), margin={"l": 50, "r": 20, "t": 40, "b": 40})
     return fig

@@ -485,13 +485,16 @@ class Store:
                 SELECT * FROM runs QUALIFY row_number() OVER (PARTITION BY clip_id ORDER BY run_id DESC) = 1
             ), tags AS (
                 SELECT clip_id, string_agg(key || '=' || value, ', ' ORDER BY key) AS tags FROM clip_tags GROUP BY clip_id
+            ), persons AS (
+                SELECT run_id, count(DISTINCT coalesce(person_id, face_id)) AS people FROM faces GROUP BY run_id
             )
             SELECT c.clip_id, c.title, c.duration_s, c.fps, c.width, c.height, c.frame_count, c.source_uri, c.created_at,
                    c.live_t0, coalesce(t.tags, '') AS tags, l.run_id, l.status, l.model, l.detector,
-                   l.frames_done, l.frames_expected, l.faces, l.observations, l.seconds, l.updated_at,
-                   c.stimulus_clip_id, c.stimulus_offset_s, c.path
+                   l.frames_done, l.frames_expected, l.faces, coalesce(p.people, 0) AS people, l.observations,
+                   l.seconds, l.updated_at, c.stimulus_clip_id, c.stimulus_offset_s, c.path
             , l.pid
             FROM clips c LEFT JOIN latest l USING (clip_id) LEFT JOIN tags t USING (clip_id)
+                 LEFT JOIN persons p ON p.run_id = l.run_id
             ORDER BY c.created_at DESC, c.clip_id
             """
             )
@@ -753,9 +756,11 @@ class Store:
         and the 52 blendshapes."""
         return self.query(
             f"""
-            SELECT ? AS clip_id, f.person_id, f.person_label AS person, o.face_id, timestamp_ms / 1000.0 AS timestamp_s,
+            SELECT ? AS clip_id, coalesce(f.person_id, o.face_id) AS person_id,
+                   coalesce(f.person_label, 'person ' || coalesce(f.person_id, o.face_id)) AS person, o.face_id,
+                   timestamp_ms / 1000.0 AS timestamp_s,
                    frame_index, x, y, w, h, det_score, {", ".join(EXPRESSIONS)}, valence, arousal, confidence,
-                   {", ".join("o." + c for c in MESH_COLUMNS)}
+                   {", ".join("o." + c + (" AS bs_neutral" if c == "bs__neutral" else "") for c in MESH_COLUMNS)}
             FROM observations o LEFT JOIN faces f USING (run_id, face_id) WHERE run_id = ? ORDER BY timestamp_ms, o.face_id
             """,
             [clip_id, int(run_id)],
@@ -866,7 +871,7 @@ class Store:
             """SELECT coalesce(person_id, face_id) AS person_id, any_value(person_label) AS person,
                       count(*) AS tracks, sum(n_obs)::BIGINT AS n_obs, min(first_seen_ms) AS first_seen_ms,
                       max(last_seen_ms) AS last_seen_ms
-               FROM faces WHERE run_id = ? GROUP BY 1 ORDER BY n_obs DESC, person_id""",
+               FROM faces WHERE run_id = ? GROUP BY 1 ORDER BY person_id""",
             [int(run_id)],
         )
 

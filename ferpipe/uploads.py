@@ -10,6 +10,7 @@ post files to the local server.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -105,6 +106,16 @@ def per_file_metadata(items: list) -> dict[str, dict]:
     return out
 
 
+def _known_clip(db_path, path: Path) -> tuple[str, str] | None:
+    """(clip id, title) of the library clip with this file's content, or None."""
+    from .registry import sha256_file
+    from .store import Store
+
+    digest = sha256_file(path)
+    row = Store(db_path).query("SELECT clip_id, coalesce(title, clip_id) AS title FROM clips WHERE sha256 = ?", [digest])
+    return (row["clip_id"][0], row["title"][0]) if row.height else None
+
+
 def routes(db_path_fn) -> list:
     """Starlette routes: POST /ferpipe/upload?name=&title=&tags=&settings= (JSON of pipeline Settings fields)
     [&respondent=&stimulus=&offset_s=]
@@ -138,6 +149,11 @@ def routes(db_path_fn) -> list:
         except (InputError, ValueError, TypeError) as exc:
             return JSONResponse({"error": str(exc).splitlines()[0]}, status_code=400)
         title = (q.get("title") or "").strip()[:MAX_TITLE] or got.title
+        known = await asyncio.to_thread(_known_clip, db_path_fn(), got.path)
+        if known is not None:  # the same bytes are already a clip: nothing changes, nothing is started
+            got.path.unlink(missing_ok=True)
+            return JSONResponse({"duplicate": True, "clip_id": known[0], "title": known[1],
+                                 "message": f"already in the library as '{known[1]}'"})  # fmt: skip
         job = jobs.start(db_path_fn(), str(got.path), settings, title=title, tags=tags, delete_source=True,
                          respondent=respondent, stimulus=optional(q.get("stimulus")), offset_s=offset)  # fmt: skip
         log.info("upload %s (%d bytes) -> job %s", title, got.size, job.job_id)

@@ -87,7 +87,8 @@ def test_signals_are_stored_exported_and_rolled_up(speaker_runs):
     tl = store.timeline_export("c", run.run_id)
     for col in ("yaw_deg", "pitch_deg", "roll_deg", "eye_openness", "attentive", "bs_mouthSmileLeft"):
         assert col in tl.columns
-    shapes = tl.select(BS_COLUMNS).to_numpy()
+    assert "bs__neutral" not in tl.columns and tl["person"].null_count() == 0  # export names read as words
+    shapes = tl.select([c if c != "bs__neutral" else "bs_neutral" for c in BS_COLUMNS]).to_numpy()
     assert shapes.shape[1] == 52 and np.nanmin(shapes) >= 0 and np.nanmax(shapes) <= 1
     assert store.run(run.run_id).finished and store._rolled_up(run.run_id)
     cols = ("happy", "attentive", "yaw_deg", "bs_jawOpen")

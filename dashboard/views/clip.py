@@ -5,10 +5,13 @@ import streamlit as st
 from common import caveat, chart_config, clip_picker, plain, store
 
 from ferpipe import analytics as an
+from ferpipe import present as pr
 from ferpipe.confidence import LOW_CONFIDENCE
 from ferpipe.errors import FerpipeError
-from ferpipe.figures import curves_figure, face_figure, share_figure
+from ferpipe.figures import curves_figure, face_figure, photo_figure, share_figure
+from ferpipe.frames import is_image
 from ferpipe.media import browser_playable, frame_at, make_preview, preview_path, thumbnail
+from ferpipe.report import blink_rate_note
 from ferpipe.store import QualityFilter
 from ferpipe.types import EXPRESSIONS
 
@@ -27,6 +30,7 @@ with s.reading():  # one read connection for the whole page (a write inside step
     labels = {r["run_id"]: f"run {r['run_id']} · {r['model']} · {r['status']}" for r in runs.iter_rows(named=True)}
     run_ids = list(labels)
     duration = float(clip["duration_s"] or 0.0)
+    PHOTO = is_image(clip["path"])
 
     c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
     exprs = c1.multiselect("Expressions", list(EXPRESSIONS), default=["happy", "surprise", "sad", "neutral"])
@@ -132,6 +136,9 @@ with s.reading():  # one read connection for the whole page (a write inside step
             st.caption(f"Reading confidence (derived): {low_share:.0%} of the readings behind these curves are "
                        f"low-confidence (below {LOW_CONFIDENCE:g}); median {median_conf:.2f}"
                        + ("." if known >= 0.999 else f"; {1 - known:.0%} of the readings have no confidence stored."))  # fmt: skip
+        if PHOTO:
+            photo(fb)
+            return
         agg = shifted(an.smooth(an.aggregate_face_bins(fb, bin_s), window))
         if live_edge is not None:
             agg = agg.filter(pl.col("t_s") >= live_edge - shift - LIVE_WINDOW_S)
@@ -167,30 +174,26 @@ with s.reading():  # one read connection for the whole page (a write inside step
                     st.image(frame_at(s.clip(stimulus)["path"], t_sel * 1000), width="stretch")
                 except FerpipeError as exc:
                     st.caption(plain(exc))
-        st.subheader("Mean over the clip")
-        st.caption("Each expression's probability averaged over faces (each face's mean counts once): the level of the "
-                   "curves above, not a vote.")  # fmt: skip
-        means = an.face_means_from_bins(fb)
-        cols = st.columns(len(EXPRESSIONS))
-        for col, e in zip(cols, EXPRESSIONS, strict=False):
-            col.metric(e, f"{float(means[e].mean() or 0) * 100:.0f}%")
+        tiles(fb)
         st.subheader("% of faces whose strongest expression is each one")
         st.caption("Per bin, the share of faces in view whose top expression (of its bin mean) is X.")
         st.plotly_chart(share_figure(shifted(an.top_expression_share(fb, bin_s))), config=chart_config(), key="shares")
         st.subheader("Peak moments")
-        st.caption("Click a row to show that moment beside the curves.")
-        st.dataframe(pk.rename({"t_s": "time (s)", "value": "mean probability", "n_people": "people in view",
-                                "n_faces": "faces in view"}, strict=False),
-                     hide_index=True, on_select="rerun", selection_mode="single-row", key="peaks")  # fmt: skip
+        st.caption(f"Moments where a curve reaches at least {an.PEAK_MIN_VALUE:.0%} and stands at least "
+                   f"{an.PEAK_MIN_PROMINENCE * 100:.0f} percentage points above the valleys beside it. Click a row to "
+                   "show that moment beside the curves.")  # fmt: skip
+        if pk.is_empty():
+            st.caption("No moment stands out that far for the expressions picked.")
+        else:
+            st.dataframe(pr.table(pk, labels={"t_s": "At (s)"}), hide_index=True, on_select="rerun",
+                         selection_mode="single-row", key="peaks")  # fmt: skip
         sync = [{"expression": e, **an.synchrony(fb, e)} for e in exprs or ["neutral"]]
         if any(r["pairs"] for r in sync):
             st.subheader("Synchrony (derived)")
             st.caption("Inter-subject correlation: how alike people's curves moved, the mean Pearson r over every pair of "
                        "people seen together in at least 5 bins. It says the displayed expressions moved together, not "
                        "that people felt alike.")  # fmt: skip
-            st.dataframe(pl.DataFrame(sync).rename({"isc": "mean r", "median": "median r", "pairs": "pairs of people",
-                                                    "people": "people"}),
-                         hide_index=True)  # fmt: skip
+            st.dataframe(pr.table(pl.DataFrame(sync)), hide_index=True)
         if MARKERS.height:
             st.subheader("Around the markers")
             around = st.slider("Window before and after (s)", 1.0, 30.0, 5.0, 1.0, key="marker_window")
@@ -199,9 +202,9 @@ with s.reading():  # one read connection for the whole page (a write inside step
                       for e in exprs or ["neutral"]]  # fmt: skip
             st.caption("Mean probability per person in each window, averaged over the people seen in it (n); change = "
                        "during or after minus before (the baseline).")  # fmt: skip
-            st.dataframe(pl.concat(tables).select("marker", "expression", "before_mean", "during_mean", "after_mean",
-                                                  "change_during", "change_after", "before_n", "during_n", "after_n"),
-                         hide_index=True)  # fmt: skip
+            st.dataframe(pr.table(pl.concat(tables).select("marker", "expression", "before_mean", "during_mean",
+                                                           "after_mean", "change_during", "change_after", "before_n",
+                                                           "during_n", "after_n")), hide_index=True)  # fmt: skip
         st.subheader("Valence and arousal (derived)")
         st.caption("Derived from the seven probabilities through Russell's circumplex; not a measurement.")
         st.plotly_chart(
@@ -225,21 +228,22 @@ with s.reading():  # one read connection for the whole page (a write inside step
                         config=chart_config(), key="att")  # fmt: skip
         a2.plotly_chart(curves_figure(agg, ["yaw_deg", "pitch_deg", "roll_deg"], x_title=xt,
                                       names={"yaw_deg": "yaw", "pitch_deg": "pitch", "roll_deg": "roll"}), config=chart_config(), key="pose")  # fmt: skip
+        note = blink_rate_note((run.settings or {}).get("sample_fps"))
         blink_bin = max(bin_s, 10.0)
         blinks = shifted(an.aggregate_face_bins(an.blink_bins(s, run_id, blink_bin), blink_bin, ("blink_rate",)))
-        summary = an.blink_summary(s, run_id)
         b1, b2 = st.columns([1, 3])
-        b1.metric("Blinks per minute", f"{summary['rate_per_min']:.1f}", help=f"{summary['blinks']} blinks over "
-                  f"{summary['face_minutes']:.1f} face-minutes with a face mesh")  # fmt: skip
-        rate = (run.settings or {}).get("sample_fps")
-        if rate is not None and rate < 10:
-            b1.caption(f"Analysed at {rate:g} frames/s: short blinks fall between frames, so this undercounts. "
-                       "Process with --sample-fps 15 or more for blink rates.")  # fmt: skip
-        b2.plotly_chart(
-            curves_figure(blinks, ["blink_rate"], x_title=xt, names={"blink_rate": "blinks/min"}),
-            config=chart_config(),
-            key="blinks",
-        )
+        if note:  # withheld exactly as in the reports
+            b1.metric(pr.BLINK_RATE.name, pr.MISSING)
+            b1.caption(note[0].upper() + note[1:] + ".")
+        else:
+            summary = an.blink_summary(s, run_id)
+            b1.metric(pr.BLINK_RATE.name, pr.BLINK_RATE.format(summary["rate_per_min"]), help=f"{summary['blinks']} "
+                      f"blinks over {summary['face_minutes']:.1f} face-minutes with a face mesh")  # fmt: skip
+            if blinks.height >= 3:  # a chart needs enough bins to be a curve
+                b2.plotly_chart(curves_figure(blinks, ["blink_rate"], x_title=xt, names={"blink_rate": "blinks/min"}),
+                                config=chart_config(), key="blinks")  # fmt: skip
+            else:
+                b2.caption(f"Too short for a blink-rate curve ({blink_bin:g} s bins).")
         st.subheader("Facial actions")
         st.caption("MediaPipe blendshapes (ARKit-style scores in 0–1). They are not FACS action units; where one tracks "
                    "an action unit closely it is offered as an 'AU proxy'.")  # fmt: skip
@@ -252,6 +256,29 @@ with s.reading():  # one read connection for the whole page (a write inside step
             fa = shifted(an.smooth(an.aggregate_face_bins(fb, bin_s, chosen), window))
             st.plotly_chart(curves_figure(fa, chosen, x_title=xt, names={k: an.SIGNAL_INFO[k].label for k in chosen}),
                             config=chart_config(), key="actions")  # fmt: skip
+
+    def tiles(fb: pl.DataFrame) -> None:
+        """The clip's mean over people of each expression, named and rounded by ferpipe.present (as in Compare, the
+        reports and `ferpipe summary`)."""
+        st.subheader(pr.MEAN_OVER_PEOPLE.name)
+        st.caption(pr.MEAN_OVER_PEOPLE.definition + " The same figure as in Compare, the reports and the CLI.")
+        summ = an.expression_summary(fb, bin_s, duration_s=duration)
+        values = dict(zip(summ["signal"], summ["mean_over_people"], strict=True))
+        for col, e in zip(st.columns(len(EXPRESSIONS)), EXPRESSIONS, strict=True):
+            col.metric(e, pr.MEAN_OVER_PEOPLE.format(values.get(e)))
+
+    def photo(fb: pl.DataFrame) -> None:
+        """A photo: its faces side by side and a table per face, no time axis."""
+        people = s.people(run_id)
+        fm = an.face_means_from_bins(fb, an.SIGNALS).rename({"face_id": "person_id"}, strict=False)
+        table = people.select("person_id", "person").join(fm, on="person_id").sort("person_id")
+        names = {r["person_id"]: r["person"] or f"person {r['person_id']}" for r in table.iter_rows(named=True)}
+        st.subheader(f"Faces in this photo ({pr.photo_words(table.height)})")
+        st.plotly_chart(photo_figure(table, names), config=chart_config(), key="photo")
+        st.dataframe(pr.table(table.select("person_id", "person", *EXPRESSIONS, "valence", "arousal")
+                              .with_columns(pl.col("person").fill_null(pl.format("person {}", pl.col("person_id"))))),
+                     hide_index=True)  # fmt: skip
+        tiles(fb)
 
     def show_moment(video_t: float) -> None:
         path = clip["path"]
@@ -277,9 +304,11 @@ with s.reading():  # one read connection for the whole page (a write inside step
                 thumbs = [
                     thumbnail(frame, (r["x"], r["y"], r["w"], r["h"]), blur=blur) for r in obs.iter_rows(named=True)
                 ]
-                st.image(thumbs, caption=[f"face {f}" for f in obs["face_id"]], width=96)
+                st.image(thumbs, caption=[f"track {f}" for f in obs["face_id"]], width=96)
 
     curves()
+    if PHOTO:  # a photo has no timelines
+        st.stop()
 
     st.subheader("Per-person timelines")
     with s.reading():

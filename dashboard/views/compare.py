@@ -6,12 +6,15 @@ import streamlit as st
 from common import caveat, chart_config, plain, store
 
 from ferpipe import analytics as an
+from ferpipe import present as pr
 from ferpipe.figures import overlay_figure
+from ferpipe.frames import is_image
+from ferpipe.report import comparison_table
 
 st.title("Compare")
 caveat()
 s = store()
-clips = s.clips().filter(pl.col("faces").fill_null(0) > 0).sort("faces", descending=True)
+clips = s.clips().filter(pl.col("faces").fill_null(0) > 0).sort("people", "observations", descending=True)
 if clips.height < 1:
     st.info("Comparisons need processed clips with faces.")
     st.stop()
@@ -33,7 +36,10 @@ mode = st.radio("Compare", ["Clips", "Tag groups (segments)", "Respondents (peop
 groups: dict[str, list[str]] = {}
 people_split: tuple[str, str, str] | None = None
 if mode == "Clips":
-    chosen = st.multiselect("Clips (two or more)", list(titles), default=list(titles)[:2], format_func=titles.get)
+    # opens on the two videos with the most people: the pair whose tests have the most people on both sides
+    videos = [c for c, path in zip(clips["clip_id"], clips["path"], strict=True) if not is_image(path)]
+    chosen = st.multiselect("Clips (two or more)", list(titles), default=(videos or list(titles))[:2],
+                            format_func=titles.get)  # fmt: skip
     groups = {f"{titles[c]} ({c})": [c] for c in chosen}
 elif mode == "Tag groups (segments)":
     tags = s.tags()
@@ -44,8 +50,11 @@ elif mode == "Tag groups (segments)":
     key = st.selectbox("Tag", keys)
     values = sorted(set(tags.filter(pl.col("key") == key)["value"].to_list()))
     g1, g2 = st.columns(2)
-    va = g1.selectbox("Segment A", values, index=0)
-    vb = g2.selectbox("Segment B", values, index=min(1, len(values) - 1))
+    people_in = dict(zip(clips["clip_id"].to_list(), clips["people"].to_list(), strict=True))
+    by_people = sorted(values, key=lambda v: -sum(people_in.get(c, 0) for c in tags.filter(
+        (pl.col("key") == key) & (pl.col("value") == v))["clip_id"].to_list()))  # fmt: skip
+    va = g1.selectbox("Segment A", values, index=values.index(by_people[0]))
+    vb = g2.selectbox("Segment B", values, index=values.index(by_people[min(1, len(by_people) - 1)]))
     for v in dict.fromkeys((va, vb)):
         groups[f"{key}={v}"] = [c for c in tags.filter((pl.col("key") == key) & (pl.col("value") == v))["clip_id"].to_list()
                                 if c in titles]  # fmt: skip
@@ -80,9 +89,14 @@ for label, ids in groups.items():
     agg = an.aggregate_frame(obs, bin_s, signals)
     aggs[label] = agg
     person_tables[label] = pm
-    summ = an.summary(agg, obs, signal, threshold, bin_s=bin_s)
-    rows.append({"clip or segment": label, "clips": len(ids), "people": summ["n"], "mean": summ["mean"],
-                 "peak": summ["peak"], "peak at": summ["peak_t_s"], "time above": summ["time_above_s"]})  # fmt: skip
+    summ = an.summary(agg, obs, signal, threshold, bin_s=bin_s,
+                      duration_s=100.0 if normalised else max(durations[c] or 0 for c in ids))  # fmt: skip
+    person = pm[signal].cast(pl.Float64).fill_nan(None).drop_nulls() if signal in pm.columns else pl.Series([])
+    timed = agg.height >= 2  # a photo (one bin) has no peak in time and no time above
+    rows.append({"clip or segment": label, "clips": len(ids), "people": summ["n"],
+                 "mean_over_people": float(person.mean()) if person.len() else None, "mean_over_time": summ["mean"],
+                 "peak": summ["peak"] if timed else None, "peak_at": summ["peak_t_s"] if timed else None,
+                 "time_above": summ["time_above_s"] if timed else None})  # fmt: skip
 
 x_title = "% of clip" if normalised else "video time (s)"
 marks = []
@@ -95,24 +109,31 @@ if info.lo is not None and info.hi is not None:
     fig.update_yaxes(range=[info.lo, info.hi])
 st.plotly_chart(fig, config=chart_config(), key="overlay")
 st.subheader("Summary")
-unit = "%" if normalised else "s"
-st.caption(f"Mean over bins, the peak and when it comes, and the time the curve stays above {threshold:g}. People are "
-           "counted once however many times they left and came back.")  # fmt: skip
-st.dataframe(pl.DataFrame(rows).rename({"peak at": f"peak at ({unit})", "time above": f"time above {threshold:g} ({unit})"}),
+unit = "% of clip" if normalised else "s"
+st.caption(f"{pr.MEAN_OVER_PEOPLE.name}: {pr.MEAN_OVER_PEOPLE.definition} {pr.MEAN_OVER_TIME.name}: "
+           f"{pr.MEAN_OVER_TIME.definition} Then the peak, when it comes, and the time the curve stays above "
+           f"{threshold:g}. People are counted once however many times they left and came back.")  # fmt: skip
+kind = "share" if info.lo == 0.0 and info.hi == 1.0 else ("score", 2)
+time_kind = ("score", 0) if normalised else "seconds"
+st.dataframe(pr.table(pl.DataFrame(rows), kinds={"mean_over_people": kind, "mean_over_time": kind, "peak": kind,
+                                                 "peak_at": time_kind, "time_above": time_kind},
+                      labels={"clip or segment": "Clip or segment", "clips": "Clips", "peak_at": f"Peak at ({unit})",
+                              "time_above": f"Time above {threshold:g} ({unit})"}),
              hide_index=True)  # fmt: skip
 
 labels = list(person_tables)
 a, b = person_tables[labels[0]], person_tables[labels[1]]
 st.subheader(f"Person-level comparison: {plain(labels[0])} vs {plain(labels[1])}")
+why = pr.not_tested(a.height, b.height)
 st.caption(
-    f"Each person's mean over the clip is one data point: {a.height} vs {b.height} people. With fewer than two people "
-    "in a group there is no test (—); with few people, p-values are unstable and the effect size (Hedges' g) is the "
-    "better guide." + (" Only the first two are compared." if len(labels) > 2 else "")
+    f"Each person's mean over the clip is one data point: {a.height} vs {b.height} people "
+    f"({pr.MEAN_OVER_PEOPLE.name.lower()} in each group). "
+    + (f"{why[0].upper()}{why[1:]} (—). " if why else "")
+    + "With few people, p-values are unstable and the effect size (Hedges' g) is the better guide."
+    + (" Only the first two are compared." if len(labels) > 2 else "")
 )
 table = an.compare_table(a, b, method, signals=signals)
-st.dataframe(table.select("signal", "mean_a", "mean_b", "hedges_g", "p_value", "n_a", "n_b")
-             .rename({"n_a": "people A", "n_b": "people B"}), hide_index=True,
-             column_config={"p_value": st.column_config.NumberColumn("p-value", format="%.4f")})  # fmt: skip
+st.dataframe(comparison_table(table), hide_index=True)
 
 with st.expander("Norms: how each clip ranks against others"):
     n1, n2 = st.columns(2)
@@ -128,5 +149,9 @@ with st.expander("Norms: how each clip ranks against others"):
     ids = sorted({c for v in groups.values() for c in v})
     ranks = an.norms(s, ids, signal, metric, tag=tag, threshold=threshold)
     st.caption("Percentile: the share of the norm set's other clips at or below this clip (norm n: their number).")
-    st.dataframe(ranks.with_columns(pl.col("clip_id").replace_strict(titles, default=None).alias("title")),
+    ranks = ranks.with_columns(pl.col("clip_id").replace_strict(titles, default=None).alias("title"))
+    st.dataframe(pr.table(ranks.select("title", "clip_id", "value", "percentile", "norm_n"),
+                          kinds={"value": kind if metric != "time_above_s" else "seconds", "percentile": "score"},
+                          labels={"value": {"mean": pr.MEAN_OVER_TIME.name, "peak": pr.PEAK.name,
+                                            "time_above_s": f"Time above {threshold:g} (s)"}[metric]}),
                  hide_index=True)  # fmt: skip

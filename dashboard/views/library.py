@@ -8,9 +8,10 @@ from common import caveat, clip_picker, db_path, fmt_eta, plain, store
 from components import uploader_html
 
 from ferpipe import jobs
+from ferpipe import present as pr
 from ferpipe.config import max_upload_mb
 from ferpipe.errors import FerpipeError, InputError
-from ferpipe.frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from ferpipe.frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_image
 from ferpipe.ingest import check_url, parse_tags
 from ferpipe.live import is_live, parse_live
 from ferpipe.pipeline import Settings
@@ -86,6 +87,7 @@ def progress_panel() -> None:
     """Running and finished background jobs, refreshed every 2 seconds."""
     running = store().running_runs()
     by_pid = {r["pid"]: r for r in running.iter_rows(named=True)}
+    finished: list[str] = []
     for job in jobs.list_jobs(db_path()):
         name = plain(job.title)
         if job.alive():
@@ -114,32 +116,48 @@ def progress_panel() -> None:
         elif res.status == "truncated":
             st.warning(f"{name}: truncated media ({plain(res.error)}); what could be decoded is stored.")
         elif res.faces == 0:
-            st.warning(f"{name}: no faces found in {res.frames_analyzed:,} frames.")
-        else:
-            who = f"{res.people:,} {'person' if res.people == 1 else 'people'}"
-            st.success(f"{name}: {who} ({res.faces:,} face track{'s' * (res.faces != 1)}), "
-                       f"{res.observations:,} observations.")  # fmt: skip
+            st.warning(f"{name}: processed; no faces found in {res.frames_analyzed:,} frames.")
+        else:  # done: listed once below, then cleared with the others
+            finished.append(f"{name} ({pr.people_words(res.people)})")
+            continue
         if st.button("Dismiss", key=f"dismiss-{job.job_id}"):
             jobs.forget(job)
+            st.rerun(scope="fragment")
+    if finished:
+        c1, c2 = st.columns([6, 1])
+        c1.success("Done: " + "; ".join(finished) + ".")
+        if c2.button("Clear", key="clear-done"):
+            for job in jobs.list_jobs(db_path()):
+                res = None if job.alive() else job.result()
+                if res is not None and not res.error and res.faces:
+                    jobs.forget(job)
             st.rerun(scope="fragment")
     clips = store().clips()
     if clips.is_empty():
         st.info("No clips yet.")
         return
     table = clips.select(
-        pl.concat_str(pl.lit("clip?clip="), pl.col("clip_id")).alias("open"), "title", "status", "duration_s",
-        "faces", "observations", "model", "created_at", "tags", "clip_id",
+        pl.concat_str(pl.lit("clip?clip="), pl.col("clip_id")).alias("open"), "title",
+        pl.col("path").map_elements(lambda p: "photo" if is_image(p) else "video", return_dtype=pl.String).alias("kind"),
+        pl.col("status").fill_null("not processed"), "duration_s", "people", "faces", "observations", "model",
+        "created_at", "tags", "clip_id",
     )  # fmt: skip
     st.dataframe(
         table,
         hide_index=True,
         column_config={
-            "open": st.column_config.LinkColumn("view", display_text="open ↗", help="Open in Clip view"),
-            "duration_s": st.column_config.NumberColumn("duration (s)", format="%.1f"),
-            "created_at": st.column_config.DatetimeColumn("added"),
-            "clip_id": st.column_config.TextColumn("clip id", width="medium"),
+            "open": st.column_config.LinkColumn("View", display_text="open ↗", help="Open in Clip view"),
+            "title": st.column_config.TextColumn("Title"), "kind": st.column_config.TextColumn("Kind"),
+            "status": st.column_config.TextColumn("Status"),
+            "duration_s": st.column_config.NumberColumn("Duration (s)", format="%.1f"),
+            "people": st.column_config.NumberColumn("People", format="%d", help=pr.PEOPLE.definition),
+            "faces": st.column_config.NumberColumn("Face tracks", format="%d", help=pr.TRACKS.definition),
+            "observations": st.column_config.NumberColumn("Readings", format="%d", help=pr.READINGS.definition),
+            "model": st.column_config.TextColumn("Model"), "tags": st.column_config.TextColumn("Tags"),
+            "created_at": st.column_config.DatetimeColumn("Added", format="YYYY-MM-DD HH:mm"),
+            "clip_id": st.column_config.TextColumn("Clip id", width="large"),
         },
-    )
+    )  # fmt: skip
 
 
 st.subheader("Clips")

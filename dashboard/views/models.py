@@ -6,6 +6,7 @@ from common import caveat, chart_config, clip_picker, db_path, store
 
 from ferpipe import analytics as an
 from ferpipe import jobs
+from ferpipe import present as pr
 from ferpipe.figures import confusion_figure, overlay_figure
 from ferpipe.lab.baselines import baseline_results
 from ferpipe.lab.evaluate import saved_reports
@@ -51,25 +52,49 @@ for name, spec in specs.items():
         or heads.get("fer2013", {}).get("n")
         or (3589 if stored.get("select_split") == "public_test" else None)
     )
-    rows.append({"model": name, "default": name == default,
-                 "FER2013 accuracy": pick("accuracy", fer, "fer2013"), "FER+ accuracy": pick("accuracy", ferplus, "ferplus"),
-                 "full images": full.get("accuracy") or stored.get("full_image", {}).get("accuracy"), "macro-F1": pick("macro_f1", fer, "fer2013"),
-                 "ECE": pick("ece", fer, "fer2013"), "ms/face": fer.get("ms_per_face") or stored.get("ms_per_face"),
-                 "FER2013 n": n, "description": spec.description})  # fmt: skip
-st.dataframe(pl.DataFrame(rows), hide_index=True, column_config={
-    c: st.column_config.NumberColumn(c, format="%.4f") for c in ("FER2013 accuracy", "FER+ accuracy", "full images",
-                                                                  "macro-F1", "ECE")} | {
-    "ms/face": st.column_config.NumberColumn("ms/face", format="%.2f")})  # fmt: skip
-st.caption("Accuracy on FER2013 and FER+ public_test (FER+: majority label over the seven expressions) and on full "
-           "images (`ferpipe eval --full-image`; for shipped models, the card's cross-domain check of FER+ faces pasted "
-           "into video-like frames), from the latest `ferpipe eval` of each model or, failing that, the "
-           "metrics stored with it when it was trained. An empty cell: not measured yet. Models with one head per "
-           "labelling protocol are scored with that protocol's head.")  # fmt: skip
+    full_acc = full.get("accuracy") if full else stored.get("full_image", {}).get("accuracy")
+    full_data = (full.get("domain") or full.get("data", "")).rsplit("/", 1)[-1] if full else (
+        "FER+ faces pasted into frames (card)" if full_acc is not None else "")  # fmt: skip
+    rows.append({"Model": name, "Default": "yes" if name == default else "",
+                 "FER2013 accuracy": pr.format_value(pick("accuracy", fer, "fer2013"), "share", 1),
+                 "FER+ accuracy": pr.format_value(pick("accuracy", ferplus, "ferplus"), "share", 1),
+                 "Full images": pr.format_value(full_acc, "share", 1) + (f" ({full_data})" if full_data else ""),
+                 "FER2013 macro-F1": pr.format_value(pick("macro_f1", fer, "fer2013"), "score"),
+                 "FER2013 ECE": pr.format_value(pick("ece", fer, "fer2013"), "score"),
+                 "ms per face": pr.format_value(fer.get("ms_per_face") or stored.get("ms_per_face"), "score"),
+                 "FER2013 images": pr.format_value(n, "count"), "Description": spec.description})  # fmt: skip
+st.dataframe(pl.DataFrame(rows), hide_index=True)
+st.caption("Accuracy on FER2013 and FER+ public_test (FER+: majority label over the seven expressions), and on full "
+           "images (`ferpipe eval --full-image`, the folder evaluated named in brackets), from the latest `ferpipe "
+           "eval` of each model or, failing that, the metrics stored with it when it was trained. — : not measured "
+           "yet. Models with one head per labelling protocol are scored with that protocol's head.")  # fmt: skip
+
+domain_rows = []
+for name, spec in specs.items():
+    for dom, m in (spec.extra.get("metrics", {}).get("domains") or {}).items():
+        recall = m.get("per_class_recall", {})
+        domain_rows.append({"Model": name, "Dev set": dom, "Images": pr.format_value(m.get("n"), "count"),
+                            "Accuracy": pr.format_value(m.get("accuracy"), "share", 1),
+                            "Macro-F1": pr.format_value(m.get("macro_f1"), "score"),
+                            "ECE": pr.format_value(m.get("ece"), "score"),
+                            **{f"{e} recall": pr.format_value(recall.get(e), "share") for e in an.EXPRESSIONS}})  # fmt: skip
+st.subheader("Across domains (dev sets)")
+if domain_rows:
+    st.dataframe(pl.DataFrame(domain_rows), hide_index=True)
+    st.caption("Each domain's held-out dev split (by photo or person: ExpW web photos, JAFFE posed faces, IMFDB movie "
+               "frames, LFW news photos) and FER2013/FER+ public_test, read as the pipeline reads faces (detect, "
+               "align, classify), with the temperature fitted with every domain weighing the same. ECE: expected "
+               "calibration error (0 is perfectly calibrated).")  # fmt: skip
+else:
+    st.caption("No model has a cross-domain evaluation stored with it yet (`ferpipe eval --data A --data B ...`).")
 
 st.subheader("Algorithms compared on FER2013 public_test")
-base = [{"algorithm": r["arch"], "features": r.get("features", "-"), "C": r.get("C"), "accuracy": r["accuracy"],
-         "macro_f1": r["macro_f1"], "SVM ms/face": r.get("svm_ms_per_face"), "n": r.get("n"),
-         "measured": r.get("evaluated_at", "-")} for r in baseline_results()]  # fmt: skip
+base = [{"Algorithm": r["arch"], "Features": r.get("features") or pr.MISSING,
+         "C": pr.format_value(r.get("C"), "score"), "Accuracy": pr.format_value(r["accuracy"], "share", 1),
+         "Macro-F1": pr.format_value(r["macro_f1"], "score"),
+         "SVM ms per face": pr.format_value(r.get("svm_ms_per_face"), "score"),
+         "Images": pr.format_value(r.get("n"), "count"), "Measured": r.get("evaluated_at") or pr.MISSING}
+        for r in baseline_results()]  # fmt: skip
 if base:
     st.dataframe(pl.DataFrame(base), hide_index=True)
     st.caption("Classical baselines from `ferpipe train --arch svm-hog | cnn-svm`, selected (C) and scored on "
@@ -83,10 +108,13 @@ if with_cm:
 
 st.subheader("Which model produced which run")
 st.caption(
-    "model_version is a fingerprint of the weights and preprocessing: runs of one model name made before "
+    "Model version is a fingerprint of the weights and preprocessing: runs of one model name made before "
     "and after the model was replaced differ there."
 )
-st.dataframe(store().runs(), hide_index=True)
+st.dataframe(pr.table(store().runs().select("run_id", "title", "model", "model_version", "status", "faces",
+                                            "sample_fps", "finished_at"),
+                      kinds={"sample_fps": ("score", 0), "finished_at": "text"},
+                      labels={"faces": "Face tracks"}), hide_index=True)  # fmt: skip
 
 st.subheader("Reprocess a clip with another model")
 clip = clip_picker(key="models_clip", with_faces=True)

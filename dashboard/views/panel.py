@@ -8,6 +8,7 @@ import streamlit as st
 from common import caveat, plain, store
 from components import panel_html
 
+from ferpipe.frames import is_image
 from ferpipe.panel import CONSENT
 from ferpipe.pipeline import Settings
 from ferpipe.uploads import upload_token
@@ -47,7 +48,13 @@ st.write("Respondents open a link, agree to be recorded, pass a camera check (on
          "a clip linked to the stimulus (with the measured offset between recording and playback, and their "
          "respondent id) and processed right away.")  # fmt: skip
 clips = s.clips()
-stimuli = clips.filter(~pl.col("title").str.contains(" · panel · ", literal=True))
+# stimuli: videos that are not themselves recordings of an audience (linked to a stimulus, or a respondent's)
+stimuli = clips.filter(
+    pl.col("stimulus_clip_id").is_null()
+    & ~pl.col("tags").str.contains("respondent=", literal=True)
+    & ~pl.col("title").fill_null("").str.contains(" · panel · ", literal=True)
+    & ~pl.col("path").map_elements(is_image, return_dtype=pl.Boolean)
+)
 if stimuli.is_empty():
     st.info("Add the stimulus video on the Library page first.")
     st.stop()
@@ -67,10 +74,14 @@ if received.is_empty():
 else:
     st.dataframe(
         received.select(pl.concat_str(pl.lit("clip?clip="), pl.col("clip_id")).alias("open"), "title", "status",
-                        "duration_s", "faces", "observations", "created_at"),
+                        "duration_s", "people", "observations", "created_at"),
         hide_index=True,
-        column_config={"open": st.column_config.LinkColumn("view", display_text="open ↗"),
-                       "duration_s": st.column_config.NumberColumn("duration (s)", format="%.1f")},
+        column_config={"open": st.column_config.LinkColumn("View", display_text="open ↗"),
+                       "title": st.column_config.TextColumn("Title"), "status": st.column_config.TextColumn("Status"),
+                       "duration_s": st.column_config.NumberColumn("Duration (s)", format="%.1f"),
+                       "people": st.column_config.NumberColumn("People", format="%d"),
+                       "observations": st.column_config.NumberColumn("Readings", format="%d"),
+                       "created_at": st.column_config.DatetimeColumn("Received", format="YYYY-MM-DD HH:mm")},
     )  # fmt: skip
     st.caption(
         f"{received.height} recording(s); compare them on the Compare page (tag panel = {plain(titles[chosen])})."

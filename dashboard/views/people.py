@@ -4,6 +4,7 @@ import polars as pl
 import streamlit as st
 from common import caveat, clip_picker, plain, store
 
+from ferpipe import present as pr
 from ferpipe.errors import FerpipeError
 from ferpipe.media import frame_at, thumbnail
 from ferpipe.people import import_attributes, relink
@@ -24,7 +25,8 @@ if run_id is None:
     st.stop()
 people = s.people(run_id)
 attrs = s.attributes([clip_id])
-st.metric("People", people.height, help=f"from {int(people['tracks'].sum())} face tracks")
+st.metric(pr.PEOPLE.name, pr.PEOPLE.format(people.height),
+          help=f"from {pr.TRACKS.format(int(people['tracks'].sum() or 0))} face tracks")  # fmt: skip
 
 show = st.toggle(
     "Show face thumbnails", value=False, help="Off by default for privacy; blurred unless you say otherwise."
@@ -40,27 +42,42 @@ if show:
             frame = frame_at(clip["path"], t)
             b = box.row(0, named=True) if box.height else {"x": cx - 40, "y": cy - 40, "w": 80, "h": 80}
             cols[k % len(cols)].image(thumbnail(frame, (b["x"], b["y"], b["w"], b["h"]), blur=blur),
-                                      caption=r["person"] or f"person {r['person_id']}", width=96)  # fmt: skip
+                                      caption=plain(r["person"] or f"person {r['person_id']}"), width=96)  # fmt: skip
         except (FerpipeError, ValueError):
             continue
 
 st.subheader("Names and respondent attributes")
-st.caption("Edit names and attributes in the table (add a column with the last row's button, e.g. gender, age_band, "
-           "segment). A person needs a name to carry attributes.")  # fmt: skip
+st.caption("Edit names and attributes in the table. To add an attribute (e.g. gender, age_band, segment), type its "
+           "name in the box below and a column appears. A person needs a name to carry attributes.")  # fmt: skip
 wide = (
     attrs.pivot(on="key", index="person", values="value")
     if attrs.height
     else pl.DataFrame({"person": []}, schema={"person": pl.String})
 )
-table = people.select("person_id", "person", "tracks", "n_obs").join(wide, on="person", how="left")
+table = (
+    people.with_columns(
+        (pl.col("first_seen_ms") / 1000).round(1).alias("first_s"),
+        (pl.col("last_seen_ms") / 1000).round(1).alias("last_s"),
+        pl.col("person").fill_null(""),
+    )
+    .select("person_id", "person", "tracks", "n_obs", "first_s", "last_s")
+    .join(wide, on="person", how="left")
+)
 new_attr = st.text_input("Add an attribute column", placeholder="e.g. age_band")
 if new_attr.strip() and new_attr.strip() not in table.columns:
     table = table.with_columns(pl.lit(None, dtype=pl.String).alias(new_attr.strip()))
+FIXED = ["person_id", "tracks", "n_obs", "first_s", "last_s"]
 edited = st.data_editor(
-    table.to_pandas(), hide_index=True, disabled=["person_id", "tracks", "n_obs"], key="people_table"
-)
+    table.to_pandas(), hide_index=True, disabled=FIXED, key="people_table",
+    column_config={"person_id": st.column_config.NumberColumn("Person", format="%d"),
+                   "person": st.column_config.TextColumn("Name", help="Empty: shown as 'person N'."),
+                   "tracks": st.column_config.NumberColumn("Face tracks", format="%d"),
+                   "n_obs": st.column_config.NumberColumn("Readings", format="%d"),
+                   "first_s": st.column_config.NumberColumn("First seen (s)", format="%.1f"),
+                   "last_s": st.column_config.NumberColumn("Last seen (s)", format="%.1f")},
+)  # fmt: skip
 if st.button("Save names and attributes", type="primary"):
-    keys = [c for c in edited.columns if c not in ("person_id", "person", "tracks", "n_obs")]
+    keys = [c for c in edited.columns if c not in ("person", *FIXED)]
     for row in edited.to_dict("records"):
         name = (row.get("person") or "").strip() if isinstance(row.get("person"), str) else ""
         before = people.filter(pl.col("person_id") == row["person_id"])["person"][0]
@@ -113,6 +130,3 @@ with c2:
             s.add_edit(clip_id, "split", tuple(float(v) for v in a))
             relink(s, run_id, clip_id)
             st.rerun()
-st.dataframe(people.with_columns((pl.col("first_seen_ms") / 1000).round(1).alias("first seen (s)"),
-                                 (pl.col("last_seen_ms") / 1000).round(1).alias("last seen (s)"))
-             .drop("first_seen_ms", "last_seen_ms"), hide_index=True)  # fmt: skip

@@ -37,9 +37,9 @@ def test_upload_process_view_and_download_report(tmp_path, samples, shot):
         uploader = page.frame_locator("iframe").first
         uploader.locator("input[type=file]").set_input_files(str(clip))
         uploader.get_by_role("button", name="Upload and process").click()
-        expect(uploader.get_by_text("uploaded, processing")).to_be_visible(timeout=60000)
+        expect(uploader.get_by_text("uploaded ✓")).to_be_visible(timeout=60000)
         # the progress panel refreshes every 2 s and reports the finished job
-        expect(page.get_by_text("Panel one: 1 person (1 face track)")).to_be_visible(timeout=180000)
+        expect(page.get_by_text("Done: Panel one (1 person).")).to_be_visible(timeout=180000)
         page.screenshot(path=str(ARTIFACTS / "e2e_library.png"))
 
         page.get_by_role("link", name="Clip view").click()

@@ -26,8 +26,9 @@ def test_clip_view_draws_curves_shares_and_peaks(app, seeded_db):
     charts = app.get("plotly_chart")
     # curves, shares, valence/arousal, attention, head pose, blink rate, facial actions, per-face
     assert len(charts) >= 8
-    peaks = app.dataframe[0].value
-    assert list(peaks.columns) == ["expression", "time (s)", "mean probability", "people in view"] and len(peaks) > 0
+    peaks = next(df.value for df in app.dataframe if "Prominence" in df.value.columns)  # named in words
+    assert list(peaks.columns) == ["Expression", "At (s)", "Mean probability", "Prominence", "People in view"]
+    assert len(peaks) > 0 and all(v.endswith("%") for v in peaks["Mean probability"])
     labels = [m.label for m in app.metric]
     assert labels[:7] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
     assert "Blinks per minute" in labels
@@ -37,8 +38,8 @@ def test_clip_view_draws_curves_shares_and_peaks(app, seeded_db):
     assert moment.max <= 19.8  # never beyond the clip (the grid is as long as WolfgangLanger, 19.7 s)
     assert any("not FACS action units" in c.value for c in app.caption)
     assert any("±30° yaw and ±20° pitch" in c.value for c in app.caption)  # the run's own attention cone
-    sync = next(df.value for df in app.dataframe if "mean r" in df.value.columns)  # ten people on the grid
-    assert sync["pairs of people"].max() >= 10 and sync["mean r"].abs().max() <= 1
+    sync = next(df.value for df in app.dataframe if "Mean r" in df.value.columns)  # ten people on the grid
+    assert sync["Pairs of people"].map(int).max() >= 10 and sync["Mean r"].map(float).abs().max() <= 1
 
 
 def test_clip_view_quality_filter_says_what_it_leaves_out(app, seeded_db):
@@ -145,18 +146,20 @@ def test_models_page_lists_models_and_runs(app, seeded_db, tmp_path, monkeypatch
     app.switch_page("views/models.py").run()
     _ok(app)
     models = app.dataframe[0].value
-    row = models[models["model"] == "mini-xception"].iloc[0]
-    assert row["FER2013 accuracy"] == 0.75 and row["ms/face"] == 0.3 and row["FER2013 n"] == 4
-    cnn = models[models["model"] == "ferpipe-cnn"].iloc[0]
-    assert cnn["FER2013 accuracy"] > 0.6 and cnn["FER2013 n"] > 0  # from the metrics stored with it: never "n=?"
-    new = models[models["default"]].iloc[0]  # the shipped default shows its FER+ and cross-domain figures
-    assert new["model"] == "ferpipe-cnn2" and new["FER+ accuracy"] > 0.85 and new["full images"] > 0.5
+    row = models[models["Model"] == "mini-xception"].iloc[0]
+    assert row["FER2013 accuracy"] == "75.0%" and row["ms per face"] == "0.30" and row["FER2013 images"] == "4"
+    cnn = models[models["Model"] == "ferpipe-cnn"].iloc[0]
+    pct = lambda v: float(v.split("%")[0]) / 100  # noqa: E731
+    assert pct(cnn["FER2013 accuracy"]) > 0.6 and int(cnn["FER2013 images"].replace(",", "")) > 0  # never "n=?"
+    new = models[models["Default"] == "yes"].iloc[0]  # the shipped default shows its FER+ and cross-domain figures
+    assert pct(new["FER+ accuracy"]) > 0.85 and pct(new["Full images"]) > 0.5
+    assert not any("None" in str(v) or "nan" in str(v) for v in models.to_numpy().ravel())
     assert len(app.get("plotly_chart")) == 1  # the confusion matrix
-    base = app.dataframe[1].value  # algorithms compared: a baseline run here overrides the shipped one
-    assert base[base["algorithm"] == "svm-hog"].iloc[0]["accuracy"] == 0.5
-    runs = app.dataframe[2].value
-    assert len(runs) == 3 and set(runs["model"]) == {"mini-xception"}
-    assert set(runs["model_version"]) == {get_spec("mini-xception").fingerprint}
+    base = next(df.value for df in app.dataframe if "Algorithm" in df.value.columns)  # a baseline run here wins
+    assert base[base["Algorithm"] == "svm-hog"].iloc[0]["Accuracy"] == "50.0%"
+    runs = next(df.value for df in app.dataframe if "Model version" in df.value.columns)
+    assert len(runs) == 3 and set(runs["Model"]) == {"mini-xception"}
+    assert set(runs["Model version"]) == {get_spec("mini-xception").fingerprint}
 
 
 @pytest.mark.parametrize("bad", ["group", "=x"])

@@ -1,0 +1,257 @@
+"""One voice for every number users see: named metric definitions, one glossary from column names to words, and
+one table formatter, shared by the dashboard, the HTML and PDF reports and the CLI.
+
+A page, a report or a command never names or rounds a number itself: it asks this module. So one clip shows the
+same figure under the same name on every screen. Nothing here imports streamlit.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from .types import EXPRESSIONS
+
+MISSING = "—"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A number users see: its name, a one-line definition, its unit and how it is rounded.
+
+    kind: "share" (a probability or share in [0, 1], shown as a percentage), "points" (a difference of shares, in
+    percentage points), "seconds", "count", "rate" (per minute), "effect" (a standardised effect size), "p"
+    (a p-value), "r" (a correlation), "degrees", "score" (a value on its own scale), "index" (1-100).
+    """
+
+    key: str
+    name: str
+    definition: str
+    kind: str
+    digits: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+
+    def format(self, value: object) -> str:
+        return format_value(value, self.kind, self.digits)
+
+
+KINDS = ("share", "points", "seconds", "count", "rate", "effect", "p", "r", "degrees", "score", "index", "text")
+
+
+def _missing(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, (float, np.floating)):
+        return not math.isfinite(float(value))
+    return False
+
+
+def format_value(value: object, kind: str, digits: int = 0) -> str:
+    """One number as users read it; missing values (None, NaN, inf) as "—"."""
+    if _missing(value):
+        return MISSING
+    if kind == "text" or isinstance(value, str):
+        return plain_text(str(value))
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    v = float(value)
+    if kind == "share":
+        return f"{abs(v) * 100 if round(v * 100, digits) == 0 else v * 100:.{digits}f}%"
+    if kind == "points":
+        text = f"{v * 100:+.{digits}f}"
+        return ("0" if float(text) == 0 else text) + " pts"
+    if kind == "seconds":
+        return f"{v:.{max(digits, 1)}f} s"
+    if kind == "count":
+        return f"{round(v):,}"
+    if kind == "rate":
+        return f"{v:.1f}/min"
+    if kind == "effect":
+        return f"{v:.2f}"
+    if kind == "p":
+        return "< 0.001" if v < 0.001 else f"{v:.3f}"
+    if kind == "r":
+        return f"{v:.2f}"
+    if kind == "degrees":
+        return f"{v:.{digits}f}°"
+    if kind == "index":
+        return f"{round(v)}"
+    return f"{v:.{max(digits, 2)}f}" if abs(v) < 1000 else f"{v:,.0f}"
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def plain_text(text: str) -> str:
+    """User text (titles, names, markers) with control characters removed: safe to print anywhere as text."""
+    return _CONTROL.sub("", text)
+
+
+# ---- the named metrics -------------------------------------------------------------------------------------------
+MEAN_OVER_PEOPLE = Metric(
+    "mean_over_people", "Mean over people",
+    "Each person's average probability over the clip, averaged over people: every person counts once, however "
+    "long they were in view.", "share",
+)  # fmt: skip
+MEAN_OVER_TIME = Metric(
+    "mean_over_time", "Mean over time",
+    "The curve's average over its time bins: in each bin the mean over the people in view, then the mean of the "
+    "bins.", "share",
+)  # fmt: skip
+SHARE_SHOWING = Metric(
+    "share_showing", "Share of people showing it",
+    "The share of people whose strongest expression over the clip (of their average probabilities) is this one.",
+    "share",
+)  # fmt: skip
+PEAK = Metric("peak", "Peak", "The highest point of the curve (mean over the people in view in one bin).", "share")
+PEAK_AT = Metric("peak_at", "Peak at", "When the curve reaches its peak (video time).", "seconds")
+TIME_ABOVE = Metric(
+    "time_above", "Time above threshold",
+    "How long the curve stays above the threshold, counted in whole bins and never longer than the clip.", "seconds",
+)  # fmt: skip
+PEOPLE = Metric("people", "People", "People seen in the clip (face tracks linked into persons).", "count")
+TRACKS = Metric("tracks", "Face tracks", "Unbroken runs of one face in view; one person can have several.", "count")
+READINGS = Metric("readings", "Readings", "Analysed faces in frames: one reading per face per analysed frame.", "count")
+ATTENTIVE = Metric(
+    "attentive", "Attentive",
+    "The share of readings with the face turned to the camera within the attention cone and the eyes open (a model "
+    "reading of head pose, not gaze).", "share",
+)  # fmt: skip
+BLINK_RATE = Metric("blink_rate", "Blinks per minute", "Blinks per minute of face time with a face mesh.", "rate")
+HEDGES_G = Metric("hedges_g", "Hedges' g", "Standardised difference of the two groups' person means.", "effect")
+P_VALUE = Metric("p_value", "p-value", "Two-sided test on the person means (people are the unit).", "p")
+PERCENTILE = Metric(
+    "percentile", "Percentile", "The share of the norm set's other clips at or below this clip.", "score", 0
+)  # fmt: skip
+CONFIDENCE = Metric(
+    "confidence", "Reading confidence",
+    "A derived score per reading in 0–1: the model's certainty times face size, sharpness, head pose and face "
+    "presence.", "score",
+)  # fmt: skip
+VALENCE = Metric("valence", "Valence (derived)", "Derived from the seven probabilities (circumplex).", "score")
+AROUSAL = Metric("arousal", "Arousal (derived)", "Derived from the seven probabilities (circumplex).", "score")
+
+METRICS: dict[str, Metric] = {m.key: m for m in (
+    MEAN_OVER_PEOPLE, MEAN_OVER_TIME, SHARE_SHOWING, PEAK, PEAK_AT, TIME_ABOVE, PEOPLE, TRACKS, READINGS, ATTENTIVE,
+    BLINK_RATE, HEDGES_G, P_VALUE, PERCENTILE, CONFIDENCE, VALENCE, AROUSAL,
+)}  # fmt: skip
+
+
+# ---- the glossary: column names -> the words users read, and how each column is formatted --------------------
+@dataclass(frozen=True)
+class Column:
+    label: str
+    kind: str
+    digits: int = 0
+
+
+_SHARE = "share"
+GLOSSARY: dict[str, Column] = {
+    **{e: Column(e.capitalize(), _SHARE) for e in EXPRESSIONS},
+    "clip_id": Column("Clip id", "text"), "clip": Column("Clip", "text"), "title": Column("Title", "text"),
+    "person_id": Column("Person", "count"), "person": Column("Name", "text"), "face_id": Column("Track", "count"),
+    "n_obs": Column("Readings", "count"), "observations": Column("Readings", "count"),
+    "faces": Column("Face tracks", "count"), "tracks": Column("Face tracks", "count"),
+    "people": Column("People", "count"), "n_people": Column("People in view", "count"),
+    "n_faces": Column("Faces in view", "count"), "n": Column("n", "count"),
+    "t_s": Column("Time (s)", "seconds"), "timestamp_s": Column("Time (s)", "seconds"),
+    "start_s": Column("At (s)", "seconds"), "end_s": Column("Until (s)", "seconds"),
+    "duration_s": Column("Duration (s)", "seconds"),
+    "value": Column("Mean probability", _SHARE), "prominence": Column("Prominence", "points"),
+    "expression": Column("Expression", "text"), "signal": Column("Signal", "text"),
+    "marker": Column("Marker", "text"), "name": Column("Name", "text"),
+    "mean_a": Column("Mean A", _SHARE), "mean_b": Column("Mean B", _SHARE), "diff": Column("A − B", "points"),
+    "hedges_g": Column("Hedges' g", "effect"), "p_value": Column("p-value", "p"),
+    "n_a": Column("People A", "count"), "n_b": Column("People B", "count"),
+    "percentile": Column("Percentile", "score", 0), "norm_n": Column("Clips in norm set", "count"),
+    "before_mean": Column("Before", _SHARE), "during_mean": Column("During", _SHARE),
+    "after_mean": Column("After", _SHARE), "change_during": Column("Change during", "points"),
+    "change_after": Column("Change after", "points"), "before_n": Column("People before", "count"),
+    "during_n": Column("People during", "count"), "after_n": Column("People after", "count"),
+    "isc": Column("Mean r", "r"), "median": Column("Median r", "r"), "pairs": Column("Pairs of people", "count"),
+    "model": Column("Model", "text"), "run_id": Column("Run", "count"), "model_version": Column("Model version", "text"),
+    "sample_fps": Column("Analysis rate (frames/s)", "score"), "finished_at": Column("Finished", "text"),
+    "status": Column("Status", "text"), "accuracy": Column("Accuracy", _SHARE, 1),
+    "macro_f1": Column("Macro-F1", "score"), "ece": Column("Calibration error (ECE)", "score"),
+    "ms_per_face": Column("ms per face", "score"), "face_found": Column("Faces found", _SHARE, 1),
+    "confidence": Column("Reading confidence", "score"), "valence": Column("Valence (derived)", "score"),
+    "arousal": Column("Arousal (derived)", "score"), "attentive": Column("Attentive", _SHARE),
+    "det_score": Column("Detection score", "score"), "tags": Column("Tags", "text"),
+    "created_at": Column("Added", "text"), "source": Column("Source", "text"), "kind": Column("Kind", "text"),
+    **{m.key: Column(m.name, m.kind, m.digits) for m in METRICS.values()},
+}  # fmt: skip
+
+
+def label(column: str) -> str:
+    """The words users read for a column name (unknown names: underscores to spaces, first letter capital)."""
+    col = GLOSSARY.get(column)
+    if col is not None:
+        return col.label
+    text = column.replace("_", " ").strip()
+    return text[:1].upper() + text[1:]
+
+
+def column_kind(column: str, dtype: pl.DataType) -> tuple[str, int]:
+    col = GLOSSARY.get(column)
+    if col is not None:
+        return col.kind, col.digits
+    if dtype.is_integer():
+        return "count", 0
+    if dtype.is_float():
+        return "score", 2
+    return "text", 0
+
+
+def table(df: pl.DataFrame, kinds: dict[str, str | tuple[str, int]] | None = None,
+          labels: dict[str, str] | None = None) -> pl.DataFrame:  # fmt: skip
+    """A table as users read it: every column named in words, every cell formatted as text (missing as "—",
+    p-values and effects at sensible precision, integers as integers, shares as percentages).
+
+    kinds / labels: per-column overrides (a kind, or (kind, digits); a label).
+    """
+    kinds, labels = kinds or {}, labels or {}
+    out = {}
+    for name in df.columns:
+        kind, digits = column_kind(name, df.schema[name])
+        if name in kinds:
+            k = kinds[name]
+            kind, digits = (k, 0) if isinstance(k, str) else k
+        head = labels.get(name) or label(name)
+        while head in out:  # two columns with one label: keep both
+            head += " "
+        out[head] = [format_value(v, kind, digits) for v in df[name].to_list()]
+    return pl.DataFrame(out, schema=dict.fromkeys(out, pl.String))
+
+
+def photo_words(people: int) -> str:
+    """How a photo's faces are spoken of."""
+    return f"{people} {'face' if people == 1 else 'faces'} in a photo"
+
+
+def people_words(people: int, tracks: int | None = None) -> str:
+    text = f"{people:,} {'person' if people == 1 else 'people'}"
+    if tracks is not None and tracks > people:
+        text += f" (from {tracks:,} face tracks)"
+    return text
+
+
+def duration_words(seconds: float) -> str:
+    if _missing(seconds):
+        return MISSING
+    return f"{seconds:.0f} s" if abs(seconds) < 90 else f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
+
+
+def not_tested(n_a: int, n_b: int) -> str | None:
+    """Why a two-group test did not run ("not tested (1 person in group B)"), or None when it can."""
+    short = [(g, n) for g, n in (("A", n_a), ("B", n_b)) if n < 2]
+    if not short:
+        return None
+    g, n = short[0]
+    return f"not tested ({n} {'person' if n == 1 else 'people'} in group {g}; a test needs 2 or more per group)"
