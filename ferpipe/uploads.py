@@ -112,7 +112,9 @@ def _known_clip(db_path, path: Path) -> tuple[str, str] | None:
     from .store import Store
 
     digest = sha256_file(path)
-    row = Store(db_path).query("SELECT clip_id, coalesce(title, clip_id) AS title FROM clips WHERE sha256 = ?", [digest])
+    row = Store(db_path).query(
+        "SELECT clip_id, coalesce(title, clip_id) AS title FROM clips WHERE sha256 = ?", [digest]
+    )
     return (row["clip_id"][0], row["title"][0]) if row.height else None
 
 
