@@ -87,6 +87,16 @@ def download_timeout_s() -> float:
     return float(_positive_env(ENV_DOWNLOAD_TIMEOUT, "1800", float))
 
 
+ENV_MAX_PIXELS = "FERPIPE_MAX_PIXELS"
+
+
+def max_pixels() -> int:
+    """Largest image or video frame accepted, in pixels ($FERPIPE_MAX_PIXELS, default 50 million: 8K is 33 MP).
+    Checked from the file's header before anything is decoded, so a small file that claims 20000 x 20000 pixels
+    (a decompression bomb) is refused at once."""
+    return int(_positive_env(ENV_MAX_PIXELS, "50000000", int))
+
+
 def max_upload_mb() -> int:
     """Largest accepted upload in MiB ($FERPIPE_MAX_UPLOAD_MB, default 2048)."""
     return int(_positive_env(ENV_MAX_UPLOAD_MB, "2048", int))

@@ -11,3 +11,8 @@ class InputError(FerpipeError, ValueError):
 
 class ModelError(FerpipeError, ValueError):
     """An unknown model, or a model file that fails its checksum."""
+
+
+class DatabaseError(FerpipeError):
+    """A database file that cannot be used as it is: not a DuckDB file, truncated, from a newer ferpipe, read-only,
+    on a full disk. The message names the file and what is wrong with it; nothing in it was changed."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,11 +35,51 @@ def is_image(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+def check_pixels(width: int, height: int, name: str) -> None:
+    """InputError when an image or frame is larger than the pixel cap (ferpipe.config.max_pixels)."""
+    from .config import max_pixels
+
+    cap = max_pixels()
+    if width * height > cap:
+        raise InputError(f"{name}: {width} x {height} pixels is more than the {cap / 1e6:g} MP this ferpipe accepts "
+                         "(FERPIPE_MAX_PIXELS); scale it down first")  # fmt: skip
+
+
+def image_size(data: bytes | np.ndarray) -> tuple[int, int] | None:
+    """(width, height) from an image file's header without decoding its pixels (None: not an image PIL knows)."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(bytes(data))) as im:
+            return int(im.width), int(im.height)
+    except Image.DecompressionBombError as exc:  # PIL's own guard fired on the header: far over any cap
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        side = int(float(pixels.group(1)) ** 0.5) if pixels else 1 << 16
+        return side, side
+    except Exception:  # not an image, or a format PIL cannot read: OpenCV decides
+        return None
+
+
+def decode_image(data: bytes | np.ndarray, name: str) -> np.ndarray | None:
+    """Image bytes as (H, W, 3) uint8 BGR after checking the pixel cap on the header (None: not decodable)."""
+    size = image_size(data)
+    if size is not None:
+        check_pixels(*size, name)
+    buf = np.frombuffer(bytes(data), np.uint8) if not isinstance(data, np.ndarray) else data
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    if img is not None:
+        check_pixels(img.shape[1], img.shape[0], name)
+    return img
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """A still image as (H, W, 3) uint8 BGR, whatever its colour type (gray, alpha, 16-bit)."""
+    """A still image as (H, W, 3) uint8 BGR, whatever its colour type (gray, alpha, 16-bit); images over the pixel
+    cap are refused from their header, before decoding."""
     p = Path(path)
     data = np.fromfile(p, dtype=np.uint8) if p.is_file() else None  # bytes first: any file name works
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
+    img = decode_image(data, p.name) if data is not None and data.size else None
     if img is None:
         raise InputError(f"{p.name}: not a readable image (corrupt, truncated or not an image)")
     return np.ascontiguousarray(img)
@@ -78,6 +119,7 @@ def probe(path: str | os.PathLike, sha256: str = "") -> VideoInfo:
         if not ok or img is None:
             raise InputError(f"{p.name}: no decodable video frame (corrupt or truncated)")
         height, width = img.shape[:2]  # after OpenCV applies the rotation
+        check_pixels(width, height, p.name)
         if not math.isfinite(fps) or fps <= 0 or fps > 240:
             fps = 0.0
         if count <= 0 or fps <= 0:  # the container does not say (a browser's MediaRecorder WebM): count them

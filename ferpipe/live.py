@@ -115,6 +115,9 @@ class LiveStats:
     ended: str = ""  # why the capture ended
 
 
+VOD_QUEUE = 16  # frames of a finished playlist waiting for analysis at most (back-pressure instead of drops)
+
+
 class LiveCapture:
     """Reads a live source on a thread, records it to ``recording`` and hands out sampled frames (see module)."""
 
@@ -135,6 +138,7 @@ class LiveCapture:
         self._next_ms = 0.0
         self._index = -1
         self._thread = threading.Thread(target=self._run, name="ferpipe-live", daemon=True)
+        self.vod = False  # a finished HLS playlist (#EXT-X-ENDLIST): read whole, at the analysis' pace, no frame lost
 
     # ---- consumer side ----
 
@@ -158,6 +162,7 @@ class LiveCapture:
                 self._cond.wait_for(lambda: self._queue or self._done)
                 if self._queue:
                     frame = self._queue.popleft()
+                    self._cond.notify_all()  # a recording being read whole waits for room
                 elif self._done:
                     break
             yield frame
@@ -194,9 +199,11 @@ class LiveCapture:
         if self.period_ms:
             self._next_ms = (math.floor(ts_ms / self.period_ms) + 1) * self.period_ms
         with self._cond:
+            if self.vod:  # a recording, not a stream: wait for the analysis instead of dropping frames
+                self._cond.wait_for(lambda: len(self._queue) < VOD_QUEUE or self._stop.is_set())
             self._queue.append(Frame(self._index, ts_ms, np.ascontiguousarray(image)))
             self.stats.sampled += 1
-            while len(self._queue) > 1 and ts_ms - self._queue[0].timestamp_ms > self.max_lag_ms:
+            while not self.vod and len(self._queue) > 1 and ts_ms - self._queue[0].timestamp_ms > self.max_lag_ms:
                 self._queue.popleft()  # analysis is behind: the oldest waiting frame goes
                 self.stats.dropped += 1
             self._cond.notify_all()
@@ -307,6 +314,9 @@ class LiveCapture:
                 if first and not playlist.segments and not playlist.ended and "#EXTM3U" not in text:
                     raise InputError(f"{url}: not an HLS playlist")
                 segments = playlist.segments
+                if first and playlist.ended:  # video on demand: every segment, none dropped
+                    self.vod = True
+                    log.info("%s is a finished playlist (#EXT-X-ENDLIST): read whole", self.source.name)
                 if first and not playlist.ended:
                     segments = segments[-1:]  # join at the live edge: the newest segment
                     seen.update(seq for seq, _, _ in playlist.segments[:-1])

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from .errors import FerpipeError, InputError
+from .frames import decode_image
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def check_snapshot(jpeg: bytes) -> CameraCheck:
         raise InputError("the snapshot is empty")
     if len(jpeg) > MAX_SNAPSHOT_BYTES:
         raise InputError(f"the snapshot is over {MAX_SNAPSHOT_BYTES >> 20} MiB")
-    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    image = decode_image(jpeg, "snapshot")
     if image is None:
         raise InputError("the snapshot is not an image")
     dets = _get_detector().detect(image)

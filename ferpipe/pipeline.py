@@ -146,6 +146,7 @@ class RunResult:
     reused: bool = False
     error: str | None = None
     people: int = 0
+    dropped: int = 0  # live runs: frames left out because the analysis was behind the stream
 
     @property
     def message(self) -> str:
@@ -158,9 +159,10 @@ class RunResult:
         if self.faces == 0:
             return f"{self.title}: no faces found in {_count(self.frames_analyzed, 'analysed frame')}"
         verb = "already processed" if self.reused else "processed"
+        dropped = f"; {_count(self.dropped, 'frame')} dropped to keep up with the stream" if self.dropped else ""
         return (
             f"{self.title}: {verb}, {who}, {_count(self.observations, 'observation')} "
-            f"over {_count(self.frames_analyzed, 'frame')}"
+            f"over {_count(self.frames_analyzed, 'frame')}{dropped}"
         )
 
 
@@ -432,7 +434,7 @@ class Pipeline:
         except InputError as exc:  # nothing recorded (a stream that ended at once): the run still closes
             log.warning("the recording of %s is not readable: %s", source, exc)
         writer.clip = self.store.clip(clip["clip_id"])
-        return writer.close()
+        return replace(writer.close(), dropped=stats.dropped)
 
     def start(self, clip: dict, reprocess: bool = False) -> RunRow:
         """The run to write a clip's analysis into (see Store.start_run); the models load first, so a broken one

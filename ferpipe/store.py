@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 
 from .config import pid_alive
-from .errors import FerpipeError
+from .errors import DatabaseError, FerpipeError
 from .frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from .signals import BS_COLUMNS
 from .types import EXPRESSIONS, Observations, RunProgress, RunRow, VideoInfo
@@ -286,6 +286,22 @@ def _run_row(row: dict) -> RunRow:
 _BUSY_MARKERS = ("lock", "conflict", "being used", "different configuration", "already attached")
 
 
+def _db_problem(exc: Exception) -> str:
+    """What is wrong with a database file, in words, from DuckDB's error."""
+    text = str(exc)
+    low = text.lower()
+    if "not a valid duckdb database" in low or "unknown file type" in low or "magic" in low:
+        return "not a DuckDB database file"
+    if "no space left" in low:
+        return "the disk is full; nothing more could be written (what was committed is kept)"
+    if "read-only" in low or "permission denied" in low or "operation not permitted" in low:
+        return "read-only: it can be read but not written (check the file's permissions or attributes)"
+    if any(w in low for w in ("corrupt", "truncat", "checksum", "could not read", "failed to read", "unexpected end")):
+        return "truncated or corrupt (restore it from a backup, or choose another --db)"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"cannot be used as a database ({first[:160]})"
+
+
 def _is_lock_error(exc: Exception) -> bool:
     """True when another connection (this process or another) holds the file."""
     text = str(exc).lower()
@@ -397,7 +413,17 @@ class Store:
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection held for one unit of work, retried while another process holds the file (inside
-        ``holding``, or ``reading`` for reads: a cursor on the block's connection)."""
+        ``holding``, or ``reading`` for reads: a cursor on the block's connection). A damaged file found while
+        reading or writing (truncated, corrupt, disk full, read-only) ends as one DatabaseError naming it."""
+        try:
+            with self._connect(read_only) as con:
+                yield con
+        except (duckdb.IOException, duckdb.InternalException, duckdb.SerializationException,
+                duckdb.PermissionException) as exc:  # fmt: skip
+            raise DatabaseError(f"{self.path}: {_db_problem(exc)}") from None
+
+    @contextlib.contextmanager
+    def _connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         shared = getattr(self._local, "held", None)
         if shared is None and read_only:
             shared = getattr(self._local, "con", None)
@@ -421,17 +447,44 @@ class Store:
             con.close()
 
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
-        """Open the file, retrying while another process holds it (up to timeout_s)."""
+        """Open the file, retrying while another process holds it (up to timeout_s). A file that is not a usable
+        database ends as one DatabaseError naming it and what is wrong, before anything is written."""
+        p = self.path
+        if p.is_dir():
+            raise DatabaseError(f"{p}: is a folder, not a database file (give --db a file name)")
+        if p.exists() and not p.is_file():
+            raise DatabaseError(f"{p}: not a regular file (a device or pipe), so not a database")
+        if p.is_file() and p.stat().st_size == 0:
+            raise DatabaseError(f"{p}: an empty file, not a DuckDB database (remove it, or choose another --db)")
         deadline = time.monotonic() + self.timeout_s
         delay = 0.01
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=read_only)
+                con = duckdb.connect(str(p), read_only=read_only)
+                break
             except (duckdb.Error, RuntimeError) as exc:
-                if not _is_lock_error(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 0.25)
+                if _is_lock_error(exc) and time.monotonic() <= deadline:
+                    time.sleep(delay * (1 + random.random()))
+                    delay = min(delay * 2, 0.25)
+                    continue
+                if _is_lock_error(exc):
+                    raise DatabaseError(f"{p}: still in use by another process after {self.timeout_s:g} s") from None
+                raise DatabaseError(f"{p}: {_db_problem(exc)}") from None
+        if not getattr(self, "_version_checked", False):
+            try:
+                has = con.execute(
+                    "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version'"
+                ).fetchall()[0]
+                version = con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0] if has[0] else 0
+            except duckdb.Error as exc:
+                con.close()
+                raise DatabaseError(f"{p}: {_db_problem(exc)}") from None
+            if (version or 0) > SCHEMA_VERSION:
+                con.close()
+                raise DatabaseError(f"{p}: made by a newer ferpipe (schema {version}; this version reads up to "
+                                    f"{SCHEMA_VERSION}); upgrade ferpipe to open it")  # fmt: skip
+            self._version_checked = True
+        return con
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -453,7 +506,8 @@ class Store:
             row = con.execute("SELECT max(version) FROM schema_version").fetchone()
             current = row[0] or 0
             if current > SCHEMA_VERSION:
-                raise RuntimeError(f"{self.path} has schema {current}, newer than this ferpipe ({SCHEMA_VERSION})")
+                raise DatabaseError(f"{self.path}: made by a newer ferpipe (schema {current}; this version reads up "
+                                    f"to {SCHEMA_VERSION}); upgrade ferpipe to open it")  # fmt: skip
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 con.execute("BEGIN TRANSACTION")
                 try:
@@ -472,7 +526,10 @@ class Store:
         # the block's connection itself (transactions run on cursors of it, so it is never inside one)
         shared = getattr(self._local, "held", None) or getattr(self._local, "con", None)
         if shared is not None:
-            return shared.sql(sql, params=params or None).pl()
+            try:
+                return shared.sql(sql, params=params or None).pl()
+            except (duckdb.IOException, duckdb.InternalException, duckdb.SerializationException) as exc:
+                raise DatabaseError(f"{self.path}: {_db_problem(exc)}") from None
         with self.connect(read_only=True) as con:
             return con.sql(sql, params=params or None).pl()
 

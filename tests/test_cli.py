@@ -16,7 +16,7 @@ from ferpipe.signals import BLENDSHAPES
 
 TIMELINE_COLUMNS = ["clip_id", "person_id", "person", "face_id", "timestamp_s", "frame_index", "x", "y", "w", "h",
                     "det_score", "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral", "valence", "arousal",
-                    "yaw_deg", "pitch_deg", "roll_deg", "eye_openness", "attentive", "mesh_score"]  # fmt: skip
+                    "confidence", "yaw_deg", "pitch_deg", "roll_deg", "eye_openness", "attentive", "mesh_score"]  # fmt: skip
 
 
 def _counts(db):
@@ -59,7 +59,7 @@ def test_export_timeline_and_aggregate(seeded, tmp_path, fmt):
     assert r.returncode == 0, r.stderr
     df = pl.read_csv(out) if fmt == "csv" else pl.read_parquet(out)
     assert df.columns[: len(TIMELINE_COLUMNS)] == TIMELINE_COLUMNS and df.height == res["observations"]
-    assert [c for c in df.columns if c.startswith("bs_")] == [f"bs_{n}" for n in BLENDSHAPES]
+    assert [c for c in df.columns if c.startswith("bs_")] == [f"bs_{n.lstrip('_')}" for n in BLENDSHAPES]
     agg = tmp_path / f"a.{fmt}"
     r = run_cli(
         "export", "--db", str(db), "--clip", res["clip_id"], "--what", "aggregate", "--format", fmt, "--out", str(agg)

@@ -193,3 +193,23 @@ def test_dashboard_job_watches_a_stream_and_stop_finishes_it(http_dir, allow_pri
     assert result.title == "Panel stream" and result.observations >= 15
     clip = Store(db).clip(result.clip_id)
     assert Path(clip["path"]).is_file() and clip["live_t0"] > 0
+
+
+def test_a_finished_playlist_given_as_live_is_read_whole(http_dir, allow_private, samples, tmp_path):
+    """A VOD playlist (#EXT-X-ENDLIST) is a recording: every sampled frame is analysed, none dropped, even though its
+    segments arrive far faster than real time (it used to lose most of them to the live lag limit)."""
+    root, _base = http_dir
+    if FFMPEG is None:
+        pytest.fail("ffmpeg is required for the live tests (.ci/run installs it)")
+    subprocess.run([FFMPEG, "-loglevel", "error", "-i", str(samples["WolfgangLanger_Pexels.mp4"]), "-an", "-c:v",
+                    "libx264", "-preset", "veryfast", "-g", "25", "-f", "hls", "-hls_time", "2",
+                    "-hls_playlist_type", "vod", str(root / "vod.m3u8")], check=True)  # fmt: skip
+    assert "#EXT-X-ENDLIST" in (root / "vod.m3u8").read_text()
+    db = tmp_path / "vod.duckdb"
+    r = subprocess.run([sys.executable, "-m", "ferpipe.cli", "process", "--live", f"{_base}/vod.m3u8", "--db", str(db),
+                        "--model", "mini-xception", "--no-signals", "--no-people", "--json"],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.splitlines()[-1])
+    assert result["dropped"] == 0
+    assert result["frames_analyzed"] >= 95  # 19.7 s at 5 frames/s: about 99 frames, every one of them
