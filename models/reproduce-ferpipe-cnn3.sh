@@ -6,7 +6,8 @@
 # pipeline's head. The domain files are read as the pipeline reads faces (detect, align); each keeps a dev split
 # by photo or person for selection. Epochs draw 24,000 faces, half of them from the other domains. The epoch is
 # selected on the mean accuracy over every domain's selection set, never on FER+ alone, and the temperature is fitted
-# with every domain weighing the same. The training resumes from its checkpoint if interrupted.
+# with every domain weighing the same. The export mixes the weights, 0.7 fine-tuned + 0.3 ferpipe-cnn2 (WiSE-FT), which
+# keeps FER+ and gains on the other domains. The training resumes from its checkpoint if interrupted.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 datasets=${1:-$here/../../shared/datasets}
@@ -22,5 +23,6 @@ $ferpipe train "${data[@]}" --out "$runs/wild" --init "$here/ferpipe-cnn2.onnx" 
   --lr 0.01 --label-smoothing 0.1 --class-weight-power 0.5 --augment domain --threads 2 --patience 100 --seed 1 \
   --no-register --name ferpipe-wild
 $ferpipe export-model --flip-checkpoint "$runs/wild/best.pt" "${data[@]}" --out "$runs/ferpipe-cnn3" \
-  --name ferpipe-cnn3 --int8 --blend fer2013=ferpipe-cnn --card ferpipe-cnn3.md --default
+  --name ferpipe-cnn3 --int8 --blend fer2013=ferpipe-cnn --mix-base "$here/ferpipe-cnn2.onnx" --mix 0.7 \
+  --card ferpipe-cnn3.md --default
 echo "done: copy $runs/ferpipe-cnn3/ferpipe-cnn3.{onnx,json} into models/ to replace the shipped model"

@@ -252,6 +252,14 @@ def export_model(
         "which the pipeline does not run).",
         metavar="HEAD=MODEL",
     ),
+    mix_base: Path | None = typer.Option(
+        None,
+        "--mix-base",
+        help="The network the checkpoints were fine-tuned from (best.pt or a ferpipe .onnx): "
+        "export a weight mix of the two (WiSE-FT).",
+        metavar="FILE",
+    ),
+    mix: float = typer.Option(1.0, "--mix", help="With --mix-base: the fine-tuned weights' share (0-1).", metavar="X"),
     no_register: bool = flag("--no-register", "Do not add the model to the cache registry."),
 ) -> None:
     """Export trained CNN checkpoints as one calibrated ONNX model (ensemble, flip TTA, int8) and register it."""
@@ -267,7 +275,8 @@ def export_model(
         members = [*checkpoints, *flip_checkpoints]
         flips = [flip] * len(checkpoints) + [True] * len(flip_checkpoints)
         m = export(members, data, out_dir, name, width=width, flip_tta=flips, int8=int8,
-                   select_split=select_split, default=default, limit=limit, card=card, blend=pairs or None)  # fmt: skip
+                   select_split=select_split, default=default, limit=limit, card=card, blend=pairs or None,
+                   mix_base=mix_base, mix=mix)  # fmt: skip
     _register_and_say(out_dir, name, no_register,
                       f"{name}: {select_split} accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, "
                       f"ECE {m['ece']:.4f} (temperature {m['temperature']:.2f}); saved {Path(out_dir) / (name + '.onnx')}")  # fmt: skip

@@ -726,7 +726,8 @@ def export_model(checkpoints: list[str | os.PathLike], data: str | os.PathLike |
                  out_dir: str | os.PathLike, name: str, width: int = 48, flip_tta: bool | list[bool] = False,
                  int8: bool = False, select_split: str = "public_test", calibration_images: int = 1024,
                  default: bool = False, seed: int = 0, limit: int | None = None, card: str | None = None,
-                 blend: dict[str, str] | None = None) -> dict:  # fmt: skip
+                 blend: dict[str, str] | None = None, mix_base: str | os.PathLike | None = None,
+                 mix: float = 1.0) -> dict:  # fmt: skip
     """Trained CNNs -> one ONNX model (their averaged probabilities, optional flip TTA and int8) with a spec.
 
     blend: head -> registered model whose (calibrated) probabilities are averaged into that head. Each head
@@ -750,6 +751,8 @@ def export_model(checkpoints: list[str | os.PathLike], data: str | os.PathLike |
         raise ValueError(f"the members were trained with different heads: {sorted(heads)}")
     heads = heads.pop()
     nets = [load_cnn(c, width) for c in checkpoints]
+    if mix_base is not None:
+        nets = [interpolate(_base_net(mix_base, width, paths, _heads_of(n), limit), n, mix) for n in nets]
     sets = [load_faces(p, "dev" if is_domain_file(p) else select_split, limit) for p in paths]
     sets = [s.subset(s.labelled) for s in sets]
     given = [s.protocol for s in sets]
@@ -798,8 +801,14 @@ def export_model(checkpoints: list[str | os.PathLike], data: str | os.PathLike |
     what = f"average of {len(nets)} CNNs" if len(nets) > 1 else "CNN"
     tta = "" if not any(flips) else ", flip TTA" if all(flips) else f", flip TTA on {sum(flips)} of {len(flips)}"
     description = _describe(heads, width).replace("CNN", what, 1) + tta + (", int8" if int8 else "")
+    wild = [s.domain for s in sets if s.protocol == "wild"]
+    if wild:
+        description = description.replace(" trained on ", f" trained on {' + '.join(wild)} (pipeline head) + ", 1)
     extra = {"select_split": select_split, "members": members, "flip_tta": flips, "int8": int8,
              "passes_per_face": len(flips) + sum(flips)}  # fmt: skip
+    if mix_base is not None:
+        extra["weight_mix"] = {"base": Path(mix_base).name, "alpha": mix}
+        description += f"; weights {mix:g} fine-tuned + {1 - mix:g} {Path(mix_base).stem}"
     if blend:
         extra["blend"] = {h: {"model": m, "own_temperature": round(float(own[h]), 4),
                               "partner_temperature": get_spec(m, task="expression").preprocess.temperature}
@@ -807,6 +816,28 @@ def export_model(checkpoints: list[str | os.PathLike], data: str | os.PathLike |
         description += "; " + ", ".join(f"{h} head averaged with {m}" for h, m in blend.items())
     return _calibrated_spec(logits, ordered, offsets, heads, onnx_path, name, description, extra, default, card,
                             outputs, domains=domains)  # fmt: skip
+
+
+def _base_net(base: str | os.PathLike, width: int, paths: Sequence, heads: int, limit: int | None):
+    """The network a fine-tuned one started from: a best.pt, or a shipped ONNX file (recovered, cnn_from_onnx)."""
+    if str(base).endswith(".onnx"):
+        images = np.concatenate([load_faces(p, "train", limit or 4096).images for p in paths[:1]])
+        return cnn_from_onnx(base, width, images, heads)
+    return load_cnn(base, width, heads)
+
+
+def interpolate(base, tuned, alpha: float):
+    """Weight-space ensemble of a fine-tuned network with the one it started from (WiSE-FT, Wortsman et al. 2022):
+    (1 - alpha) * base + alpha * tuned, BatchNorm statistics included. At one network's cost it keeps most of the
+    base's accuracy on its own data and most of the fine-tuning's gain elsewhere."""
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"mix must be in [0, 1], got {alpha}")
+    sb, st = base.state_dict(), tuned.state_dict()
+    if set(sb) != set(st) or any(sb[k].shape != st[k].shape for k in sb):
+        raise ValueError("the base network does not have the fine-tuned one's layout (another width or heads?)")
+    tuned.load_state_dict({k: (sb[k].float() * (1 - alpha) + st[k].float() * alpha).to(st[k].dtype)
+                           if st[k].is_floating_point() else st[k] for k in st})  # fmt: skip
+    return tuned.eval()
 
 
 def blend_heads(onnx_path: Path, heads: list[str], temperatures: dict[str, float], blend: dict[str, str]) -> list[str]:
