@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+PREVIOUS_DEFAULT = "ferpipe-cnn2"
+
 
 def worker(mode: str, video: str) -> dict:
     """One measurement in this process; prints a JSON line."""
@@ -51,7 +53,7 @@ def worker(mode: str, video: str) -> dict:
             "default": Settings(),
             "every-detect-all": Settings(sample_fps=None, detect_every_ms=0),
             "default-expressions-only": Settings(signals=False, people=False),
-            "default-previous-model": Settings(model="ferpipe-cnn"),
+            "default-previous-model": Settings(model=PREVIOUS_DEFAULT),
         }[mode]
         with tempfile.TemporaryDirectory() as tmp:
             pipeline = Pipeline(Store(Path(tmp) / "b.duckdb"), settings)
@@ -84,7 +86,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--long-minutes", type=float, default=10.0)
-    ap.add_argument("--only", choices=["speed", "resolution"], default=None)
+    ap.add_argument("--only", choices=["speed", "resolution", "models"], default=None)
     ap.add_argument("--worker", nargs=2, metavar=("MODE", "VIDEO"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -94,6 +96,16 @@ def main() -> None:
     from ferpipe.samples import build_samples, looped_clip, samples_dir
 
     media = build_samples()
+    if args.only == "models":  # the default model against the previous one, alternating runs (ABAB), same clip
+        short = media["WolfgangLanger_Pexels.mp4"]
+        pairs = [
+            (measure("default", short, 1), measure("default-previous-model", short, 1)) for _ in range(args.repeats)
+        ]
+        new = statistics.median(a["fps"] for a, _ in pairs)
+        old = statistics.median(b["fps"] for _, b in pairs)
+        print(f"default 5 fps, default model: {new:.1f} frames/s; previous default ({PREVIOUS_DEFAULT}): {old:.1f} "
+              f"frames/s; ratio {new / old:.3f} (medians of {args.repeats} alternating runs)")  # fmt: skip
+        return
     if args.only != "speed":
         print(
             f"\n{'resolution (audience grid, 15 s, default 5 fps)':50s} {'frames/s':>9s} {'x real time':>12s} {'peak RSS':>9s}"
@@ -117,7 +129,9 @@ def main() -> None:
         "default 5 fps, expressions only (signals, people off)": measure(
             "default-expressions-only", short, args.repeats
         ),
-        "default 5 fps, previous default model (ferpipe-cnn)": measure("default-previous-model", short, args.repeats),
+        f"default 5 fps, previous default model ({PREVIOUS_DEFAULT})": measure(
+            "default-previous-model", short, args.repeats
+        ),
         "face mesh stage alone (5 fps, faces found beforehand)": measure("mesh", short, args.repeats),
         f"default 5 fps, {args.long_minutes:g}-min loop": measure("default", long_clip, max(1, args.repeats // 2)),
         f"every frame, {args.long_minutes:g}-min loop": measure("every", long_clip, 1),
@@ -132,7 +146,7 @@ def main() -> None:
     base = rows["default 5 fps, expressions only (signals, people off)"]
     print(f"default with signals and people vs expressions only: {rows['default 5 fps (ours)']['fps'] / base['fps']:.2f}x "
           f"the frames/s")  # fmt: skip
-    prev = rows["default 5 fps, previous default model (ferpipe-cnn)"]
+    prev = rows[f"default 5 fps, previous default model ({PREVIOUS_DEFAULT})"]
     print(
         f"default model vs the previous default: {rows['default 5 fps (ours)']['fps'] / prev['fps']:.2f}x the frames/s"
     )

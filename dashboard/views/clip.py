@@ -304,7 +304,11 @@ with s.reading():  # one read connection for the whole page (a write inside step
                 thumbs = [
                     thumbnail(frame, (r["x"], r["y"], r["w"], r["h"]), blur=blur) for r in obs.iter_rows(named=True)
                 ]
-                st.image(thumbs, caption=[f"track {f}" for f in obs["face_id"]], width=96)
+                persons = s.faces(run_id).select("face_id", "person_id")
+                pid = dict(zip(persons["face_id"], persons["person_id"], strict=True))
+                names = {r["person_id"]: r["person"] for r in s.people(run_id).iter_rows(named=True)}
+                st.image(thumbs, caption=[plain(names.get(pid.get(f)) or f"person {pid.get(f) or f}")
+                                          for f in obs["face_id"]], width=96)  # fmt: skip
 
     curves()
     if PHOTO:  # a photo has no timelines

@@ -42,9 +42,13 @@ for name, spec in specs.items():
     fer, ferplus, full = evals[name], latest(name, "ferplus"), latest(name, "full-image")
 
     def pick(key: str, ev: dict, head: str, heads: dict = heads, stored: dict = stored) -> float | None:
+        """The latest evaluation's figure, else the one stored with the model: on that dataset alone where the
+        model was calibrated on several domains (its head's figure then mixes them), else its head's."""
         value = ev.get(key)
         if value is None:
-            value = heads.get(head, {}).get(key) if heads else (stored.get(key) if head == "fer2013" else None)
+            own = (stored.get("domains") or {}).get(head)
+            value = (own or heads.get(head, {})).get(key) if (own or heads) else (
+                stored.get(key) if head == "fer2013" else None)  # fmt: skip
         return value
 
     n = (

@@ -24,14 +24,16 @@ def test_clip_view_draws_curves_shares_and_peaks(app, seeded_db):
     app.switch_page("views/clip.py").run()
     _ok(app)
     charts = app.get("plotly_chart")
-    # curves, shares, valence/arousal, attention, head pose, blink rate, facial actions, per-face
-    assert len(charts) >= 8
+    # curves, shares, valence/arousal, attention, head pose, facial actions, per-face; no blink-rate curve at 2 fps
+    assert len(charts) >= 7 and "blinks" not in {getattr(c, "key", None) for c in charts}
     peaks = next(df.value for df in app.dataframe if "Prominence" in df.value.columns)  # named in words
     assert list(peaks.columns) == ["Expression", "At (s)", "Mean probability", "Prominence", "People in view"]
     assert len(peaks) > 0 and all(v.endswith("%") for v in peaks["Mean probability"])
     labels = [m.label for m in app.metric]
     assert labels[:7] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
     assert "Blinks per minute" in labels
+    blink = next(m for m in app.metric if m.label == "Blinks per minute")
+    assert blink.value == "—" and any("not reported at 2 frames/s" in c.value for c in app.caption)  # as in the report
     means = [float(m.value.rstrip("%")) for m in app.metric[:7]]
     assert 95 <= sum(means) <= 105  # mean probabilities of the clip, the level of the curves: they sum to 1
     moment = next(sl for sl in app.slider if sl.label == "Moment (s)")
@@ -83,7 +85,8 @@ def test_clip_view_controls_change_the_curves(app, seeded_db):
 
 
 def _stats(app):
-    return next(d.value for d in app.dataframe if "hedges_g" in d.value.columns)
+    stats = next(d.value for d in app.dataframe if "Hedges' g" in d.value.columns)
+    return stats.assign(**{c: stats[c].map(lambda v: int(v.replace(",", ""))) for c in ("People A", "People B")})
 
 
 def test_compare_clips_segments_and_respondents(app, seeded_db):
@@ -92,14 +95,15 @@ def test_compare_clips_segments_and_respondents(app, seeded_db):
     app.switch_page("views/compare.py").run()
     _ok(app)
     stats = _stats(app)
-    assert {"signal", "p_value", "hedges_g", "people A", "people B"} <= set(stats.columns)
-    assert stats["people A"].iloc[0] == 10  # the grid's ten people (the default: the clips with most people)
-    norms = next(d.value for d in app.dataframe if "percentile" in d.value.columns)
-    assert (norms["norm_n"] == 2).all()  # each clip against the two others
+    assert {"Signal", "p-value", "Hedges' g", "People A", "People B", "Mean over people A"} <= set(stats.columns)
+    assert stats["People A"].iloc[0] == 10  # the grid's ten people (the default: the clips with most people)
+    norms = next(d.value for d in app.dataframe if "Percentile" in d.value.columns)
+    assert list(norms.columns[:2]) == ["Title", "Clip id"]  # the title first
+    assert (norms["Clips in norm set"] == "2").all()  # each clip against the two others
     app.radio[2].set_value("Tag groups (segments)").run()
     _ok(app)
     stats = _stats(app)
-    assert stats["people A"].iloc[0] == 10 and stats["people B"].iloc[0] == 2  # grid people vs two single viewers
+    assert stats["People A"].iloc[0] == 10 and stats["People B"].iloc[0] == 2  # grid people vs two single viewers
     db, ids = seeded_db
     store = Store(db)
     grid = ids["audience_grid.mp4"]
@@ -115,7 +119,7 @@ def test_compare_clips_segments_and_respondents(app, seeded_db):
     app.radio[2].set_value("Respondents (people by attribute)").run()
     _ok(app)
     stats = _stats(app)
-    assert stats["people A"].iloc[0] == 5 and stats["people B"].iloc[0] == 5  # ten people split by gender
+    assert stats["People A"].iloc[0] == 5 and stats["People B"].iloc[0] == 5  # ten people split by gender
 
 
 def test_export_builds_on_demand_and_offers_every_download(app):
@@ -197,9 +201,9 @@ def test_clip_view_thumbnails_show_the_faces_in_view(app, seeded_db):
     assert not toggle.value  # off by default for privacy
     toggle.set_value(True).run()
     _ok(app)
-    thumbs = [im for im in app.get("image") if any(c.startswith("face ") for c in im.captions)]
-    assert len(thumbs) == 1
-    assert len(thumbs[0].captions) >= 5 and all(c.startswith("face ") for c in thumbs[0].captions)
+    thumbs = [im for im in app.get("image") if any(c.startswith("person ") for c in im.captions)]
+    assert len(thumbs) == 1  # named as on the People page: "person N" (or the person's name)
+    assert len(thumbs[0].captions) >= 5 and all(c.startswith("person ") for c in thumbs[0].captions)
 
 
 def test_models_page_overlays_two_models_on_one_clip(app, seeded_db, samples, tmp_path, monkeypatch):
@@ -287,8 +291,8 @@ def test_clip_view_markers_are_added_drawn_and_summarised(app, seeded_db):
     _ok(app)
     try:
         assert Store(db).markers(clip)["name"].to_list() == ["brand reveal"]
-        stats = next(d.value for d in app.dataframe if "change_during" in d.value.columns)
-        assert set(stats["marker"]) == {"brand reveal"} and stats["during_n"].iloc[0] == 1
+        stats = next(d.value for d in app.dataframe if "Change during" in d.value.columns)
+        assert set(stats["Marker"]) == {"brand reveal"} and stats["People during"].iloc[0] == "1"
         shapes = app.get("plotly_chart")[0].proto.spec
         assert "brand reveal" in shapes  # drawn on the curves
     finally:
