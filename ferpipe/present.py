@@ -7,6 +7,7 @@ same figure under the same name on every screen. Nothing here imports streamlit.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ def format_value(value: object, kind: str, digits: int = 0) -> str:
     """One number as users read it; missing values (None, NaN, inf) as "—"."""
     if _missing(value):
         return MISSING
+    if isinstance(value, dt.datetime | dt.date):
+        return value.strftime("%Y-%m-%d %H:%M") if isinstance(value, dt.datetime) else value.isoformat()
     if kind == "text" or isinstance(value, str):
         return plain_text(str(value))
     if isinstance(value, bool):
@@ -163,7 +166,7 @@ GLOSSARY: dict[str, Column] = {
     "n_faces": Column("Faces in view", "count"), "n": Column("n", "count"),
     "t_s": Column("Time (s)", "seconds"), "timestamp_s": Column("Time (s)", "seconds"),
     "start_s": Column("At (s)", "seconds"), "end_s": Column("Until (s)", "seconds"),
-    "duration_s": Column("Duration (s)", "seconds"),
+    "duration_s": Column("Duration", "seconds"),
     "value": Column("Mean probability", _SHARE), "prominence": Column("Prominence", "points"),
     "expression": Column("Expression", "text"), "signal": Column("Signal", "text"),
     "marker": Column("Marker", "text"), "name": Column("Name", "text"),

@@ -136,26 +136,26 @@ def progress_panel() -> None:
     if clips.is_empty():
         st.info("No clips yet.")
         return
-    table = clips.select(
-        pl.concat_str(pl.lit("clip?clip="), pl.col("clip_id")).alias("open"), "title",
-        pl.col("path").map_elements(lambda p: "photo" if is_image(p) else "video", return_dtype=pl.String).alias("kind"),
-        pl.col("status").fill_null("not processed"), "duration_s", "people", "faces", "observations", "model",
-        "created_at", "tags", "clip_id",
-    )  # fmt: skip
+    table = pr.table(
+        clips.select(
+            "title",
+            pl.col("path").map_elements(lambda p: "photo" if is_image(p) else "video", return_dtype=pl.String)
+            .alias("kind"),
+            pl.col("status").fill_null("not processed"), "duration_s", "people", "faces", "observations",
+            pl.col("model").fill_null("—"), "created_at", "tags", "clip_id",
+        ),
+        kinds={"duration_s": "seconds", "created_at": "text"}, labels={"faces": "Face tracks"},
+    ).with_columns(pl.Series("View", [f"clip?clip={c}" for c in clips["clip_id"]]))  # fmt: skip
+    table = table.select("View", *[c for c in table.columns if c != "View"])
     st.dataframe(
         table,
         hide_index=True,
         column_config={
-            "open": st.column_config.LinkColumn("View", display_text="open ↗", help="Open in Clip view"),
-            "title": st.column_config.TextColumn("Title"), "kind": st.column_config.TextColumn("Kind"),
-            "status": st.column_config.TextColumn("Status"),
-            "duration_s": st.column_config.NumberColumn("Duration (s)", format="%.1f"),
-            "people": st.column_config.NumberColumn("People", format="%d", help=pr.PEOPLE.definition),
-            "faces": st.column_config.NumberColumn("Face tracks", format="%d", help=pr.TRACKS.definition),
-            "observations": st.column_config.NumberColumn("Readings", format="%d", help=pr.READINGS.definition),
-            "model": st.column_config.TextColumn("Model"), "tags": st.column_config.TextColumn("Tags"),
-            "created_at": st.column_config.DatetimeColumn("Added", format="YYYY-MM-DD HH:mm"),
-            "clip_id": st.column_config.TextColumn("Clip id", width="large"),
+            "View": st.column_config.LinkColumn("View", display_text="open ↗", help="Open in Clip view"),
+            "People": st.column_config.TextColumn("People", help=pr.PEOPLE.definition),
+            "Face tracks": st.column_config.TextColumn("Face tracks", help=pr.TRACKS.definition),
+            "Readings": st.column_config.TextColumn("Readings", help=pr.READINGS.definition),
+            "Clip id": st.column_config.TextColumn("Clip id", width="large"),
         },
     )  # fmt: skip
 

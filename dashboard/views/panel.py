@@ -52,6 +52,7 @@ clips = s.clips()
 stimuli = clips.filter(
     pl.col("stimulus_clip_id").is_null()
     & ~pl.col("tags").str.contains("respondent=", literal=True)
+    & ~pl.col("tags").str.contains(r"(^|, )stimulus=")  # an audience recorded watching a stimulus
     & ~pl.col("title").fill_null("").str.contains(" · panel · ", literal=True)
     & ~pl.col("path").map_elements(is_image, return_dtype=pl.Boolean)
 )
@@ -70,7 +71,7 @@ st.link_button("Try it as a respondent", link)
 st.subheader("Recordings received")
 received = clips.filter(pl.col("clip_id").is_in(s.panel_recordings(chosen)))
 if received.is_empty():
-    st.info("None yet.")
+    st.info("No recordings yet.")
 else:
     st.dataframe(
         received.select(pl.concat_str(pl.lit("clip?clip="), pl.col("clip_id")).alias("open"), "title", "status",

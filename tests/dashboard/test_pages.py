@@ -15,7 +15,7 @@ def test_library_lists_the_clips(app, seeded_db):
     app.run()
     _ok(app)
     table = app.dataframe[0].value
-    assert set(table["clip_id"]) == set(seeded_db[1].values())
+    assert set(table["Clip id"]) == set(seeded_db[1].values())
     assert any("not what people feel" in c.value for c in app.caption)
 
 
