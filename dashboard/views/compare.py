@@ -32,7 +32,20 @@ normalised = axis.startswith("normalised")
 bin_s = 2.0 if normalised else an.default_bin(max(durations.values()) or 0.0)
 signals = tuple(dict.fromkeys([signal, *an.SIGNALS]))
 
-mode = st.radio("Compare", ["Clips", "Tag groups (segments)", "Respondents (people by attribute)"], horizontal=True)
+# the default comparison: the two videos, or the two tag groups, with the most people on both sides
+people_in = dict(zip(clips["clip_id"].to_list(), clips["people"].to_list(), strict=True))
+videos = [c for c, path in zip(clips["clip_id"], clips["path"], strict=True) if not is_image(path)]
+pair_min = sorted((people_in[c] for c in videos), reverse=True)[1] if len(videos) > 1 else 0
+all_tags = s.tags()
+best_tag, tag_min = None, 0
+for k in sorted(set(all_tags["key"].to_list())):
+    per_value = all_tags.filter(pl.col("key") == k).group_by("value").agg(
+        pl.col("clip_id").map_elements(lambda c: people_in.get(c, 0), return_dtype=pl.Int64).sum().alias("people")
+    ).sort("people", descending=True)  # fmt: skip
+    if per_value.height >= 2 and int(per_value["people"][1]) > tag_min:
+        best_tag, tag_min = k, int(per_value["people"][1])
+mode = st.radio("Compare", ["Clips", "Tag groups (segments)", "Respondents (people by attribute)"], horizontal=True,
+                index=1 if tag_min > pair_min else 0)  # fmt: skip
 groups: dict[str, list[str]] = {}
 people_split: tuple[str, str, str] | None = None
 if mode == "Clips":
@@ -47,10 +60,9 @@ elif mode == "Tag groups (segments)":
     if not keys:
         st.info("No tags yet: add tags such as group=A when adding clips.")
         st.stop()
-    key = st.selectbox("Tag", keys)
+    key = st.selectbox("Tag", keys, index=keys.index(best_tag) if best_tag in keys else 0)
     values = sorted(set(tags.filter(pl.col("key") == key)["value"].to_list()))
     g1, g2 = st.columns(2)
-    people_in = dict(zip(clips["clip_id"].to_list(), clips["people"].to_list(), strict=True))
     by_people = sorted(values, key=lambda v: -sum(people_in.get(c, 0) for c in tags.filter(
         (pl.col("key") == key) & (pl.col("value") == v))["clip_id"].to_list()))  # fmt: skip
     va = g1.selectbox("Segment A", values, index=values.index(by_people[0]))

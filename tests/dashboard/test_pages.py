@@ -96,7 +96,10 @@ def test_compare_clips_segments_and_respondents(app, seeded_db):
     _ok(app)
     stats = _stats(app)
     assert {"Signal", "p-value", "Hedges' g", "People A", "People B", "Mean over people A"} <= set(stats.columns)
-    assert stats["People A"].iloc[0] == 10  # the grid's ten people (the default: the clips with most people)
+    # the default: the two sides with the most people, here the tag groups (grid: 10 vs two single viewers: 2), not
+    # the grid against a one-person clip
+    assert app.radio[2].value == "Tag groups (segments)"
+    assert stats["People A"].iloc[0] == 10 and stats["People B"].iloc[0] == 2
     norms = next(d.value for d in app.dataframe if "Percentile" in d.value.columns)
     assert list(norms.columns[:2]) == ["Title", "Clip id"]  # the title first
     assert (norms["Clips in norm set"] == "2").all()  # each clip against the two others

@@ -82,3 +82,29 @@ def _server_pid(url: str) -> int:
                 except OSError:
                     continue
     raise RuntimeError("server process not found")
+
+
+def test_a_duplicate_upload_changes_nothing(tmp_path, samples, shot):
+    """Bytes already in the library: the answer says "already in the library as 'X'", no job starts, and the clip's
+    title and tags stay the researcher's."""
+    import urllib.parse  # noqa: F401  (used by _post)
+
+    from ferpipe.pipeline import Pipeline, Settings
+    from ferpipe.store import Store
+
+    db = tmp_path / "dup.duckdb"
+    store = Store(db)
+    clip_id = Pipeline(store, Settings(model="mini-xception")).ingest(str(samples["single_face.mp4"]),
+                                                                     title="Webcam panel 1").sha256[:12]  # fmt: skip
+    before = (store.clips().select("clip_id", "title", "tags").rows(), store.query("SELECT count(*) AS n FROM runs"))
+    token = "dup-token-1"
+    with shot.serve(db, env={"FERPIPE_UPLOAD_TOKEN": token}) as url:
+        code, body = _post(url, Path(samples["single_face.mp4"]).read_bytes(), token, name="single_face.mp4",
+                           extra={"title": "renamed by someone", "tags": "group=Z"})  # fmt: skip
+    assert code == 200 and body["duplicate"] and body["clip_id"] == clip_id
+    assert body["message"] == "already in the library as 'Webcam panel 1'"
+    assert store.clips().select("clip_id", "title", "tags").rows() == before[0]
+    assert store.query("SELECT count(*) AS n FROM runs")["n"][0] == before[1]["n"][0]
+    assert not (tmp_path / "dup_media" / ".jobs").exists() or not list((tmp_path / "dup_media" / ".jobs").iterdir())
+    uploads = tmp_path / "dup_media" / ".uploads"
+    assert uploads.is_dir() and not list(uploads.iterdir())  # the uploaded copy was received, then removed
