@@ -7,7 +7,7 @@ import json
 
 UPLOADER = """
 <div style="font-family: sans-serif; font-size: 14px;">
-  <input id="files" type="file" multiple accept="__ACCEPT__" aria-label="Choose videos or photos">
+  <input id="files" type="file" multiple accept="__ACCEPT__" aria-label="Choose videos, photos and a metadata CSV">
   <button id="go" type="button" style="margin-left: 8px; padding: 4px 14px;">Upload and process</button>
   <div id="log" style="margin-top: 8px;"></div>
 </div>
@@ -48,10 +48,25 @@ function send(file) {
     xhr.send(file);
   });
 }
+async function metadata(file) {
+  // a study metadata CSV among the files: the server reads it; its rows go with the files they name
+  const r = row(file.name + ": reading the study metadata…");
+  const res = await fetch(cfg.endpoint.replace(/upload$/, "metadata") + "?name=" + encodeURIComponent(file.name),
+                          {method: "POST", body: file, headers: {"X-Ferpipe-Token": cfg.token}});
+  let body = {};
+  try { body = await res.json(); } catch (e) {}
+  r.bar.value = 100;
+  if (!res.ok) { r.label.textContent = " " + file.name + ": refused: " + (body.error || res.status); return false; }
+  Object.assign(cfg.per_file, body.per_file || {});
+  r.label.textContent = " " + file.name + ": " + body.rows + " metadata rows read" +
+    (body.warnings && body.warnings.length ? "; " + body.warnings.join("; ") : "");
+  return true;
+}
 document.getElementById("go").onclick = async () => {
   const files = Array.from(document.getElementById("files").files);
   if (!files.length) { row("Choose one or more files first."); return; }
-  for (const f of files) { await send(f); }
+  for (const f of files.filter((f) => f.name.toLowerCase().endsWith(".csv"))) { await metadata(f); }
+  for (const f of files.filter((f) => !f.name.toLowerCase().endsWith(".csv"))) { await send(f); }
   document.getElementById("files").value = "";
 };
 </script>

@@ -161,4 +161,23 @@ def routes(db_path_fn) -> list:
         log.info("upload %s (%d bytes) -> job %s", title, got.size, job.job_id)
         return JSONResponse({"job_id": job.job_id, "title": title, "bytes": got.size})
 
-    return [Route("/ferpipe/upload", upload, methods=["POST"])]
+    async def metadata(request: Request) -> JSONResponse:
+        """A study metadata CSV sent with the files (the uploader's one control): its rows keyed by file name, and
+        its bad rows as messages. Nothing is stored."""
+        from .study import parse_manifest
+
+        if not secrets.compare_digest(request.headers.get("x-ferpipe-token", ""), upload_token()):
+            return JSONResponse({"error": "not allowed"}, status_code=403)
+        body = await request.body()
+        if len(body) > 8 << 20:
+            return JSONResponse({"error": "the metadata CSV is over 8 MiB"}, status_code=413)
+        name = (request.query_params.get("name") or "metadata.csv")[:MAX_TITLE]
+        try:
+            rows, bad = parse_manifest(body.decode("utf-8-sig"), name=name)
+        except (InputError, UnicodeDecodeError) as exc:
+            return JSONResponse({"error": str(exc).splitlines()[0]}, status_code=400)
+        return JSONResponse({"per_file": per_file_metadata(rows), "rows": len(rows),
+                             "warnings": [b.error for b in bad]})  # fmt: skip
+
+    return [Route("/ferpipe/upload", upload, methods=["POST"]),
+            Route("/ferpipe/metadata", metadata, methods=["POST"])]  # fmt: skip

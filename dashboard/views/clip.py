@@ -185,8 +185,16 @@ with s.reading():  # one read connection for the whole page (a write inside step
         if pk.is_empty():
             st.caption("No moment stands out that far for the expressions picked.")
         else:
-            st.dataframe(pr.table(pk, labels={"t_s": "At (s)"}), hide_index=True, on_select="rerun",
+            p1, p2 = st.columns([3, 1])
+            p1.dataframe(pr.table(pk, labels={"t_s": "At (s)"}), hide_index=True, on_select="rerun",
                          selection_mode="single-row", key="peaks")  # fmt: skip
+            if rows and rows[0] < pk.height:  # the clicked moment, here where the click was (the slider is above)
+                t_peak = float(pk["t_s"][rows[0]])
+                try:
+                    p2.image(frame_at(clip["path"], (t_peak + shift) * 1000), width="stretch",
+                             caption=f"{pk['expression'][rows[0]]} at {t_peak:.1f} s (also set above)")  # fmt: skip
+                except FerpipeError as exc:
+                    p2.caption(plain(exc))
         sync = [{"expression": e, **an.synchrony(fb, e)} for e in exprs or ["neutral"]]
         if any(r["pairs"] for r in sync):
             st.subheader("Synchrony (derived)")

@@ -10,14 +10,13 @@ from components import uploader_html
 from ferpipe import jobs
 from ferpipe import present as pr
 from ferpipe.config import max_upload_mb
-from ferpipe.errors import FerpipeError, InputError
+from ferpipe.errors import FerpipeError
 from ferpipe.frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_image
 from ferpipe.ingest import check_url, parse_tags
 from ferpipe.live import is_live, parse_live
 from ferpipe.pipeline import Settings
 from ferpipe.registry import default_expression_model, registry
-from ferpipe.study import parse_manifest
-from ferpipe.uploads import per_file_metadata, upload_token
+from ferpipe.uploads import upload_token
 
 st.title("Library")
 caveat()
@@ -45,26 +44,12 @@ if problem:
 else:
     origin = (st.context.url or "").split("/", 3)[:3]
     endpoint = ("/".join(origin) if len(origin) == 3 else "") + "/ferpipe/upload"
-    accept = [*VIDEO_EXTENSIONS, *IMAGE_EXTENSIONS]
-    st.caption(f"Files go straight to disk as they upload (up to {max_upload_mb():,} MiB each) and each one is "
-               "processed in the background.")  # fmt: skip
-    meta = st.file_uploader(
-        "Study metadata (optional CSV)", type=["csv"],
-        help="One row per file: source (the file's name), and optional title, respondent, stimulus (a clip title or "
-        "id) and offset_s; every other column becomes a tag. Files you upload are matched to rows by name.",
-    )  # fmt: skip
-    per_file: dict = {}
-    if meta is not None:
-        try:
-            rows, bad = parse_manifest(meta.getvalue().decode("utf-8-sig"), name=meta.name)
-            per_file = per_file_metadata(rows)
-            st.caption(f"{len(rows):,} metadata rows read: files named like their source get its title, respondent, "
-                       "stimulus and tags.")  # fmt: skip
-            for b in bad:
-                st.warning(plain(b.error))
-        except (InputError, UnicodeDecodeError) as exc:
-            st.error(plain(exc))
-    st.iframe(uploader_html(endpoint, upload_token(), asdict(settings), accept, title, tags_text, per_file),
+    accept = [*VIDEO_EXTENSIONS, *IMAGE_EXTENSIONS, ".csv"]
+    st.caption(f"Choose videos and photos, and optionally a study metadata CSV with them, in one go. Files go "
+               f"straight to disk as they upload (up to {max_upload_mb():,} MiB each) and each one is processed in the "
+               "background. The CSV has one row per file: source (the file's name), and optional title, respondent, "
+               "stimulus (a clip title or id) and offset_s; every other column becomes a tag.")  # fmt: skip
+    st.iframe(uploader_html(endpoint, upload_token(), asdict(settings), accept, title, tags_text),
               height=170)  # fmt: skip
     u1, u2, u3 = st.columns([4, 1, 1])
     url = u1.text_input("…or a video URL (http/https), or a live stream (.m3u8, rtsp://)", placeholder="https://…")

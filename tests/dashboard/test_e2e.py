@@ -28,15 +28,14 @@ def test_upload_process_view_and_download_report(tmp_path, samples, shot):
         page.get_by_placeholder("group=A, stimulus=ad_3").fill("group=A")
         page.get_by_placeholder("group=A, stimulus=ad_3").press("Enter")
         page.wait_for_timeout(1500)  # the uploader is re-made with the tags
-        # study metadata for the files about to be uploaded, matched by file name
+        # one control: the video and the study metadata for it (matched by file name) chosen together
         meta = tmp_path / "study.csv"
         meta.write_text("source,title,respondent,segment\npanel.mp4,Panel one,r07,young\nother.mp4,,r08,old\n")
-        page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(meta))
-        expect(page.get_by_text("2 metadata rows read")).to_be_visible(timeout=30000)
-        page.wait_for_timeout(1500)
+        assert page.locator("[data-testid=stFileUploaderDropzoneInput]").count() == 0  # no second upload widget
         uploader = page.frame_locator("iframe").first
-        uploader.locator("input[type=file]").set_input_files(str(clip))
+        uploader.locator("input[type=file]").set_input_files([str(clip), str(meta)])
         uploader.get_by_role("button", name="Upload and process").click()
+        expect(uploader.get_by_text("2 metadata rows read")).to_be_visible(timeout=30000)
         expect(uploader.get_by_text("uploaded ✓")).to_be_visible(timeout=60000)
         # the progress panel refreshes every 2 s and reports the finished job
         expect(page.get_by_text("Done: Panel one (1 person).")).to_be_visible(timeout=180000)
