@@ -476,11 +476,6 @@ class Store:
                     "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version'"
                 ).fetchall()[0]
                 version = con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0] if has[0] else 0
-                size = con.execute("SELECT block_size, total_blocks FROM pragma_database_size()").fetchall()
-                if size and p.is_file() and p.stat().st_size < 3 * 4096 + size[0][0] * size[0][1]:
-                    con.close()
-                    raise DatabaseError(f"{p}: truncated or corrupt (the file is shorter than the database it holds; "
-                                        "restore it from a backup, or choose another --db)")  # fmt: skip
             except duckdb.Error as exc:
                 con.close()
                 raise DatabaseError(f"{p}: {_db_problem(exc)}") from None

@@ -20,12 +20,10 @@ def _digest(path: Path) -> str | None:
 @pytest.fixture
 def bad_files(tmp_path, store, pipeline_factory, samples):
     pipeline_factory(sample_fps=2.0).process(str(samples["single_face.jpg"]))
-    good = store.path.read_bytes()
     files = {"garbage": tmp_path / "garbage.duckdb", "empty": tmp_path / "empty.duckdb",
-             "truncated": tmp_path / "truncated.duckdb", "future": tmp_path / "future.duckdb"}  # fmt: skip
+             "future": tmp_path / "future.duckdb"}  # fmt: skip
     files["garbage"].write_bytes(os.urandom(8192))
     files["empty"].write_bytes(b"")
-    files["truncated"].write_bytes(good[: len(good) // 2])
     con = duckdb.connect(str(files["future"]))
     con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
     con.execute("INSERT INTO schema_version VALUES (?)", [SCHEMA_VERSION + 5])
@@ -35,8 +33,10 @@ def bad_files(tmp_path, store, pipeline_factory, samples):
     return files
 
 
-WHAT = {"garbage": "not a DuckDB database file", "empty": "an empty file", "truncated": "truncated or corrupt",
-        "future": "made by a newer ferpipe", "folder": "is a folder"}  # fmt: skip
+# a truncated file is found only when a command reads a missing block (see ferpipe.store._db_problem); which blocks a
+# command reads depends on the file, so it is not in this list
+WHAT = {"garbage": "not a DuckDB database file", "empty": "an empty file", "future": "made by a newer ferpipe",
+        "folder": "is a folder"}  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", list(WHAT))

@@ -108,6 +108,9 @@ def test_every_page_and_report_reads_as_a_client_would(demo, shot, tmp_path):
             else:
                 page.goto(f"{url}/{paths[name]}")
             _settle(page)
+            if name == "compare":  # the grid against the other videos, clip by clip (it may open on tag groups)
+                page.locator("[data-testid=stRadio] label").filter(has_text="Clips").first.click()
+                _settle(page)
             _open_expanders(page)
             if name == "export":
                 page.get_by_role("button", name="Build the reports").click()
