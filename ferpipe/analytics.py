@@ -437,6 +437,15 @@ def face_means_from_bins(fb: pl.DataFrame, signals: tuple[str, ...] = EXPRESSION
     )
 
 
+def person_table(fb: pl.DataFrame, people: pl.DataFrame, signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:
+    """One row per person of a run: person_id, name (Store.people) and the person's mean of each signal over the
+    clip (from its face bins): the rows behind "Mean over people", for the reports' and the photo view's tables."""
+    fm = face_means_from_bins(fb, signals).rename({"face_id": "person_id"}, strict=False)
+    if "person_id" not in fm.columns:
+        return pl.DataFrame()
+    return people.select("person_id", "person").join(fm, on="person_id", how="inner").sort("person_id")
+
+
 def clip_observations(store: Store, clip_ids: list[str], signals: tuple[str, ...] = SIGNALS,
                       model: str | None = None) -> pl.DataFrame:  # fmt: skip
     """Observations of the shown run of each clip, with a clip_id column."""

@@ -29,11 +29,11 @@ from .analytics import (
     compare_table,
     expression_summary,
     face_bins,
-    face_means_from_bins,
     marker_stats,
     norms,
     peak_table,
     person_means,
+    person_table,
 )
 from .frames import is_image
 from .store import QualityFilter, Store
@@ -198,11 +198,6 @@ def _clip_part(store: Store, clip: dict, bin_s: float, threshold: float, quality
         if not photo else pl.DataFrame()
     )  # fmt: skip
     people = store.people(run_id)
-    fm = face_means_from_bins(fb, SIGNALS).rename({"face_id": "person_id"}, strict=False)
-    person_table = (
-        people.select("person_id", "person").join(fm, on="person_id", how="inner").sort("person_id")
-        if "person_id" in fm.columns else pl.DataFrame()
-    )  # fmt: skip
     rate = (run.settings or {}).get("sample_fps")
     has_mesh = att.drop_nulls().len() > 0
     note = blink_rate_note(rate) if has_mesh else None
@@ -211,7 +206,7 @@ def _clip_part(store: Store, clip: dict, bin_s: float, threshold: float, quality
         people=people.height, tracks=run.faces,
         attentive=float(att.drop_nulls().mean()) if has_mesh else float("nan"),
         blinks_per_min=blink_summary(store, run_id)["rate_per_min"] if has_mesh and note is None and not photo else None,
-        blink_note=note, markers=mstats, norms=ranks, person_table=person_table,
+        blink_note=note, markers=mstats, norms=ranks, person_table=person_table(fb, people),
     )  # fmt: skip
 
 

@@ -278,8 +278,7 @@ with s.reading():  # one read connection for the whole page (a write inside step
     def photo(fb: pl.DataFrame) -> None:
         """A photo: its faces side by side and a table per face, no time axis."""
         people = s.people(run_id)
-        fm = an.face_means_from_bins(fb, an.SIGNALS).rename({"face_id": "person_id"}, strict=False)
-        table = people.select("person_id", "person").join(fm, on="person_id").sort("person_id")
+        table = an.person_table(fb, people)
         names = {r["person_id"]: r["person"] or f"person {r['person_id']}" for r in table.iter_rows(named=True)}
         st.subheader(f"Faces in this photo ({pr.photo_words(table.height)})")
         st.plotly_chart(photo_figure(table, names), config=chart_config(), key="photo")
