@@ -154,6 +154,9 @@ def train(
     hold_out: str | None = typer.Option(
         None, "--hold-out", help="Leave-one-domain-out: leave this --data (file stem, e.g. expw) out.", metavar="NAME"
     ),
+    class_balance: float = typer.Option(
+        0.0, "--class-balance", help="With --epoch-size: 0 draws classes as found, 1 draws them evenly.", metavar="B"
+    ),
     threads: int = typer.Option(0, "--threads", help="Torch threads (0: all cores).", metavar="N"),
     no_bf16: bool = flag("--no-bf16", "Train in float32 instead of bf16 autocast."),
     train_split: str = typer.Option("train", "--train-split", metavar="NAME"),
@@ -170,7 +173,8 @@ def train(
                          bf16=not no_bf16, threads=threads, train_split=train_split, select_split=select_split,
                          limit=limit, flip_tta=False, init=str(init) if init else None, swa_start=swa_start,
                          swa_lr=swa_lr, augment=augment, ferplus_target=ferplus_target,
-                         epoch_size=epoch_size, domain_share=domain_share, hold_out=hold_out)  # fmt: skip
+                         epoch_size=epoch_size, domain_share=domain_share, hold_out=hold_out,
+                         class_balance=class_balance)  # fmt: skip
     if arch in ("svm-hog", "cnn-svm"):
         from .baselines import run_cnn_svm, run_svm_hog
 

@@ -77,6 +77,7 @@ class TrainConfig:
     epoch_size: int | None = None  # draws per epoch (with replacement, by sampling_weights); None: one pass over all
     domain_share: float = 0.5  # share of an epoch's draws from multi-domain data, where there is some
     hold_out: str | None = None  # leave this domain (file stem) out of training and selection: LODO runs
+    class_balance: float = 0.0  # with epoch_size: draw each class of a dataset in proportion to count^(1-b); 1: even
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -98,6 +99,10 @@ class TrainConfig:
             raise ValueError(f"epoch_size must be >= batch_size ({self.batch_size}), got {self.epoch_size}")
         if not 0 < self.domain_share < 1:
             raise ValueError(f"domain_share must be in (0, 1), got {self.domain_share}")
+        if not 0 <= self.class_balance <= 1:
+            raise ValueError(f"class_balance must be in [0, 1], got {self.class_balance}")
+        if self.class_balance and self.epoch_size is None:
+            raise ValueError("class_balance needs epoch_size (balanced draws replace the one pass over all images)")
         if self.init is not None and not Path(self.init).is_file():
             raise ValueError(f"init checkpoint {self.init!r} is not a file")
         if self.augment not in AUGMENTS:
@@ -359,9 +364,13 @@ def load_training_set(data: Sequence[str | os.PathLike], config: TrainConfig) ->
                        np.concatenate(source), tuple(names), tuple(wild))  # fmt: skip
 
 
-def sampling_weights(ts: TrainingSet, domain_share: float) -> np.ndarray:
+def sampling_weights(ts: TrainingSet, domain_share: float, class_balance: float = 0.0) -> np.ndarray:
     """Per-image draw probabilities for an epoch: each dataset's share grows with the square root of its size,
-    and the multi-domain datasets together get ``domain_share`` of the draws (where there are any)."""
+    and the multi-domain datasets together get ``domain_share`` of the draws (where there are any).
+
+    ``class_balance`` b re-weights the classes inside each dataset: a class of c images gets a share in proportion
+    to c^(1-b), so b = 1 draws every class of a dataset equally often (balanced sampling, the alternative to loss
+    weighting for rare classes such as disgust and fear)."""
     n = np.bincount(ts.source, minlength=len(ts.names)).astype(np.float64)
     share = np.sqrt(n)
     wild = np.array(ts.wild, bool)
@@ -370,6 +379,18 @@ def sampling_weights(ts: TrainingSet, domain_share: float) -> np.ndarray:
         share[~wild] *= (1 - domain_share) / share[~wild].sum()
     share /= share.sum()
     p = (share / np.maximum(n, 1))[ts.source]
+    if class_balance:
+        label = ts.targets.argmax(1)
+        k = ts.targets.shape[1]
+        for s in range(len(ts.names)):
+            mine = ts.source == s
+            counts = np.bincount(label[mine], minlength=k).astype(np.float64)
+            present = counts > 0
+            want = np.zeros(k)
+            want[present] = counts[present] ** (1 - class_balance)
+            want /= want.sum()
+            per_image = np.divide(want, counts, out=np.zeros(k), where=present)  # share of one image of each class
+            p[mine] = share[s] * per_image[label[mine]]
     return p / p.sum()
 
 
@@ -413,7 +434,7 @@ def train_cnn(data: str | os.PathLike | Sequence[str | os.PathLike], out_dir: st
     else:
         net = load_cnn(config.init, config.width, nh) if config.init else build_cnn(config.width, nh)
     net = net.to(memory_format=torch.channels_last)
-    draw_p = torch.from_numpy(sampling_weights(ts, config.domain_share)) if config.epoch_size else None
+    draw_p = torch.from_numpy(sampling_weights(ts, config.domain_share, config.class_balance)) if config.epoch_size else None
     steps_per_epoch = math.ceil((config.epoch_size or len(xtr)) / config.batch_size)
     opt = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
     # one cycle over the epochs before SWA (all of them without SWA); SWA then holds swa_lr and averages the weights

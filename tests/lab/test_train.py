@@ -301,3 +301,28 @@ def test_blended_head_is_its_own_output_and_the_mean_of_both_models(fer_parquet,
     assert ExpressionModel(loaded, path=tmp_path / "b" / "blended.onnx").output_names == ["logits"]
     bad = run_cli(*common, "--out", str(tmp_path / "c"), "--name", "c", "--blend", "nope=ferpipe-cnn", env=env)
     assert bad.returncode == 1 and "blend names heads ['nope']" in bad.stderr
+
+
+def test_class_balanced_draws_even_out_each_datasets_classes():
+    """Dataset 0 (FER-like) has 6 happy and 2 disgust, dataset 1 (wild) 3 neutral and 1 fear. With b=1 each
+    class of a dataset is drawn equally often and the datasets keep their shares; b=0 leaves the classes as found."""
+    import numpy as np
+
+    from ferpipe.lab.train import TrainConfig, TrainingSet, sampling_weights
+
+    labels = np.array([3] * 6 + [1] * 2 + [6] * 3 + [2])
+    ts = TrainingSet(heads=("ferplus",), images=np.zeros((12, 48, 48), np.uint8),
+                     targets=np.eye(7, dtype=np.float32)[labels], head=np.zeros(12, np.int64), select=(),
+                     source=np.array([0] * 8 + [1] * 4), names=("fer", "expw"), wild=(False, True))  # fmt: skip
+    flat = sampling_weights(ts, 0.5)
+    even = sampling_weights(ts, 0.5, class_balance=1.0)
+    for p in (flat, even):
+        assert p.sum() == pytest.approx(1.0)
+        assert p[:8].sum() == pytest.approx(0.5) and p[8:].sum() == pytest.approx(0.5)
+    assert flat[:6].sum() == pytest.approx(0.5 * 6 / 8)  # as found
+    assert even[:6].sum() == pytest.approx(0.25) and even[6:8].sum() == pytest.approx(0.25)
+    assert even[8:11].sum() == pytest.approx(0.25) and even[11] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="class_balance"):
+        TrainConfig(class_balance=1.5)
+    with pytest.raises(ValueError, match="epoch_size"):
+        TrainConfig(class_balance=1.0)
