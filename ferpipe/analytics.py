@@ -546,6 +546,20 @@ def percentile_rank(value: float, norm: list[float] | np.ndarray) -> float:
     return float(stats.percentileofscore(norm, value, kind="weak"))
 
 
+def norm_library(store: Store, tag: tuple[str, str] | None = None) -> list[str]:
+    """The clips a norm set holds: every processed video of the library, or those tagged ``tag`` = (key, value).
+    Photos have no curve over time, so they are never in the norm set of a video metric."""
+    from .frames import is_image
+
+    done = store.clips().filter(pl.col("status").is_in(["done", "truncated"]))
+    library = [c for c, path in zip(done["clip_id"], done["path"], strict=True) if not is_image(path)]
+    if tag is not None:
+        tags = store.tags()
+        keep = set(tags.filter((pl.col("key") == tag[0]) & (pl.col("value") == tag[1]))["clip_id"].to_list())
+        library = [c for c in library if c in keep]
+    return library
+
+
 def norms(store: Store, clip_ids: list[str], signal: str, metric: str = "mean", tag: tuple[str, str] | None = None,
           threshold: float = 0.5) -> pl.DataFrame:  # fmt: skip
     """Each clip's percentile rank on a metric against a norm set: every other processed video of the library, or
@@ -553,15 +567,7 @@ def norms(store: Store, clip_ids: list[str], signal: str, metric: str = "mean", 
     norm set's size)."""
     if metric not in NORM_METRICS:
         raise ValueError(f"metric must be one of {NORM_METRICS}, got {metric!r}")
-    from .frames import is_image
-
-    done = store.clips().filter(pl.col("status").is_in(["done", "truncated"]))
-    # photos have no curve over time: they are not in the norm set of any video metric
-    library = [c for c, path in zip(done["clip_id"], done["path"], strict=True) if not is_image(path)]
-    if tag is not None:
-        tags = store.tags()
-        keep = set(tags.filter((pl.col("key") == tag[0]) & (pl.col("value") == tag[1]))["clip_id"].to_list())
-        library = [c for c in library if c in keep]
+    library = norm_library(store, tag)
     metrics = clip_metrics(store, sorted(set(library) | set(clip_ids)), signal, threshold)
     values = dict(zip(metrics["clip_id"].to_list(), metrics[metric].to_list(), strict=False))
     rows = []

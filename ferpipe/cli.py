@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -28,7 +29,7 @@ from .console import err, flag, out, progress_bar, typer_app
 from .errors import FerpipeError
 from .frames import is_image
 from .ingest import parse_tags, printable
-from .present import MISSING, duration_words, format_value, plain_text
+from .present import MISSING, duration_words, format_value, people_words, plain_text
 
 USER_ERRORS = (FerpipeError, ValueError, OSError)
 
@@ -389,6 +390,96 @@ def summary(
     out.print(f"[dim]{CAVEAT}[/dim]")
 
 
+BASELINE_OPT = typer.Option(
+    None, "--baseline",
+    help="Per-person baseline: START-END (seconds of stimulus time, e.g. 0-5), first:N (each person's first N s), "
+         "median, or marker[:NAME] (an event marker, 'baseline' by default).", metavar="SPEC",
+)  # fmt: skip
+CORRECTION_OPT = typer.Option(
+    "subtract", "--baseline-correction", help="subtract, or z (a z-score against the baseline's spread).", metavar="HOW"
+)  # fmt: skip
+
+
+def _finite(row: dict) -> dict:
+    """A row for JSON: NaN and infinite numbers as null."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+
+
+def _norm_tag(norms: str | None) -> tuple[str, str] | None:
+    if norms is None:
+        return None
+    key, sep, value = norms.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise ValueError(f"--norms must be TAG=VALUE, got {norms!r}")
+    return key.strip(), value.strip()
+
+
+@app.command()
+def scores(
+    db: Path | None = DB_OPT,
+    clip: str = typer.Option(..., "--clip", help="Clip id or a unique prefix of one.", metavar="ID"),
+    signal: str = typer.Option("happy", "--signal", help="The expression (or valence/arousal) scored.", metavar="S"),
+    baseline: str | None = BASELINE_OPT,
+    correction: str = CORRECTION_OPT,
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="Reaction threshold (default 0.5 raw, 0.2 subtracted, 2 for z).", metavar="X"
+    ),
+    hook_s: float = typer.Option(5.0, "--hook-s", help="The hook's first seconds.", metavar="S"),
+    norms: str | None = typer.Option(
+        None, "--norms", help="Index against clips tagged TAG=VALUE (default: the whole library).", metavar="TAG=VALUE"
+    ),
+    as_json: bool = flag("--json", "Print the scores as JSON (raw values)."),
+) -> None:
+    """A clip's ad-research metrics (peak, end level, hook, first reaction, reacted, duration, area, retention)
+    with 95% intervals over people, indexed 1-100 against a norm set, and the derived engagement composite."""
+    from . import present as pr
+    from .baseline import parse_baseline
+    from .scores import ScoreSettings, norm_scores
+    from .store import Store
+
+    settings = ScoreSettings(signal=signal, threshold=threshold, hook_s=hook_s)
+    base = parse_baseline(baseline, correction)
+    tag = _norm_tag(norms)
+    store = Store(_db(db, must_exist=True))
+    clip_id = store.resolve_clip(clip)
+    if store.best_run(clip_id) is None:
+        raise ValueError(f"clip {clip_id} has not been processed")
+    if is_image(store.clip(clip_id)["path"]):
+        raise ValueError(f"clip {clip_id} is a photo: scores are taken over time, so a photo has none")
+    from .scores import clip_scores
+
+    mine = clip_scores(store, clip_id, settings, base)
+    ns = norm_scores(store, clip_id, settings, base, tag)
+    baseline_words = mine.baseline.describe() if mine.baseline else "no baseline (raw readings)"
+    if as_json:
+        idx = {r["metric"]: r for r in ns.table.iter_rows(named=True)}
+        rows = [_finite({**r, "index": idx[r["metric"]]["index"], "norm_n": idx[r["metric"]]["norm_n"]})
+                for r in mine.summary.iter_rows(named=True)]  # fmt: skip
+        print(json.dumps({"clip_id": clip_id, "signal": signal, "threshold": mine.threshold, "hook_s": hook_s,
+                          "baseline": baseline_words, "baseline_left_out": mine.baseline_left_out,
+                          "norm_set": ns.norm_name, "norm_clips": list(ns.norm_clips),
+                          "engagement": ns.engagement, "engagement_parts": _finite(ns.engagement_parts),
+                          "metrics": rows}, default=str, allow_nan=False))  # fmt: skip
+        return
+    shown = pr.score_table(mine.summary, base.correction if base else None, ns.table)
+    title = plain_text(store.clip(clip_id)["title"] or clip_id)
+    table = Table(*shown.columns, title=Text(f"{title}: {signal} (threshold {mine.threshold:g}, hook {hook_s:g} s)"))
+    for row in shown.iter_rows():
+        table.add_row(*(Text(v) for v in row))
+    out.print(table)
+    out.print(Text(f"{baseline_words.capitalize()}. Norm set: {ns.norm_name} ({len(ns.norm_clips)} clips)."))
+    if ns.engagement is None:
+        out.print(Text(f"{pr.ENGAGEMENT.name}: not shown, the norm set has {len(ns.norm_clips)} clips "
+                       f"(it needs {pr.ENGAGEMENT_MIN_NORMS})."), style="dim")  # fmt: skip
+    else:
+        out.print(Text(f"{pr.ENGAGEMENT.name}: {pr.ENGAGEMENT.format(ns.engagement)} "
+                       f"(attention index {pr.INDEX.format(ns.engagement_parts['attention'])}, expressiveness index "
+                       f"{pr.INDEX.format(ns.engagement_parts['expressiveness'])}). {pr.ENGAGEMENT.definition}"))  # fmt: skip
+    out.print(Text("Metrics are taken per person, then averaged over people (95% intervals over people). "
+                   + pr.INDEX.definition), style="dim")  # fmt: skip
+    out.print(f"[dim]{CAVEAT}[/dim]")
+
+
 @app.command()
 def report(
     db: Path | None = DB_OPT,
@@ -462,7 +553,7 @@ def _relinked(store, run_id: int, clip_id: str) -> None:
     from .people import relink
 
     relink(store, run_id, clip_id)
-    out.print(f"{store.people(run_id).height} people in clip {clip_id}")
+    out.print(f"{people_words(store.people(run_id).height)} in clip {clip_id}")
 
 
 @people_app.command("merge")
@@ -511,7 +602,7 @@ def people_import(csv: Path = typer.Argument(..., metavar="FILE.csv", help="Colu
     from .store import Store
 
     n = import_attributes(Store(_db(db, must_exist=True)), csv)
-    out.print(f"attributes set for {n} people")
+    out.print(f"attributes set for {people_words(n)}")
 
 
 @markers_app.command("add")

@@ -43,7 +43,7 @@ class Metric:
         return format_value(value, self.kind, self.digits)
 
 
-KINDS = ("share", "points", "seconds", "count", "rate", "effect", "p", "r", "degrees", "score", "index", "text")
+KINDS = ("share", "points", "seconds", "count", "rate", "effect", "p", "r", "degrees", "score", "index", "z", "text")
 
 
 def _missing(value: object) -> bool:
@@ -86,6 +86,8 @@ def format_value(value: object, kind: str, digits: int = 0) -> str:
         return f"{v:.{digits}f}°"
     if kind == "index":
         return f"{round(v)}"
+    if kind == "z":
+        return f"{v:+.2f} SD"
     return f"{v:.{max(digits, 2)}f}" if abs(v) < 1000 else f"{v:,.0f}"
 
 
@@ -141,9 +143,89 @@ CONFIDENCE = Metric(
 VALENCE = Metric("valence", "Valence (derived)", "Derived from the seven probabilities (circumplex).", "score")
 AROUSAL = Metric("arousal", "Arousal (derived)", "Derived from the seven probabilities (circumplex).", "score")
 
+# the ad-research metrics (ferpipe.scores): each is taken per person, then averaged over people with a 95% interval
+SCORE_PEAK = Metric("score_peak", "Peak", "Each person's highest bin of the curve, averaged over people.", "share")
+SCORE_PEAK_AT = Metric(
+    "score_peak_at", "Peak time", "When each person's curve is highest (video time), averaged over people.", "seconds"
+)  # fmt: skip
+END_LEVEL = Metric(
+    "end_level", "End level",
+    "Each person's mean over the clip's last 10% (or over the marker named 'end'), averaged over people.", "share",
+)  # fmt: skip
+HOOK = Metric("hook", "Hook", "Each person's highest bin in the clip's first seconds, averaged over people.", "share")
+FIRST_REACTION = Metric(
+    "first_reaction_s", "Time to first reaction",
+    "When each person's curve first reaches the threshold, averaged over the people who reacted.", "seconds",
+)  # fmt: skip
+REACTED = Metric("reacted", "Reacted", "The share of people whose curve reached the threshold at least once.", "share")
+REACTION_DURATION = Metric(
+    "reaction_s", "Reaction duration",
+    "How long each person's curve stays at or above the threshold, averaged over people.", "seconds",
+)  # fmt: skip
+AUC = Metric(
+    "auc", "Area under the curve",
+    "The sum of each person's bin values times the bin width (probability × seconds), averaged over people.", "score",
+)  # fmt: skip
+RETENTION = Metric(
+    "retention", "Attention retention",
+    "Each person's share of attentive readings in the clip's last 10% over that in its first 10%, averaged over "
+    "people (100%: as attentive at the end as at the start).", "share",
+)  # fmt: skip
+INDEX = Metric(
+    "index", "Index (1–100)",
+    "The clip's percentile in the norm set: the share of the set's clips at or below its value (at or above, for the "
+    "time to first reaction, so an earlier reaction scores higher).", "index",
+)  # fmt: skip
+ENGAGEMENT = Metric(
+    "engagement", "Engagement (derived)",
+    "The mean of two indices against the norm set: attention (the mean over people of the share of readings "
+    "attentive) and expressiveness (the mean over people of 1 − neutral). Derived, not measured; shown only "
+    "against a norm set of 10 clips or more.", "index",
+)  # fmt: skip
+ENGAGEMENT_MIN_NORMS = 10
+"""The engagement composite is never shown against a smaller norm set (ferpipe.scores uses the same number)."""
+SCORE_METRICS: dict[str, Metric] = {
+    "peak": SCORE_PEAK, "peak_at": SCORE_PEAK_AT, "end_level": END_LEVEL, "hook": HOOK,
+    "first_reaction_s": FIRST_REACTION, "reacted": REACTED, "reaction_s": REACTION_DURATION, "auc": AUC,
+    "retention": RETENTION,
+}  # fmt: skip
+"""ferpipe.scores' metric keys to their names and definitions."""
+
+
+def score_kind(metric: str, correction: str | None) -> str:
+    """How a score metric's value reads: level metrics as shares of probability on raw readings, as points above
+    the baseline when it is subtracted, as standard deviations for z-scores; the others as they are."""
+    m = SCORE_METRICS[metric]
+    if metric in ("peak", "end_level", "hook") and correction is not None:
+        return "points" if correction == "subtract" else "z"
+    if metric == "auc" and correction == "z":
+        return "score"
+    return m.kind
+
+
+def score_table(summary: pl.DataFrame, correction: str | None, index: pl.DataFrame | None = None) -> pl.DataFrame:
+    """ferpipe.scores' summary (metric, value, lo, hi, n) as users read it: the metric's name, its value, the 95%
+    interval over people, the people behind it and, with norms, the index 1-100 and the norm set's size."""
+    rows = []
+    idx = dict(zip(index["metric"], index["index"], strict=True)) if index is not None else {}
+    nn = dict(zip(index["metric"], index["norm_n"], strict=True)) if index is not None else {}
+    for r in summary.iter_rows(named=True):
+        kind = score_kind(r["metric"], correction)
+        interval = (MISSING if _missing(r["lo"]) else
+                    f"{format_value(r['lo'], kind)} to {format_value(r['hi'], kind)}")  # fmt: skip
+        row = {"Metric": SCORE_METRICS[r["metric"]].name, "Value": format_value(r["value"], kind),
+               "95% interval": interval, "People": format_value(r["n"], "count")}  # fmt: skip
+        if index is not None:
+            row["Index (1–100)"] = format_value(idx.get(r["metric"]), "index")
+            row["Clips in norm set"] = format_value(nn.get(r["metric"]), "count")
+        rows.append(row)
+    return pl.DataFrame(rows, schema=dict.fromkeys(rows[0] if rows else ["Metric"], pl.String))
+
+
 METRICS: dict[str, Metric] = {m.key: m for m in (
     MEAN_OVER_PEOPLE, MEAN_OVER_TIME, SHARE_SHOWING, PEAK, PEAK_AT, TIME_ABOVE, PEOPLE, TRACKS, READINGS, ATTENTIVE,
-    BLINK_RATE, HEDGES_G, P_VALUE, PERCENTILE, CONFIDENCE, VALENCE, AROUSAL,
+    BLINK_RATE, HEDGES_G, P_VALUE, PERCENTILE, CONFIDENCE, VALENCE, AROUSAL, SCORE_PEAK, SCORE_PEAK_AT, END_LEVEL,
+    HOOK, FIRST_REACTION, REACTED, REACTION_DURATION, AUC, RETENTION, INDEX, ENGAGEMENT,
 )}  # fmt: skip
 
 
@@ -164,8 +246,8 @@ GLOSSARY: dict[str, Column] = {
     "faces": Column("Face tracks", "count"), "tracks": Column("Face tracks", "count"),
     "people": Column("People", "count"), "n_people": Column("People in view", "count"),
     "n_faces": Column("Faces in view", "count"), "n": Column("n", "count"),
-    "t_s": Column("Time (s)", "seconds"), "timestamp_s": Column("Time (s)", "seconds"),
-    "start_s": Column("At (s)", "seconds"), "end_s": Column("Until (s)", "seconds"),
+    "t_s": Column("Time", "seconds"), "timestamp_s": Column("Time", "seconds"),
+    "start_s": Column("At", "seconds"), "end_s": Column("Until", "seconds"),
     "duration_s": Column("Duration", "seconds"),
     "value": Column("Mean probability", _SHARE), "prominence": Column("Prominence", "points"),
     "expression": Column("Expression", "text"), "signal": Column("Signal", "text"),

@@ -265,13 +265,13 @@ def _findings(data: ReportData) -> list[str]:
             continue
         sig = table.filter(pl.col("p_value") < SIGNIFICANCE)
         if sig.is_empty():
-            out.append(f"{a} vs {b}: no expression differed at p < {SIGNIFICANCE} ({n_a} vs {n_b} people).")
+            out.append(f"{a} vs {b}: no expression differed at p < {SIGNIFICANCE} ({n_a} vs {pr.people_words(n_b)}).")
         for r in sig.iter_rows(named=True):
             higher = a if r["mean_a"] > r["mean_b"] else b
             kind = "share" if r["signal"] in EXPRESSIONS else "score"
             out.append(f"{a} vs {b}: {r['signal']} was higher in {higher} ({pr.format_value(r['mean_a'], kind)} vs "
                        f"{pr.format_value(r['mean_b'], kind)} {pr.MEAN_OVER_PEOPLE.name.lower()}, Hedges' g "
-                       f"{pr.HEDGES_G.format(r['hedges_g'])}, p {_p(r['p_value'])}, {r['n_a']} vs {r['n_b']} people).")  # fmt: skip
+                       f"{pr.HEDGES_G.format(r['hedges_g'])}, p {_p(r['p_value'])}, {r['n_a']} vs {pr.people_words(r['n_b'])}).")  # fmt: skip
     if data.quality != "all observations":
         out.append(f"Expression curves use {data.quality}.")
     return out
@@ -289,7 +289,7 @@ def summary_table(c: ClipReport, threshold: float) -> pl.DataFrame:
     cols = ["signal", "mean_over_people", "share_showing"]
     if not c.photo:
         cols += ["mean_over_time", "peak", "peak_at", "time_above"]
-    labels = {"signal": "Expression", "time_above": f"Time above {threshold:g} (s)", "peak_at": "Peak at (s)"}
+    labels = {"signal": "Expression", "time_above": f"Time above {threshold:g}", "peak_at": "Peak at"}
     if c.photo:
         labels["share_showing"] = "Share of faces showing it"
     return pr.table(ex.select(cols), labels=labels)
@@ -300,7 +300,7 @@ def valence_table(c: ClipReport) -> pl.DataFrame:
     cols = ["signal", "mean_over_people"] + ([] if c.photo else ["mean_over_time", "peak", "peak_at"])
     return pr.table(va.select(cols).with_columns(pl.col("signal") + " (derived)"),
                     kinds={"mean_over_people": ("score", 2), "mean_over_time": ("score", 2), "peak": ("score", 2)},
-                    labels={"signal": "Signal", "peak_at": "Peak at (s)"})  # fmt: skip
+                    labels={"signal": "Signal", "peak_at": "Peak at"})  # fmt: skip
 
 
 def people_table(c: ClipReport) -> pl.DataFrame:
@@ -316,7 +316,7 @@ def people_table(c: ClipReport) -> pl.DataFrame:
 
 
 def peaks_table(c: ClipReport) -> pl.DataFrame:
-    return pr.table(c.peaks, labels={"t_s": "At (s)"})
+    return pr.table(c.peaks, labels={"t_s": "At"})
 
 
 def settings_table(data: ReportData) -> pl.DataFrame:

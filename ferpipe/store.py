@@ -668,7 +668,8 @@ class Store:
         return list(columns)
 
     def face_bins(self, run_id: int, bin_s: float, signals: tuple[str, ...] | list[str],
-                  quality: QualityFilter | None = None, unit: str = "person") -> pl.DataFrame:  # fmt: skip
+                  quality: QualityFilter | None = None, unit: str = "person", window: tuple[float, float] | None = None,
+                  first_s: float | None = None) -> pl.DataFrame:  # fmt: skip
         """Per (time bin, face) of a run: observations and the mean of each signal, computed inside the file
         (only the small result leaves DuckDB). Rows with a non-finite time, and non-finite values, are left
         out of the means; a bin where a signal has no value gets null.
@@ -677,11 +678,32 @@ class Store:
         filter applies (what keeps a clip of millions of rows fast); otherwise from the observations.
         unit: "person" (tracks of one person together: column person_id, where the run's tracks are linked) or
         "face" (each track: column face_id).
+        window: only readings in [start, end) seconds of clip time; first_s: only each unit's first first_s seconds
+        in view (both for per-person baselines, which read a few seconds of a long run).
         """
         if not bin_s > 0:
             raise ValueError(f"bin_s must be > 0, got {bin_s}")
         signals = self._check_columns(signals)
         key, name = self._unit(run_id, unit)
+        if window is not None and not (np.isfinite(window).all() and window[1] > window[0]):
+            raise ValueError(f"window must be (start, end) with start < end, got {window}")
+        if first_s is not None and not (np.isfinite(first_s) and first_s > 0):
+            raise ValueError(f"first_s must be > 0, got {first_s}")
+
+        def source(table: str, t_ms: str, where: str = "") -> tuple[str, list]:
+            """FROM clause over the table joined with faces; with a window or first seconds, only those rows."""
+            plain = f"{table} o LEFT JOIN faces f USING (run_id, face_id) WHERE run_id = ? {where}"
+            if window is None and first_s is None:
+                return plain, []
+            sql, params = "", []
+            if window is not None:
+                sql += f" AND {t_ms} >= ? AND {t_ms} < ?"
+                params += [float(window[0]) * 1000.0, float(window[1]) * 1000.0]
+            if first_s is not None:  # each unit's first seconds in view: a window function, so QUALIFY
+                sql += f" QUALIFY {t_ms} < min({t_ms}) OVER (PARTITION BY {key}) + ?"
+                params.append(float(first_s) * 1000.0)
+            return f"(SELECT o.*, {key} AS unit_key FROM {plain}{sql}) o", params
+
         if (
             quality is None
             and float(bin_s).is_integer()
@@ -693,20 +715,23 @@ class Store:
                 f"(sum(o.s_{c}) / nullif(sum({'o.n_mesh' if c in MESH_COLUMNS else 'o.n_obs'}), 0))::DOUBLE AS {c}"
                 for c in signals
             )
+            src, extra = source("face_seconds", "o.sec * 1000.0")
+            unit_sql = "o.unit_key" if extra else key
             return self.query(
-                f"""SELECT (o.sec // ?)::BIGINT AS bin, {key} AS {name}, sum(o.n_obs)::BIGINT AS n_obs{", " + means if means else ""}
-                    FROM face_seconds o LEFT JOIN faces f USING (run_id, face_id) WHERE run_id = ? GROUP BY ALL ORDER BY ALL""",
-                [k, int(run_id)],
+                f"""SELECT (o.sec // ?)::BIGINT AS bin, {unit_sql} AS {name}, sum(o.n_obs)::BIGINT AS n_obs{", " + means if means else ""}
+                    FROM {src} GROUP BY ALL ORDER BY ALL""",
+                [k, int(run_id), *extra],
             )
         where, params = quality.sql("o.") if quality is not None else ("", [])
         means = ", ".join(
             f"avg({_num('o.' + c)}) FILTER (WHERE isfinite({_num('o.' + c)}))::DOUBLE AS {c}" for c in signals
         )
+        src, extra = source("observations", "o.timestamp_ms", f"AND isfinite(o.timestamp_ms) {where}")
+        unit_sql = "o.unit_key" if extra else key
         return self.query(
-            f"""SELECT floor(o.timestamp_ms / 1000.0 / ?)::BIGINT AS bin, {key} AS {name}, count(*) AS n_obs{", " + means if means else ""}
-                FROM observations o LEFT JOIN faces f USING (run_id, face_id)
-                WHERE run_id = ? AND isfinite(o.timestamp_ms) {where} GROUP BY ALL ORDER BY ALL""",
-            [float(bin_s), int(run_id), *params],
+            f"""SELECT floor(o.timestamp_ms / 1000.0 / ?)::BIGINT AS bin, {unit_sql} AS {name}, count(*) AS n_obs{", " + means if means else ""}
+                FROM {src} GROUP BY ALL ORDER BY ALL""",
+            [float(bin_s), int(run_id), *params, *extra],
         )
 
     def _unit(self, run_id: int, unit: str) -> tuple[str, str]:

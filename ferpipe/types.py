@@ -406,3 +406,61 @@ class TrackSamples:
 
     samples: dict
     progress: RunProgress
+
+
+BASELINE_KINDS: tuple[str, ...] = ("interval", "marker", "first", "median")
+BASELINE_CORRECTIONS: tuple[str, ...] = ("subtract", "z")
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A per-person baseline: which stretch of each person's readings is their resting face, and how it is taken
+    out before aggregation.
+
+    kind:
+      - "interval": ``start_s``–``end_s`` of stimulus time (clip time minus the clip's stimulus offset);
+      - "marker": the clip's event marker named ``marker`` (an interval marker), on the clip's own timeline;
+      - "first": the first ``first_s`` seconds of each person's presence;
+      - "median": each person's own median over the whole clip (z: their spread over the clip).
+    correction: "subtract" (value minus the person's baseline mean) or "z" (that difference over the person's
+    standard deviation within the baseline). A person with under ``min_seconds`` of baseline is left out.
+    """
+
+    kind: str = "interval"
+    correction: str = "subtract"
+    start_s: float = 0.0
+    end_s: float = 0.0
+    first_s: float = 3.0
+    marker: str = "baseline"
+    min_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in BASELINE_KINDS:
+            raise ValueError(f"baseline kind must be one of {', '.join(BASELINE_KINDS)}, got {self.kind!r}")
+        if self.correction not in BASELINE_CORRECTIONS:
+            raise ValueError(
+                f"baseline correction must be one of {', '.join(BASELINE_CORRECTIONS)}, got {self.correction!r}"
+            )
+        for name in ("start_s", "end_s", "first_s", "min_seconds"):
+            v = getattr(self, name)
+            if not np.isfinite(v) or v < 0:
+                raise ValueError(f"baseline {name} must be a finite number >= 0, got {v!r}")
+        if self.kind == "interval" and not self.end_s > self.start_s:
+            raise ValueError(f"a baseline interval needs start < end, got {self.start_s:g}-{self.end_s:g} s")
+        if self.kind == "first" and not self.first_s > 0:
+            raise ValueError(f"a first-seconds baseline needs a length > 0, got {self.first_s!r}")
+        if self.kind == "marker" and not self.marker.strip():
+            raise ValueError("a marker baseline needs the marker's name")
+        if self.correction == "z" and self.min_seconds < 2:
+            object.__setattr__(self, "min_seconds", 2.0)  # a spread needs two seconds at least
+
+    def describe(self) -> str:
+        """The baseline in words, as every figure and export that uses it records it."""
+        where = {
+            "interval": f"{self.start_s:g}–{self.end_s:g} s of stimulus time",
+            "marker": f"the marker '{self.marker}'",
+            "first": f"each person's first {self.first_s:g} s in view",
+            "median": "each person's own median over the clip",
+        }[self.kind]
+        how = "subtracted" if self.correction == "subtract" else "as a z-score against its spread"
+        return f"baseline: {where}, {how}"

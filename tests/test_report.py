@@ -61,7 +61,7 @@ def test_every_pdf_page_renders_and_reads_as_a_client_would(three_clips, tmp_pat
     assert "Summary of findings" in first and "Read this first" in first  # findings open the report
     for title in ("audience_grid", "WolfgangLanger_Pexels", "single_face"):
         assert title in text  # whole titles, not cut at an edge
-    assert "Time above 0.5 (s)" in text and "over 0.5" in text  # the threshold is stated
+    assert "Time above 0.5" in text and "over 0.5" in text  # the threshold is stated
     assert "Hedges' g" in text and "People A" in text
     for raw in RAW_NAMES:
         assert raw not in text, raw

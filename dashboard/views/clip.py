@@ -32,13 +32,17 @@ with s.reading():  # one read connection for the whole page (a write inside step
     duration = float(clip["duration_s"] or 0.0)
     PHOTO = is_image(clip["path"])
 
-    c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
-    exprs = c1.multiselect("Expressions", list(EXPRESSIONS), default=["happy", "surprise", "sad", "neutral"])
-    bin_s = c2.select_slider("Bin width (s)", list(an.BIN_CHOICES), value=an.default_bin(duration))
-    window = c3.slider("Smoothing (bins)", 1, 15, 1)
+    if PHOTO:  # one frame: no time axis, so no bins, smoothing, markers or stimulus sync
+        c1, c4 = st.columns([5, 1])
+        exprs, bin_s, window = list(EXPRESSIONS), an.default_bin(duration), 1
+    else:
+        c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
+        exprs = c1.multiselect("Expressions", list(EXPRESSIONS), default=["happy", "surprise", "sad", "neutral"])
+        bin_s = c2.select_slider("Bin width (s)", list(an.BIN_CHOICES), value=an.default_bin(duration))
+        window = c3.slider("Smoothing (bins)", 1, 15, 1)
     run_id = c4.selectbox("Run", run_ids, index=run_ids.index(best), format_func=labels.get)
 
-    with st.expander("Data quality filter for the expression curves"):
+    with st.expander("Data quality filter for the " + ("face readings" if PHOTO else "expression curves")):
         q1, q2, q3, q4 = st.columns(4)
         quality = QualityFilter(
             attentive_only=q1.checkbox(
@@ -55,37 +59,38 @@ with s.reading():  # one read connection for the whole page (a write inside step
 
     offset = float(clip["stimulus_offset_s"] or 0)
     stimulus = clip["stimulus_clip_id"]
-    with st.expander("Stimulus sync" + (f" (linked, offset {offset:g} s)" if stimulus else "")):
-        all_clips = s.clips()
-        others = [c for c in all_clips["clip_id"].to_list() if c != clip["clip_id"]]
-        titles = dict(zip(all_clips["clip_id"].to_list(), all_clips["title"].to_list(), strict=False))
-        choice = st.selectbox("Stimulus this audience watched", [None, *others], index=([None, *others].index(stimulus)
-                              if stimulus in others else 0), format_func=lambda c: "— none —" if c is None else titles[c])  # fmt: skip
-        new_offset = st.number_input("Offset: stimulus time = clip time − offset (s)", value=offset, step=0.5)
-        if st.button("Save link"):
-            s.set_stimulus(clip["clip_id"], choice, new_offset)
-            st.rerun()
-    with st.expander("Event markers"):
-        st.caption("Named moments or intervals of the clip (e.g. 'brand reveal', 'price shown'), drawn on every curve, "
-                   "with the mean before, during and after each.")  # fmt: skip
-        m1, m2, m3, m4 = st.columns([3, 1, 1, 1])
-        m_name = m1.text_input("Marker name", key="marker_name")
-        m_start = m2.number_input("Start (s)", 0.0, max(duration, 0.1), 0.0, 0.5, key="marker_start")
-        m_end = m3.number_input("End (s, 0: a point)", 0.0, max(duration, 0.1), 0.0, 0.5, key="marker_end")
-        if m4.button("Add marker", disabled=not m_name.strip()):
-            try:
-                s.add_marker(clip["clip_id"], m_name, m_start, m_end if m_end > m_start else None)
+    if not PHOTO:  # markers and stimulus time belong to a timeline
+        with st.expander("Stimulus sync" + (f" (linked, offset {offset:g} s)" if stimulus else "")):
+            all_clips = s.clips()
+            others = [c for c in all_clips["clip_id"].to_list() if c != clip["clip_id"]]
+            titles = dict(zip(all_clips["clip_id"].to_list(), all_clips["title"].to_list(), strict=False))
+            choice = st.selectbox("Stimulus this audience watched", [None, *others], index=([None, *others].index(stimulus)
+                                  if stimulus in others else 0), format_func=lambda c: "— none —" if c is None else titles[c])  # fmt: skip
+            new_offset = st.number_input("Offset: stimulus time = clip time − offset (s)", value=offset, step=0.5)
+            if st.button("Save link"):
+                s.set_stimulus(clip["clip_id"], choice, new_offset)
                 st.rerun()
-            except ValueError as exc:
-                st.error(plain(exc))
-        for m in s.markers(clip["clip_id"]).iter_rows(named=True):
-            a, b = st.columns([5, 1])
-            span = f"{m['start_s']:g} s" + (f" – {m['end_s']:g} s" if m["end_s"] is not None else "")
-            a.write(f"{plain(m['name'])} · {span}")
-            if b.button("Delete", key=f"del-marker-{m['marker_id']}"):
-                s.delete_marker(m["marker_id"])
-                st.rerun()
-    on_stimulus = bool(stimulus) and st.toggle("Plot against stimulus time", value=bool(stimulus))
+        with st.expander("Event markers"):
+            st.caption("Named moments or intervals of the clip (e.g. 'brand reveal', 'price shown'), drawn on every curve, "
+                       "with the mean before, during and after each.")  # fmt: skip
+            m1, m2, m3, m4 = st.columns([3, 1, 1, 1])
+            m_name = m1.text_input("Marker name", key="marker_name")
+            m_start = m2.number_input("Start (s)", 0.0, max(duration, 0.1), 0.0, 0.5, key="marker_start")
+            m_end = m3.number_input("End (s, 0: a point)", 0.0, max(duration, 0.1), 0.0, 0.5, key="marker_end")
+            if m4.button("Add marker", disabled=not m_name.strip()):
+                try:
+                    s.add_marker(clip["clip_id"], m_name, m_start, m_end if m_end > m_start else None)
+                    st.rerun()
+                except ValueError as exc:
+                    st.error(plain(exc))
+            for m in s.markers(clip["clip_id"]).iter_rows(named=True):
+                a, b = st.columns([5, 1])
+                span = f"{m['start_s']:g} s" + (f" – {m['end_s']:g} s" if m["end_s"] is not None else "")
+                a.write(f"{plain(m['name'])} · {span}")
+                if b.button("Delete", key=f"del-marker-{m['marker_id']}"):
+                    s.delete_marker(m["marker_id"])
+                    st.rerun()
+    on_stimulus = bool(stimulus) and not PHOTO and st.toggle("Plot against stimulus time", value=bool(stimulus))
     shift = offset if on_stimulus else 0.0
     xt = "stimulus time (s)" if on_stimulus else "video time (s)"
 
@@ -133,7 +138,8 @@ with s.reading():  # one read connection for the whole page (a write inside step
                        "observations are left out of the expression curves.")  # fmt: skip
         low_share, known, median_conf = s.confidence_summary(run_id, LOW_CONFIDENCE)
         if median_conf is not None:
-            st.caption(f"Reading confidence (derived): {low_share:.0%} of the readings behind these curves are "
+            st.caption(f"Reading confidence (derived): {low_share:.0%} of the readings behind these "
+                       f"{'bars' if PHOTO else 'curves'} are "
                        f"low-confidence (below {LOW_CONFIDENCE:g}); median {median_conf:.2f}"
                        + ("." if known >= 0.999 else f"; {1 - known:.0%} of the readings have no confidence stored."))  # fmt: skip
         if PHOTO:
@@ -186,7 +192,7 @@ with s.reading():  # one read connection for the whole page (a write inside step
             st.caption("No moment stands out that far for the expressions picked.")
         else:
             p1, p2 = st.columns([3, 1])
-            p1.dataframe(pr.table(pk, labels={"t_s": "At (s)"}), hide_index=True, on_select="rerun",
+            p1.dataframe(pr.table(pk, labels={"t_s": "At"}), hide_index=True, on_select="rerun",
                          selection_mode="single-row", key="peaks")  # fmt: skip
             if rows and rows[0] < pk.height:  # the clicked moment, here where the click was (the slider is above)
                 t_peak = float(pk["t_s"][rows[0]])
@@ -280,7 +286,7 @@ with s.reading():  # one read connection for the whole page (a write inside step
         people = s.people(run_id)
         table = an.person_table(fb, people)
         names = {r["person_id"]: r["person"] or f"person {r['person_id']}" for r in table.iter_rows(named=True)}
-        st.subheader(f"Faces in this photo ({pr.photo_words(table.height)})")
+        st.subheader(f"Faces in this photo ({table.height})")
         st.plotly_chart(photo_figure(table, names), config=chart_config(), key="photo")
         st.dataframe(pr.table(table.select("person_id", "person", *EXPRESSIONS, "valence", "arousal")
                               .with_columns(pl.col("person").fill_null(pl.format("person {}", pl.col("person_id"))))),

@@ -138,7 +138,7 @@ a, b = person_tables[labels[0]], person_tables[labels[1]]
 st.subheader(f"Person-level comparison: {plain(labels[0])} vs {plain(labels[1])}")
 why = pr.not_tested(a.height, b.height)
 st.caption(
-    f"Each person's mean over the clip is one data point: {a.height} vs {b.height} people "
+    f"Each person's mean over the clip is one data point: {a.height} vs {pr.people_words(b.height)} "
     f"({pr.MEAN_OVER_PEOPLE.name.lower()} in each group). "
     + (f"{why[0].upper()}{why[1:]} (—). " if why else "")
     + "With few people, p-values are unstable and the effect size (Hedges' g) is the better guide."
@@ -165,5 +165,5 @@ with st.expander("Norms: how each clip ranks against others"):
     st.dataframe(pr.table(ranks.select("title", "clip_id", "value", "percentile", "norm_n"),
                           kinds={"value": kind if metric != "time_above_s" else "seconds", "percentile": "score"},
                           labels={"value": {"mean": pr.MEAN_OVER_TIME.name, "peak": pr.PEAK.name,
-                                            "time_above_s": f"Time above {threshold:g} (s)"}[metric]}),
+                                            "time_above_s": f"Time above {threshold:g}"}[metric]}),
                  hide_index=True)  # fmt: skip

@@ -97,7 +97,7 @@ with st.expander("Import attributes from a CSV"):
         path = s.path.parent / f".respondents-{clip_id}.csv"
         path.write_bytes(upload.getvalue())
         try:
-            st.success(f"Attributes set for {import_attributes(s, path)} people.")
+            st.success(f"Attributes set for {pr.people_words(import_attributes(s, path))}.")
         except (FerpipeError, ValueError) as exc:
             st.error(plain(exc))
         finally:

@@ -434,7 +434,9 @@ def train_cnn(data: str | os.PathLike | Sequence[str | os.PathLike], out_dir: st
     else:
         net = load_cnn(config.init, config.width, nh) if config.init else build_cnn(config.width, nh)
     net = net.to(memory_format=torch.channels_last)
-    draw_p = torch.from_numpy(sampling_weights(ts, config.domain_share, config.class_balance)) if config.epoch_size else None
+    draw_p = (
+        torch.from_numpy(sampling_weights(ts, config.domain_share, config.class_balance)) if config.epoch_size else None
+    )
     steps_per_epoch = math.ceil((config.epoch_size or len(xtr)) / config.batch_size)
     opt = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
     # one cycle over the epochs before SWA (all of them without SWA); SWA then holds swa_lr and averages the weights

@@ -27,7 +27,7 @@ def test_clip_view_draws_curves_shares_and_peaks(app, seeded_db):
     # curves, shares, valence/arousal, attention, head pose, facial actions, per-face; no blink-rate curve at 2 fps
     assert len(charts) >= 7 and "blinks" not in {getattr(c, "key", None) for c in charts}
     peaks = next(df.value for df in app.dataframe if "Prominence" in df.value.columns)  # named in words
-    assert list(peaks.columns) == ["Expression", "At (s)", "Mean probability", "Prominence", "People in view"]
+    assert list(peaks.columns) == ["Expression", "At", "Mean probability", "Prominence", "People in view"]
     assert len(peaks) > 0 and all(v.endswith("%") for v in peaks["Mean probability"])
     labels = [m.label for m in app.metric]
     assert labels[:7] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]

@@ -1,0 +1,144 @@
+"""Per-person baseline correction, computed on read: each person's resting face taken out of their readings
+before aggregation, so that one person's neutral face reading 0.3 "sad" does not weigh as a sad reaction.
+
+Raw values stay stored. The baseline of each person and signal is the mean (and, for z-scores, the standard
+deviation) of their per-second means inside the baseline stretch, read from the store in SQL; the correction is
+one Polars join on the per-(bin, person) means every curve, table and score is built from.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+import polars as pl
+
+from .analytics import _check_signals, _derive, _stored, unit_of
+from .store import QualityFilter, Store
+from .types import Baseline
+
+log = logging.getLogger(__name__)
+log.addHandler(logging.NullHandler())
+
+SPREAD_FLOOR = 0.01
+"""The smallest standard deviation a z-score divides by (one point of probability), so that a signal that hardly
+moves in the baseline does not turn noise into huge scores."""
+
+_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*s?\s*$")
+_FIRST = re.compile(r"^\s*first\s*[: ]?\s*(\d+(?:\.\d+)?)\s*s?\s*$", re.I)
+
+
+def parse_baseline(text: str | None, correction: str = "subtract", min_seconds: float = 1.0) -> Baseline | None:
+    """A baseline from the words users type: "0-5" (seconds of stimulus time), "marker" or "marker:NAME" (an event
+    marker, 'baseline' by default), "first:3" (each person's first 3 s), "median", or "none"/"" for no baseline."""
+    if text is None or not str(text).strip() or str(text).strip().lower() in ("none", "off", "no"):
+        return None
+    t = str(text).strip()
+    if m := _INTERVAL.match(t):
+        return Baseline("interval", correction, start_s=float(m[1]), end_s=float(m[2]), min_seconds=min_seconds)
+    if m := _FIRST.match(t):
+        return Baseline("first", correction, first_s=float(m[1]), min_seconds=min_seconds)
+    if t.lower() == "median":
+        return Baseline("median", correction, min_seconds=min_seconds)
+    if t.lower() == "marker" or t.lower().startswith("marker:"):
+        name = t.split(":", 1)[1].strip() if ":" in t else "baseline"
+        return Baseline("marker", correction, marker=name, min_seconds=min_seconds)
+    raise ValueError(
+        f"unknown baseline {text!r}: give START-END seconds (e.g. 0-5), first:N, median, marker or marker:NAME"
+    )
+
+
+@dataclass(frozen=True)
+class BaselineResult:
+    """What a correction did: who it kept, who it left out for too little baseline, and the words that go with
+    every figure it made."""
+
+    baseline: Baseline
+    kept: int
+    left_out: int
+    window: tuple[float, float] | None  # the stretch of clip time used (interval and marker kinds)
+
+    def describe(self) -> str:
+        text = self.baseline.describe()
+        if self.left_out:
+            who = "person" if self.left_out == 1 else "people"
+            text += f"; {self.left_out} {who} left out (under {self.baseline.min_seconds:g} s of baseline)"
+        return text
+
+
+def baseline_window(store: Store, clip_id: str, baseline: Baseline) -> tuple[float, float] | None:
+    """The baseline's stretch in clip time, for the interval and marker kinds (None for the others).
+
+    An interval is given in stimulus time (clip time minus the clip's stimulus offset); a marker sits on the clip's
+    own timeline and must be an interval."""
+    if baseline.kind == "interval":
+        offset = float(store.clip(clip_id).get("stimulus_offset_s") or 0.0)
+        return baseline.start_s + offset, baseline.end_s + offset
+    if baseline.kind == "marker":
+        marks = store.markers(clip_id).filter(pl.col("name").str.to_lowercase() == baseline.marker.strip().lower())
+        if marks.is_empty():
+            raise ValueError(f"clip {clip_id} has no event marker named {baseline.marker!r} to use as the baseline")
+        m = marks.row(0, named=True)
+        if m["end_s"] is None:
+            raise ValueError(f"the baseline marker {baseline.marker!r} is a point; it needs an end (an interval)")
+        return float(m["start_s"]), float(m["end_s"])
+    return None
+
+
+def baseline_stats(store: Store, run_id: int, clip_id: str, baseline: Baseline, signals: tuple[str, ...],
+                   quality: QualityFilter | None = None) -> tuple[pl.DataFrame, tuple[float, float] | None]:  # fmt: skip
+    """Per person: seconds of baseline, and each signal's baseline mean (``<s>__base``) and spread
+    (``<s>__spread``, floored at SPREAD_FLOOR), from their per-second means in the baseline stretch."""
+    signals = _check_signals(signals)
+    window = baseline_window(store, clip_id, baseline)
+    q = quality if quality is not None and quality.active else None
+    first = baseline.first_s if baseline.kind == "first" else None
+    sec = _derive(store.face_bins(run_id, 1.0, _stored(signals), q, window=window, first_s=first), signals)
+    unit = unit_of(sec)
+    w = pl.col("n_obs").cast(pl.Float64)
+    if baseline.kind == "median":
+        centre = [pl.col(s).median().alias(f"{s}__base") for s in signals]
+    else:  # each second weighs by its readings: the mean of the person's readings in the stretch
+        centre = [
+            ((pl.col(s) * w).sum() / w.filter(pl.col(s).is_not_null()).sum()).alias(f"{s}__base") for s in signals
+        ]
+    stats = sec.group_by(unit).agg(
+        pl.len().cast(pl.Float64).alias("baseline_s"),
+        *centre,
+        *[pl.col(s).std(ddof=1).fill_null(0.0).clip(lower_bound=SPREAD_FLOOR).alias(f"{s}__spread") for s in signals],
+    )
+    return stats, window
+
+
+def apply_baseline(fb: pl.DataFrame, stats: pl.DataFrame, baseline: Baseline,
+                   signals: tuple[str, ...]) -> tuple[pl.DataFrame, int, int]:  # fmt: skip
+    """Per-(bin, person) means with each person's baseline taken out; people with under min_seconds of baseline
+    are left out. Returns (corrected, people kept, people left out)."""
+    unit = unit_of(fb)
+    signals = tuple(s for s in _check_signals(signals) if s in fb.columns)
+    ok = stats.filter(pl.col("baseline_s") >= baseline.min_seconds).select(
+        unit, *[f"{s}__base" for s in signals], *[f"{s}__spread" for s in signals]
+    )
+    everyone = fb[unit].n_unique()
+    out = fb.join(ok, on=unit, how="inner")
+    if baseline.correction == "subtract":
+        fixed = [(pl.col(s) - pl.col(f"{s}__base")).alias(s) for s in signals]
+    else:
+        fixed = [((pl.col(s) - pl.col(f"{s}__base")) / pl.col(f"{s}__spread")).alias(s) for s in signals]
+    out = out.with_columns(fixed).select(fb.columns)
+    kept = out[unit].n_unique()
+    return out, kept, everyone - kept
+
+
+def corrected_face_bins(store: Store, run_id: int, clip_id: str, fb: pl.DataFrame, baseline: Baseline | None,
+                        quality: QualityFilter | None = None) -> tuple[pl.DataFrame, BaselineResult | None]:  # fmt: skip
+    """The per-(bin, person) means ``fb`` of a run with the baseline taken out (every signal they carry), and
+    what was done; ``fb`` unchanged and None without a baseline."""
+    if baseline is None:
+        return fb, None
+    signals = tuple(c for c in fb.columns if c not in ("bin", "clip_id", "person_id", "face_id", "n_obs"))
+    stats, window = baseline_stats(store, run_id, clip_id, baseline, signals, quality)
+    out, kept, left = apply_baseline(fb, stats, baseline, signals)
+    log.info("%s: %d people kept, %d left out", baseline.describe(), kept, left)
+    return out, BaselineResult(baseline, kept, left, window)
