@@ -260,7 +260,7 @@ def norm_scores(store: Store, clip_id: str, settings: ScoreSettings | None = Non
     """Index every metric of a clip 1-100 against the norm set (the library's other processed videos, or those
     tagged ``tag``), with the same settings and baseline for every clip of the set."""
     settings = settings or ScoreSettings()
-    norm_ids = [c for c in an.norm_library(store, tag) if c != clip_id]
+    norm_ids = sorted(c for c in an.norm_library(store, tag) if c != clip_id)
     mine = clip_scores(store, clip_id, settings, baseline)
     others = []
     for c in norm_ids:
