@@ -144,11 +144,13 @@ def face_bins(store: Store, run_id: int, bin_s: float = 1.0, signals: tuple[str,
     return _derive(fb, signals)
 
 
-def aggregate_face_bins(fb: pl.DataFrame, bin_s: float, signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:
+def aggregate_face_bins(fb: pl.DataFrame, bin_s: float, signals: tuple[str, ...] = SIGNALS,
+                        clip_bounds: bool = True) -> pl.DataFrame:  # fmt: skip
     """Per bin: faces in view and, per signal, the mean of face means with a Student-t 95% CI.
 
     Columns: bin, t_s (bin start), n_people (or n_faces, for tracks), and <signal>_mean / _lo / _hi. Bounds are clipped
-    to the signal's range ([0, 1] for probabilities, [-1, 1] for valence and arousal).
+    to the signal's range ([0, 1] for probabilities, [-1, 1] for valence and arousal) unless clip_bounds is False
+    (baseline-corrected readings, which have no fixed range).
     """
     signals = _check_signals(signals)
     if fb.height == 0:
@@ -171,7 +173,7 @@ def aggregate_face_bins(fb: pl.DataFrame, bin_s: float, signals: tuple[str, ...]
         mean = df[f"{s}_mean"].to_numpy()
         lo, hi = t_interval(mean, df[f"{s}_sd"].to_numpy(), n)
         info = SIGNAL_INFO[s]
-        if info.lo is not None or info.hi is not None:
+        if clip_bounds and (info.lo is not None or info.hi is not None):
             lo, hi = np.clip(lo, info.lo, info.hi), np.clip(hi, info.lo, info.hi)
         cols += [pl.Series(f"{s}_mean", mean), pl.Series(f"{s}_lo", lo), pl.Series(f"{s}_hi", hi)]
     return df.select("bin", "t_s", count_of(fb)).with_columns(cols)

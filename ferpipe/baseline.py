@@ -142,3 +142,35 @@ def corrected_face_bins(store: Store, run_id: int, clip_id: str, fb: pl.DataFram
     out, kept, left = apply_baseline(fb, stats, baseline, signals)
     log.info("%s: %d people kept, %d left out", baseline.describe(), kept, left)
     return out, BaselineResult(baseline, kept, left, window)
+
+
+CORRECTED_SIGNALS: tuple[str, ...] = (*_check_signals(("angry", "disgust", "fear", "happy", "sad", "surprise",
+                                                       "neutral", "valence", "arousal")),)  # fmt: skip
+"""The signals a per-observation export corrects, with the blendshapes (see correct_timeline)."""
+
+
+def correct_timeline(store: Store, run_id: int, clip_id: str, timeline: pl.DataFrame,
+                     baseline: Baseline | None) -> tuple[pl.DataFrame, BaselineResult | None]:  # fmt: skip
+    """A per-observation timeline (Store.timeline_export) with each person's baseline taken out of the
+    expressions, valence, arousal and blendshapes (head pose, attention and scores stay raw), people without
+    enough baseline dropped, and a ``baseline`` column saying what was done."""
+    if baseline is None:
+        return timeline, None
+    from .analytics import BLENDSHAPE_SIGNALS
+
+    exported = {s: ("bs_neutral" if s == "bs__neutral" else s) for s in (*CORRECTED_SIGNALS, *BLENDSHAPE_SIGNALS)}
+    signals = tuple(s for s, col in exported.items() if col in timeline.columns)
+    stats, window = baseline_stats(store, run_id, clip_id, baseline, signals)
+    unit = unit_of(stats) if stats.height else "person_id"
+    ok = stats.filter(pl.col("baseline_s") >= baseline.min_seconds).rename({unit: "person_id"})
+    everyone = timeline["person_id"].n_unique()
+    out = timeline.join(ok, on="person_id", how="inner")
+    if baseline.correction == "subtract":
+        fixed = [(pl.col(exported[s]) - pl.col(f"{s}__base")).alias(exported[s]) for s in signals]
+    else:
+        fixed = [((pl.col(exported[s]) - pl.col(f"{s}__base")) / pl.col(f"{s}__spread")).alias(exported[s])
+                 for s in signals]  # fmt: skip
+    kept = out["person_id"].n_unique()
+    result = BaselineResult(baseline, kept, everyone - kept, window)
+    out = out.with_columns(fixed).select(timeline.columns).with_columns(pl.lit(result.describe()).alias("baseline"))
+    return out, result

@@ -306,6 +306,16 @@ def _write(df, fmt: str, path: Path) -> None:
         df.write_parquet(path)
 
 
+BASELINE_OPT = typer.Option(
+    None, "--baseline",
+    help="Per-person baseline: START-END (seconds of stimulus time, e.g. 0-5), first:N (each person's first N s), "
+         "median, or marker[:NAME] (an event marker, 'baseline' by default).", metavar="SPEC",
+)  # fmt: skip
+CORRECTION_OPT = typer.Option(
+    "subtract", "--baseline-correction", help="subtract, or z (a z-score against the baseline's spread).", metavar="HOW"
+)  # fmt: skip
+
+
 @app.command()
 def export(
     db: Path | None = DB_OPT,
@@ -325,10 +335,18 @@ def export(
     model: str | None = typer.Option(
         None, "--model", help="Use the run of this model (default: latest done).", metavar="NAME"
     ),
+    baseline: str | None = BASELINE_OPT,
+    correction: str = CORRECTION_OPT,
 ) -> None:
-    """Write a clip's timeline or aggregate curve as CSV or Parquet."""
-    from .analytics import aggregate, timeline_export
+    """Write a clip's timeline or aggregate curve as CSV or Parquet (with --baseline: each person's baseline taken
+    out, and a baseline column saying which)."""
+    import polars as pl
+
+    from .analytics import aggregate_face_bins, face_bins, timeline_export
+    from .baseline import correct_timeline, corrected_face_bins, parse_baseline
     from .store import Store
+
+    base = parse_baseline(baseline, correction)
 
     if what not in ("timeline", "aggregate", "summary"):
         raise ValueError(f"--what must be timeline, aggregate or summary, got {what!r}")
@@ -339,20 +357,30 @@ def export(
     run_id = store.best_run(clip_id, model)
     if run_id is None:
         raise ValueError(f"clip {clip_id} has no run{' with model ' + model if model else ''}")
+    result = None
     if what == "summary":
-        df = clip_summary(store, clip_id, run_id, bin_s)
+        df, result = clip_summary(store, clip_id, run_id, bin_s, baseline=base)
+    elif what == "timeline":
+        df, result = correct_timeline(store, clip_id=clip_id, run_id=run_id,
+                                      timeline=timeline_export(store, clip_id, run_id), baseline=base)  # fmt: skip
     else:
-        df = timeline_export(store, clip_id, run_id) if what == "timeline" else aggregate(store, run_id, bin_s)
+        fb, result = corrected_face_bins(store, run_id, clip_id, face_bins(store, run_id, bin_s), base)
+        df = aggregate_face_bins(fb, bin_s, clip_bounds=base is None)
+    if result is not None and "baseline" not in df.columns:
+        df = df.with_columns(pl.lit(result.describe()).alias("baseline"))
     _write(df, fmt, out_path)
-    err.print(f"wrote {df.height:,} rows to {out_path}")
+    err.print(f"wrote {df.height:,} rows to {out_path}" + (f" ({result.describe()})" if result else ""))
 
 
-def clip_summary(store, clip_id: str, run_id: int, bin_s: float = 1.0, threshold: float = 0.5):
-    """The per-signal summary of a clip's run (analytics.expression_summary), as every screen shows it."""
+def clip_summary(store, clip_id: str, run_id: int, bin_s: float = 1.0, threshold: float = 0.5, baseline=None):
+    """The per-signal summary of a clip's run (analytics.expression_summary), as every screen shows it, and what
+    the baseline did (None without one)."""
     from .analytics import SIGNALS, expression_summary, face_bins
+    from .baseline import corrected_face_bins
 
     clip = store.clip(clip_id)
-    return expression_summary(face_bins(store, run_id, bin_s, SIGNALS), bin_s, threshold, clip["duration_s"])
+    fb, result = corrected_face_bins(store, run_id, clip_id, face_bins(store, run_id, bin_s, SIGNALS), baseline)
+    return expression_summary(fb, bin_s, threshold, clip["duration_s"]), result
 
 
 @app.command()
@@ -371,7 +399,7 @@ def summary(
     run_id = store.best_run(clip_id)
     if run_id is None:
         raise ValueError(f"clip {clip_id} has not been processed")
-    df = clip_summary(store, clip_id, run_id, 1.0, threshold)
+    df, _ = clip_summary(store, clip_id, run_id, 1.0, threshold)
     if as_json:
         print(df.write_json())
         return
@@ -388,16 +416,6 @@ def summary(
     out.print(Text(f"{pr.photo_words(people) if photo else pr.people_words(people)}. {pr.MEAN_OVER_PEOPLE.name}: "
                    f"{pr.MEAN_OVER_PEOPLE.definition}"), style="dim")  # fmt: skip
     out.print(f"[dim]{CAVEAT}[/dim]")
-
-
-BASELINE_OPT = typer.Option(
-    None, "--baseline",
-    help="Per-person baseline: START-END (seconds of stimulus time, e.g. 0-5), first:N (each person's first N s), "
-         "median, or marker[:NAME] (an event marker, 'baseline' by default).", metavar="SPEC",
-)  # fmt: skip
-CORRECTION_OPT = typer.Option(
-    "subtract", "--baseline-correction", help="subtract, or z (a z-score against the baseline's spread).", metavar="HOW"
-)  # fmt: skip
 
 
 def _finite(row: dict) -> dict:

@@ -124,3 +124,16 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subpro
         [sys.executable, "-m", "ferpipe.cli", *args],
         capture_output=True, text=True, stdin=subprocess.DEVNULL, env=full_env, timeout=timeout,
     )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def demo_library(tmp_path_factory):
+    """The README's demo library, made by the real command: (database, {title: clip id})."""
+    import polars as pl
+
+    db = tmp_path_factory.mktemp("demo") / "demo.duckdb"
+    r = run_cli("demo", "--no-dashboard", "--db", str(db), timeout=900)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("clips", "--db", str(db), "--json")
+    clips = pl.read_json(r.stdout.encode())
+    return db, dict(zip(clips["title"].to_list(), clips["clip_id"].to_list(), strict=True))

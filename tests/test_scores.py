@@ -113,3 +113,47 @@ def test_norm_index_and_the_composite_needs_ten_clips(store):
     assert len(full.norm_clips) == 10 and full.engagement is not None
     # expressiveness (1 - neutral = happy) is the highest of all: index 100; attention is unknown here (no mesh)
     assert full.engagement_parts["expressiveness"] == 100
+
+
+def test_demo_grid_with_a_baseline_marker_over_its_first_3_s(demo_library, tmp_path):
+    """Real media: the audience grid with a 'baseline' marker over 0-3 s. Subtracted, every person's corrected
+    readings average 0 over that window, for every expression, in the timeline and per-second exports; the
+    summary, the scores and the export say which baseline was used and how many people were left out."""
+    import json
+    import shutil
+
+    from conftest import run_cli
+
+    from ferpipe.types import EXPRESSIONS
+
+    db = tmp_path / "demo.duckdb"
+    shutil.copy(demo_library[0], db)
+    grid = demo_library[1]["Audience grid (10 people)"]
+    assert run_cli("markers", "add", "--db", str(db), "--clip", grid, "--name", "baseline", "--at", "0",
+                   "--to", "3").returncode == 0  # fmt: skip
+    paths = {w: tmp_path / f"{w}.csv" for w in ("timeline", "aggregate")}
+    for what, path in paths.items():
+        r = run_cli("export", "--db", str(db), "--clip", grid, "--what", what, "--baseline", "marker",
+                    "--bin-s", "1", "--out", str(path))  # fmt: skip
+        assert r.returncode == 0, r.stderr
+    timeline = pl.read_csv(paths["timeline"])
+    assert timeline["baseline"].unique().to_list()[0].startswith("baseline: the marker 'baseline', subtracted")
+    window = timeline.filter(pl.col("timestamp_s") < 3)
+    people = window["person_id"].n_unique()
+    assert people >= 5
+    means = window.group_by("person_id").agg(pl.col(e).mean() for e in EXPRESSIONS)
+    for e in EXPRESSIONS:
+        assert means[e].abs().max() < 1e-6, e
+    r = run_cli("export", "--db", str(db), "--clip", grid, "--what", "timeline", "--out", str(tmp_path / "raw.csv"))
+    assert r.returncode == 0 and "baseline" not in pl.read_csv(tmp_path / "raw.csv").columns
+    assert pl.read_csv(tmp_path / "raw.csv")["happy"].min() >= 0  # stored readings are untouched
+    agg = pl.read_csv(paths["aggregate"])
+    assert agg["baseline"].str.contains("left out|subtracted").all()
+    r = run_cli("scores", "--db", str(db), "--clip", grid, "--baseline", "marker", "--json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["baseline"].startswith("baseline: the marker 'baseline'") and got["threshold"] == 0.2
+    assert {m["metric"] for m in got["metrics"]} == set(METRIC_KEYS)
+    assert got["engagement"] is None  # the demo library has under 10 videos
+    r = run_cli("scores", "--db", str(db), "--clip", grid, "--baseline", "marker:intro")
+    assert r.returncode != 0 and "no event marker named 'intro'" in r.stderr

@@ -37,15 +37,8 @@ def _percent(text: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """The README's demo library, made by the real command."""
-    db = tmp_path_factory.mktemp("client") / "demo.duckdb"
-    r = run_cli("demo", "--no-dashboard", "--db", str(db), timeout=900)
-    assert r.returncode == 0, r.stderr
-    r = run_cli("clips", "--db", str(db), "--json")
-    clips = pl.read_json(r.stdout.encode())
-    ids = dict(zip(clips["title"].to_list(), clips["clip_id"].to_list(), strict=True))
-    return db, ids
+def demo(demo_library):
+    return demo_library
 
 
 def _open_expanders(page) -> None:
