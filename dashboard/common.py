@@ -71,3 +71,45 @@ def chart_config() -> dict:
     """Plotly's download button on every chart: PNG (twice the screen size) or SVG, as chosen in the sidebar."""
     fmt = st.session_state.get("chart_format", "png")
     return {"displaylogo": False, "toImageButtonOptions": {"format": fmt, "scale": 2 if fmt == "png" else 1}}
+
+
+BASELINE_CHOICES = {
+    "none": "None (raw readings)",
+    "first": "Each person's first seconds in view",
+    "interval": "An interval of stimulus time",
+    "marker": "An event marker",
+    "median": "Each person's own median",
+}
+
+
+def baseline_control(key: str, markers: list[str] | None = None, duration_s: float = 0.0):
+    """The per-person baseline setting (ferpipe.types.Baseline, or None for raw readings), in an expander."""
+    from ferpipe.types import Baseline
+
+    with st.expander("Baseline correction (per person)"):
+        st.caption("Takes each person's resting face out of their readings before they are averaged: one person's "
+                   "neutral face may read 0.3 sad, another's 0.3 angry. Stored readings are not changed.")  # fmt: skip
+        b1, b2, b3 = st.columns([2, 2, 1])
+        kind = b1.selectbox("Baseline", list(BASELINE_CHOICES), format_func=BASELINE_CHOICES.get, key=f"{key}_kind")
+        if kind == "none":
+            return None
+        how = b3.radio("Correction", ["subtract", "z"], key=f"{key}_how",
+                       format_func={"subtract": "subtract", "z": "z-score"}.get)  # fmt: skip
+        if kind == "first":
+            n = b2.number_input("Seconds", 0.5, 600.0, 3.0, 0.5, key=f"{key}_first")
+            return Baseline("first", how, first_s=float(n))
+        if kind == "interval":
+            top = max(float(duration_s or 0.0), 1.0)
+            lo, hi = b2.slider("Stimulus time (s)", 0.0, top, (0.0, min(3.0, top)), 0.5, key=f"{key}_span")
+            if not hi > lo:
+                st.warning("Pick an interval longer than 0 s.")
+                return None
+            return Baseline("interval", how, start_s=float(lo), end_s=float(hi))
+        if kind == "marker":
+            names = sorted(set(markers or []))
+            if not names:
+                st.warning("This clip has no event markers; add an interval marker (e.g. 'baseline') first.")
+                return None
+            default = names.index("baseline") if "baseline" in names else 0
+            return Baseline("marker", how, marker=b2.selectbox("Marker", names, index=default, key=f"{key}_marker"))
+        return Baseline("median", how)

@@ -131,13 +131,20 @@ def apply_baseline(fb: pl.DataFrame, stats: pl.DataFrame, baseline: Baseline,
     return out, kept, everyone - kept
 
 
+NOT_CORRECTED: tuple[str, ...] = ("attentive", "yaw_deg", "pitch_deg", "roll_deg", "eye_openness", "blink_rate")
+"""Signals a baseline leaves raw: attention, head pose and eye openness describe where a face is turned, not what
+it displays."""
+
+
 def corrected_face_bins(store: Store, run_id: int, clip_id: str, fb: pl.DataFrame, baseline: Baseline | None,
                         quality: QualityFilter | None = None) -> tuple[pl.DataFrame, BaselineResult | None]:  # fmt: skip
-    """The per-(bin, person) means ``fb`` of a run with the baseline taken out (every signal they carry), and
-    what was done; ``fb`` unchanged and None without a baseline."""
+    """The per-(bin, person) means ``fb`` of a run with the baseline taken out of every signal they carry
+    (expressions, valence/arousal, blendshapes and AU proxies; attention and head pose stay raw), and what was
+    done; ``fb`` unchanged and None without a baseline."""
     if baseline is None:
         return fb, None
-    signals = tuple(c for c in fb.columns if c not in ("bin", "clip_id", "person_id", "face_id", "n_obs"))
+    keys = ("bin", "clip_id", "person_id", "face_id", "n_obs", *NOT_CORRECTED)
+    signals = tuple(c for c in fb.columns if c not in keys)
     stats, window = baseline_stats(store, run_id, clip_id, baseline, signals, quality)
     out, kept, left = apply_baseline(fb, stats, baseline, signals)
     log.info("%s: %d people kept, %d left out", baseline.describe(), kept, left)

@@ -57,10 +57,12 @@ def y_title(signals: list[str]) -> str:
 
 def curves_figure(agg: pl.DataFrame, signals: list[str], x: str = "t_s", title: str = "",
                   x_title: str = "video time (s)", marker_t: float | None = None, names: dict | None = None,
-                  markers: list[tuple[str, float, float | None]] | None = None) -> go.Figure:  # fmt: skip
+                  markers: list[tuple[str, float, float | None]] | None = None,
+                  y_label: str | None = None) -> go.Figure:  # fmt: skip
     """Mean curves with 95% CI bands, and the number of faces in view underneath.
 
-    names: legend names by signal; markers: (label, start_s, end_s or None) drawn on the curves.
+    names: legend names by signal; markers: (label, start_s, end_s or None) drawn on the curves; y_label: the y
+    axis's title where it is not the signals' own (baseline-corrected readings).
     """
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.78, 0.22], vertical_spacing=0.04)
     t = agg[x].to_numpy()
@@ -81,7 +83,7 @@ def curves_figure(agg: pl.DataFrame, signals: list[str], x: str = "t_s", title: 
     if marker_t is not None:
         fig.add_vline(x=marker_t, line_dash="dash", line_color="#444")
     add_markers(fig, markers)
-    fig.update_yaxes(title_text=y_title(signals), row=1, col=1)
+    fig.update_yaxes(title_text=y_label or y_title(signals), row=1, col=1)
     fig.update_yaxes(title_text=what, row=2, col=1, rangemode="tozero", tickformat="d", dtick=max(1, int(np.ceil(
         (counts.max() or 1) / 4))) if agg.height else 1)  # fmt: skip
     fig.update_xaxes(title_text=x_title, row=2, col=1)

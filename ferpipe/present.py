@@ -192,12 +192,18 @@ SCORE_METRICS: dict[str, Metric] = {
 """ferpipe.scores' metric keys to their names and definitions."""
 
 
+def level_kind(correction: str | None) -> str:
+    """How a reading's level reads: a share of probability raw, points above the person's baseline when it is
+    subtracted, standard deviations for z-scores."""
+    return {None: "share", "subtract": "points", "z": "z"}[correction]
+
+
 def score_kind(metric: str, correction: str | None) -> str:
     """How a score metric's value reads: level metrics as shares of probability on raw readings, as points above
     the baseline when it is subtracted, as standard deviations for z-scores; the others as they are."""
     m = SCORE_METRICS[metric]
-    if metric in ("peak", "end_level", "hook") and correction is not None:
-        return "points" if correction == "subtract" else "z"
+    if metric in ("peak", "end_level", "hook"):
+        return level_kind(correction)
     if metric == "auc" and correction == "z":
         return "score"
     return m.kind

@@ -2,10 +2,12 @@
 
 import polars as pl
 import streamlit as st
-from common import caveat, chart_config, clip_picker, plain, store
+from common import baseline_control, caveat, chart_config, clip_picker, plain, store
 
 from ferpipe import analytics as an
 from ferpipe import present as pr
+from ferpipe import scores as sc
+from ferpipe.baseline import corrected_face_bins
 from ferpipe.confidence import LOW_CONFIDENCE
 from ferpipe.errors import FerpipeError
 from ferpipe.figures import curves_figure, face_figure, photo_figure, share_figure
@@ -57,6 +59,8 @@ with s.reading():  # one read connection for the whole page (a write inside step
             )),
         )  # fmt: skip
 
+    INTERVAL_MARKERS = s.markers(clip["clip_id"]).filter(pl.col("end_s").is_not_null())["name"].to_list()
+    BASELINE = None if PHOTO else baseline_control("clip_baseline", INTERVAL_MARKERS, duration)
     offset = float(clip["stimulus_offset_s"] or 0)
     stimulus = clip["stimulus_clip_id"]
     if not PHOTO:  # markers and stimulus time belong to a timeline
@@ -145,7 +149,21 @@ with s.reading():  # one read connection for the whole page (a write inside step
         if PHOTO:
             photo(fb)
             return
-        agg = shifted(an.smooth(an.aggregate_face_bins(fb, bin_s), window))
+        based = None
+        if BASELINE is not None:
+            try:
+                fb, based = corrected_face_bins(s, run_id, clip["clip_id"], fb, BASELINE, quality)
+                fb_signals, _ = corrected_face_bins(s, run_id, clip["clip_id"], fb_signals, BASELINE)
+            except ValueError as exc:
+                st.error(plain(exc))
+            else:
+                st.info(f"{based.describe()[0].upper()}{based.describe()[1:]}: the curves, tiles, peaks and scores "
+                        f"below are changes from each person's baseline ({based.kept} people kept). Attention and "
+                        "head pose stay raw.")  # fmt: skip
+        LEVEL = pr.level_kind(based.baseline.correction if based else None)
+        Y_LABEL = (None if based is None else "change from baseline" +
+                   (" (probability)" if LEVEL == "points" else " (SD of the baseline)"))  # fmt: skip
+        agg = shifted(an.smooth(an.aggregate_face_bins(fb, bin_s, clip_bounds=based is None), window))
         if live_edge is not None:
             agg = agg.filter(pl.col("t_s") >= live_edge - shift - LIVE_WINDOW_S)
         if agg.is_empty():
@@ -162,7 +180,7 @@ with s.reading():  # one read connection for the whole page (a write inside step
         t_sel = st.session_state.get("t_sel", float(agg["t_s"][0]))
         left, right = st.columns([3, 2])
         left.plotly_chart(
-            curves_figure(agg, exprs or ["neutral"], x_title=xt, marker_t=t_sel, markers=MARKS),
+            curves_figure(agg, exprs or ["neutral"], x_title=xt, marker_t=t_sel, markers=MARKS, y_label=Y_LABEL),
             config=chart_config(),
             key="curves",
         )
@@ -180,7 +198,8 @@ with s.reading():  # one read connection for the whole page (a write inside step
                     st.image(frame_at(s.clip(stimulus)["path"], t_sel * 1000), width="stretch")
                 except FerpipeError as exc:
                     st.caption(plain(exc))
-        tiles(fb)
+        tiles(fb, LEVEL)
+        scores_panel(based)
         st.subheader("% of faces whose strongest expression is each one")
         st.caption("Per bin, the share of faces in view whose top expression (of its bin mean) is X.")
         st.plotly_chart(share_figure(shifted(an.top_expression_share(fb, bin_s))), config=chart_config(), key="shares")
@@ -192,7 +211,7 @@ with s.reading():  # one read connection for the whole page (a write inside step
             st.caption("No moment stands out that far for the expressions picked.")
         else:
             p1, p2 = st.columns([3, 1])
-            p1.dataframe(pr.table(pk, labels={"t_s": "At"}), hide_index=True, on_select="rerun",
+            p1.dataframe(pr.table(pk, labels={"t_s": "At"}, kinds={"value": LEVEL}), hide_index=True, on_select="rerun",
                          selection_mode="single-row", key="peaks")  # fmt: skip
             if rows and rows[0] < pk.height:  # the clicked moment, here where the click was (the slider is above)
                 t_peak = float(pk["t_s"][rows[0]])
@@ -222,7 +241,15 @@ with s.reading():  # one read connection for the whole page (a write inside step
         st.subheader("Valence and arousal (derived)")
         st.caption("Derived from the seven probabilities through Russell's circumplex; not a measurement.")
         st.plotly_chart(
-            curves_figure(agg, ["valence", "arousal"], x_title=xt, markers=MARKS), config=chart_config(), key="va"
+            curves_figure(
+                agg,
+                ["valence", "arousal"],
+                x_title=xt,
+                markers=MARKS,
+                y_label=None if based is None else "change from baseline (valence / arousal)",
+            ),
+            config=chart_config(),
+            key="va",
         )
         attention(run, fb_signals)
 
@@ -271,7 +298,7 @@ with s.reading():  # one read connection for the whole page (a write inside step
             st.plotly_chart(curves_figure(fa, chosen, x_title=xt, names={k: an.SIGNAL_INFO[k].label for k in chosen}),
                             config=chart_config(), key="actions")  # fmt: skip
 
-    def tiles(fb: pl.DataFrame) -> None:
+    def tiles(fb: pl.DataFrame, level: str = "share") -> None:
         """The clip's mean over people of each expression, named and rounded by ferpipe.present (as in Compare, the
         reports and `ferpipe summary`)."""
         st.subheader(pr.MEAN_OVER_PEOPLE.name)
@@ -279,7 +306,47 @@ with s.reading():  # one read connection for the whole page (a write inside step
         summ = an.expression_summary(fb, bin_s, duration_s=duration)
         values = dict(zip(summ["signal"], summ["mean_over_people"], strict=True))
         for col, e in zip(st.columns(len(EXPRESSIONS)), EXPRESSIONS, strict=True):
-            col.metric(e, pr.MEAN_OVER_PEOPLE.format(values.get(e)))
+            col.metric(e, pr.format_value(values.get(e), level))
+
+    def scores_panel(based) -> None:
+        """The named ad-research metrics of one expression, with 95% intervals over people and indices 1-100
+        against a norm set (ferpipe.scores), and the derived engagement composite where the norm set allows."""
+        st.subheader("Scores")
+        g1, g2, g3, g4 = st.columns([2, 1, 1, 2])
+        signal = g1.selectbox("Scored signal", list(an.SIGNALS), index=list(an.SIGNALS).index("happy"),
+                              key="score_signal")  # fmt: skip
+        default_t = sc.DEFAULT_THRESHOLDS[based.baseline.correction if based else None]
+        threshold = g2.number_input("Reaction threshold", -10.0, 10.0, float(default_t), 0.05, key="score_threshold")
+        hook = g3.number_input("Hook: first seconds", 1.0, 120.0, 5.0, 1.0, key="score_hook")
+        tags = s.tags()
+        norm_sets = ["the whole library", *[f"{k}={v}" for k, v in tags.select("key", "value").unique()
+                                             .sort("key", "value").iter_rows()]]  # fmt: skip
+        norm_set = g4.selectbox("Norm set", norm_sets, key="score_norms")
+        tag = None if norm_set == norm_sets[0] else tuple(norm_set.split("=", 1))
+        settings = sc.ScoreSettings(signal=signal, threshold=float(threshold), hook_s=float(hook), bin_s=float(bin_s))
+        base = based.baseline if based else None
+        try:
+            mine = sc.clip_scores(s, clip["clip_id"], settings, base, quality)
+            ns = sc.norm_scores(s, clip["clip_id"], settings, base, tag)
+        except ValueError as exc:
+            st.error(plain(exc))
+            return
+        st.dataframe(pr.score_table(mine.summary, base.correction if base else None, ns.table), hide_index=True)
+        words = based.describe() if based else "no baseline (raw readings)"
+        st.caption(f"Each metric is taken per person on their {signal} curve ({bin_s:g} s bins), then averaged over "
+                   f"people, with a 95% interval over people. Threshold {mine.threshold:g}; {words}. Norm set: "
+                   f"{plain(ns.norm_name)}, {len(ns.norm_clips)} clips. {pr.INDEX.definition}")  # fmt: skip
+        if ns.engagement is None:
+            st.caption(f"{pr.ENGAGEMENT.name}: not shown, the norm set has {len(ns.norm_clips)} clips (it needs "
+                       f"{pr.ENGAGEMENT_MIN_NORMS}).")  # fmt: skip
+        else:
+            st.metric(pr.ENGAGEMENT.name, pr.ENGAGEMENT.format(ns.engagement), help=pr.ENGAGEMENT.definition)
+            st.caption(f"{pr.ENGAGEMENT.definition} Attention index {pr.INDEX.format(ns.engagement_parts['attention'])}, "
+                       f"expressiveness index {pr.INDEX.format(ns.engagement_parts['expressiveness'])}.")  # fmt: skip
+        with st.expander("What each score means"):
+            st.dataframe(pr.table(pl.DataFrame({"metric": [m.name for m in pr.SCORE_METRICS.values()],
+                                                "definition": [m.definition for m in pr.SCORE_METRICS.values()]})
+                                  ), hide_index=True)  # fmt: skip
 
     def photo(fb: pl.DataFrame) -> None:
         """A photo: its faces side by side and a table per face, no time axis."""

@@ -371,3 +371,23 @@ def test_clip_view_of_a_live_clip_follows_its_edge_and_draws_the_curves(app, see
     finally:
         sql(("UPDATE runs SET status = 'done' WHERE clip_id = ?", [clip]),
             ("UPDATE clips SET live_t0 = NULL WHERE clip_id = ?", [clip]))  # fmt: skip
+
+
+def test_clip_view_scores_and_baseline(app, seeded_db):
+    """The Scores panel: every named metric with its interval and index; a first-seconds baseline turns the tiles
+    and level scores into changes from each person's baseline and says so."""
+    app.query_params["clip"] = seeded_db[1]["audience_grid.mp4"]
+    app.switch_page("views/clip.py").run()
+    _ok(app)
+    scores = next(df.value for df in app.dataframe if "95% interval" in df.value.columns)
+    assert list(scores["Metric"])[:3] == ["Peak", "Peak time", "End level"] and len(scores) == 9
+    assert scores.loc[scores["Metric"] == "Peak", "Value"].iloc[0].endswith("%")
+    assert any("Engagement (derived): not shown" in c.value for c in app.caption)  # 3 clips in the library
+    raw_tiles = [m.value for m in app.metric[:7]]
+    app.selectbox(key="clip_baseline_kind").set_value("first").run()
+    _ok(app)
+    assert any(i.value.startswith("Baseline: each person's first 3 s in view, subtracted") for i in app.info)
+    tiles = [m.value for m in app.metric[:7]]
+    assert tiles != raw_tiles and all(t.endswith(" pts") or t == "0 pts" for t in tiles)
+    scores = next(df.value for df in app.dataframe if "95% interval" in df.value.columns)
+    assert scores.loc[scores["Metric"] == "Peak", "Value"].iloc[0].endswith(" pts")
