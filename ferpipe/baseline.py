@@ -181,3 +181,40 @@ def correct_timeline(store: Store, run_id: int, clip_id: str, timeline: pl.DataF
     result = BaselineResult(baseline, kept, everyone - kept, window)
     out = out.with_columns(fixed).select(timeline.columns).with_columns(pl.lit(result.describe()).alias("baseline"))
     return out, result
+
+
+def correct_observations(store: Store, obs: pl.DataFrame, baseline: Baseline | None,
+                         signals: tuple[str, ...]) -> tuple[pl.DataFrame, int, int]:  # fmt: skip
+    """Observations of several clips (analytics.clip_observations: clip_id, a unit column, the signals) with each
+    person's baseline (from their clip's shown run) taken out; people without enough baseline are dropped, and
+    so is a clip the baseline cannot apply to (no such marker). Returns (observations, people kept, left out)."""
+    if baseline is None or obs.is_empty():
+        return obs, (obs.select("clip_id", unit_of(obs)).n_unique() if obs.height else 0), 0
+    unit = unit_of(obs)
+    signals = tuple(s for s in _check_signals(signals) if s in obs.columns and s not in NOT_CORRECTED)
+    parts = []
+    for cid in obs["clip_id"].unique().sort().to_list():
+        run_id = store.best_run(cid)
+        if run_id is None:
+            continue
+        try:
+            stats, _ = baseline_stats(store, run_id, cid, baseline, signals)
+        except ValueError:
+            continue
+        if stats.height:
+            stats = stats.rename({unit_of(stats): unit}) if unit_of(stats) != unit else stats
+            parts.append(
+                stats.filter(pl.col("baseline_s") >= baseline.min_seconds).with_columns(pl.lit(cid).alias("clip_id"))
+            )
+    everyone = obs.select("clip_id", unit).n_unique()
+    if not parts:
+        return obs.head(0), 0, everyone
+    stats = pl.concat(parts, how="diagonal_relaxed")
+    out = obs.join(stats, on=["clip_id", unit], how="inner")
+    if baseline.correction == "subtract":
+        fixed = [(pl.col(s) - pl.col(f"{s}__base")).alias(s) for s in signals]
+    else:
+        fixed = [((pl.col(s) - pl.col(f"{s}__base")) / pl.col(f"{s}__spread")).alias(s) for s in signals]
+    out = out.with_columns(fixed).select(obs.columns)
+    kept = out.select("clip_id", unit).n_unique() if out.height else 0
+    return out, kept, everyone - kept

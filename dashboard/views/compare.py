@@ -3,10 +3,12 @@ markers and norms."""
 
 import polars as pl
 import streamlit as st
-from common import caveat, chart_config, plain, store
+from common import baseline_control, caveat, chart_config, plain, store
 
 from ferpipe import analytics as an
 from ferpipe import present as pr
+from ferpipe import scores as sc
+from ferpipe.baseline import correct_observations
 from ferpipe.figures import overlay_figure
 from ferpipe.frames import is_image
 from ferpipe.report import comparison_table
@@ -87,18 +89,31 @@ if len(groups) < 2 or any(not ids for ids in groups.values()):
     st.info("Pick two or more clips, or two segments that each contain a processed clip.")
     st.stop()
 
-aggs, person_tables, rows = {}, {}, []
+in_groups = sorted({c for ids in groups.values() for c in ids})
+common_marks = set.intersection(*[set(s.markers(c).filter(pl.col("end_s").is_not_null())["name"].to_list())
+                                  for c in in_groups]) if in_groups else set()  # fmt: skip
+BASELINE = baseline_control("compare_baseline", sorted(common_marks), max(durations[c] or 0 for c in in_groups))
+based_note = []
+aggs, person_tables, rows, keeps = {}, {}, [], {}
 for label, ids in groups.items():
     pm = an.person_means(s, ids, signals)
     obs = an.clip_observations(s, ids, signals)
+    if BASELINE is not None:  # each person's baseline out of their readings, then their means again
+        obs, kept, left = correct_observations(s, obs, BASELINE, signals)
+        fixed = an.face_means(obs, signals).drop("n_obs", "first_s", "last_s", strict=False)
+        pm = pm.drop([c for c in signals if c in pm.columns]).join(fixed, on=["clip_id", "person_id"], how="inner")
+        based_note.append(f"{plain(label)}: {kept} people kept" + (f", {left} left out" if left else ""))
+    keeps[label] = None
     if people_split is not None:  # keep the observations of the people with this attribute value
         key, value = people_split[0], (people_split[1] if label.endswith(f"={people_split[1]}") else people_split[2])
         keep = pm.filter(pl.col(key) == value).select("clip_id", "person_id") if key in pm.columns else pm.head(0)
+        keeps[label] = keep
         pm = pm.join(keep, on=["clip_id", "person_id"], how="semi")
         obs = obs.join(keep, on=["clip_id", "person_id"], how="semi") if "person_id" in obs.columns else obs.head(0)
     if normalised:
         obs = an.normalise_time(obs, {c: durations[c] for c in ids})
-    agg = an.aggregate_frame(obs, bin_s, signals)
+    agg = an.aggregate_face_bins(an.face_bins_frame(obs, bin_s, signals), bin_s, signals,
+                                 clip_bounds=BASELINE is None)  # fmt: skip
     aggs[label] = agg
     person_tables[label] = pm
     summ = an.summary(agg, obs, signal, threshold, bin_s=bin_s,
@@ -117,7 +132,11 @@ if len(groups) >= 1 and not normalised and all(len(ids) == 1 for ids in groups.v
     marks = [(m["name"], m["start_s"], m["end_s"]) for m in s.markers(first).iter_rows(named=True)]
 fig = overlay_figure(aggs, signal, x_title=x_title, markers=marks)
 info = an.SIGNAL_INFO[signal]
-if info.lo is not None and info.hi is not None:
+if BASELINE is not None:
+    st.info(f"{BASELINE.describe()[0].upper()}{BASELINE.describe()[1:]} ({'; '.join(based_note)}): the curves, the "
+            "summary and the tests are changes from each person's baseline.")  # fmt: skip
+    fig.update_yaxes(title_text="change from baseline")
+elif info.lo is not None and info.hi is not None:
     fig.update_yaxes(range=[info.lo, info.hi])
 st.plotly_chart(fig, config=chart_config(), key="overlay")
 st.subheader("Summary")
@@ -126,11 +145,14 @@ st.caption(f"{pr.MEAN_OVER_PEOPLE.name}: {pr.MEAN_OVER_PEOPLE.definition} {pr.ME
            f"{pr.MEAN_OVER_TIME.definition} Then the peak, when it comes, and the time the curve stays above "
            f"{threshold:g}. People are counted once however many times they left and came back.")  # fmt: skip
 kind = "share" if info.lo == 0.0 and info.hi == 1.0 else ("score", 2)
+if BASELINE is not None and kind == "share":
+    kind = pr.level_kind(BASELINE.correction)
 time_kind = ("score", 0) if normalised else "seconds"
 st.dataframe(pr.table(pl.DataFrame(rows), kinds={"mean_over_people": kind, "mean_over_time": kind, "peak": kind,
                                                  "peak_at": time_kind, "time_above": time_kind},
-                      labels={"clip or segment": "Clip or segment", "clips": "Clips", "peak_at": f"Peak at ({unit})",
-                              "time_above": f"Time above {threshold:g} ({unit})"}),
+                      labels={"clip or segment": "Clip or segment", "clips": "Clips",
+                              "peak_at": "Peak at" + (" (% of clip)" if normalised else ""),
+                              "time_above": f"Time above {threshold:g}" + (" (% of clip)" if normalised else "")}),
              hide_index=True)  # fmt: skip
 
 labels = list(person_tables)
@@ -146,6 +168,43 @@ st.caption(
 )
 table = an.compare_table(a, b, method, signals=signals)
 st.dataframe(comparison_table(table), hide_index=True)
+
+st.subheader(f"Scores: {plain(labels[0])} vs {plain(labels[1])}")
+k1, k2 = st.columns(2)
+score_threshold = k1.number_input("Reaction threshold", -10.0, 10.0,
+                                  float(sc.DEFAULT_THRESHOLDS[BASELINE.correction if BASELINE else None]), 0.05,
+                                  key="compare_score_threshold")  # fmt: skip
+hook = k2.number_input("Hook: first seconds", 1.0, 120.0, 5.0, 1.0, key="compare_hook")
+if signal not in an.SIGNALS:
+    st.caption("Scores are taken on an expression, valence or arousal: pick one of them as the signal above.")
+else:
+    settings = sc.ScoreSettings(signal=signal, threshold=float(score_threshold), hook_s=float(hook))
+    group_scores = {}
+    for label in labels[:2]:
+        got = sc.clip_scores(s, groups[label], settings, BASELINE)
+        people = got.people if keeps[label] is None else got.people.join(keeps[label], on=["clip_id", "person_id"],
+                                                                           how="semi")  # fmt: skip
+        group_scores[label] = (people, sc.summarise(people))
+    corr = BASELINE.correction if BASELINE else None
+    st.caption(f"Each metric is taken per person on their {signal} curve, then averaged over people (95% interval "
+               f"over people); the test compares the two groups' person values ({method}). Threshold "
+               f"{settings.threshold_for(BASELINE):g}, hook: the first {hook:g} s.")  # fmt: skip
+    side = st.columns(2)
+    for col, label in zip(side, labels[:2], strict=True):
+        col.markdown(f"**{plain(label)}**")
+        col.dataframe(pr.score_table(group_scores[label][1], corr), hide_index=True)
+    (pa, _), (pb, _) = group_scores[labels[0]], group_scores[labels[1]]
+    tests = []
+    for m in sc.METRIC_KEYS:
+        xa = pa[m].drop_nulls().drop_nans().to_numpy()
+        xb = pb[m].drop_nulls().drop_nans().to_numpy()
+        r = an.compare_groups(xa, xb, method)
+        tests.append({"Metric": pr.SCORE_METRICS[m].name, "A": pr.format_value(r["mean_a"], pr.score_kind(m, corr)),
+                      "B": pr.format_value(r["mean_b"], pr.score_kind(m, corr)),
+                      "Hedges' g": pr.format_value(r["hedges_g"], "effect"), "p-value": pr.format_value(r["p_value"], "p"),
+                      "People": f"{r['n_a']} vs {r['n_b']}",
+                      "Note": pr.not_tested(r["n_a"], r["n_b"]) or pr.MISSING})  # fmt: skip
+    st.dataframe(pl.DataFrame(tests), hide_index=True)
 
 with st.expander("Norms: how each clip ranks against others"):
     n1, n2 = st.columns(2)

@@ -391,3 +391,20 @@ def test_clip_view_scores_and_baseline(app, seeded_db):
     assert tiles != raw_tiles and all(t.endswith(" pts") or t == "0 pts" for t in tiles)
     scores = next(df.value for df in app.dataframe if "95% interval" in df.value.columns)
     assert scores.loc[scores["Metric"] == "Peak", "Value"].iloc[0].endswith(" pts")
+
+
+def test_compare_scores_and_baseline(app, seeded_db):
+    """Compare's Scores: both sides' metrics and a person-level test per metric; with a baseline the summary's levels
+    read as changes from baseline, and the page says how many people each side kept."""
+    app.switch_page("views/compare.py").run()
+    _ok(app)
+    tests = next(d.value for d in app.dataframe if {"Metric", "Hedges' g", "Note"} <= set(d.value.columns))
+    assert len(tests) == 9 and tests["People"].iloc[0] == "10 vs 2"
+    sides = [d.value for d in app.dataframe if "95% interval" in d.value.columns]
+    assert len(sides) == 2 and all(len(t) == 9 for t in sides)
+    app.selectbox(key="compare_baseline_kind").set_value("first").run()
+    _ok(app)
+    note = next(i.value for i in app.info if i.value.startswith("Baseline: each person's first 3 s in view"))
+    assert "10 people kept" in note and "2 people kept" in note  # group A, group B
+    summary = next(d.value for d in app.dataframe if "Clip or segment" in d.value.columns)
+    assert summary["Mean over people"].str.endswith("pts").all()
