@@ -508,13 +508,22 @@ def report(
     out_path: Path = typer.Option(..., "--out", help="Output file.", metavar="FILE"),
     bin_s: float = typer.Option(1.0, "--bin-s", help="Bin width in seconds.", metavar="S"),
     method: str = typer.Option("welch", "--test", help="welch or permutation, for comparisons.", metavar="TEST"),
+    baseline: str | None = BASELINE_OPT,
+    correction: str = CORRECTION_OPT,
+    signal: str = typer.Option(
+        "happy", "--score-signal", help="The expression the Scores section scores.", metavar="S"
+    ),
 ) -> None:
     """Write an aggregated report for one clip or a comparison of several."""
+    from .baseline import parse_baseline
     from .report import build_report, render
     from .store import Store
 
+    base = parse_baseline(baseline, correction)
     store = Store(_db(db, must_exist=True))
-    payload = render(build_report(store, [store.resolve_clip(c) for c in clip], bin_s=bin_s, method=method), fmt)
+    data = build_report(store, [store.resolve_clip(c) for c in clip], bin_s=bin_s, method=method, baseline=base,
+                        score_signal=signal)  # fmt: skip
+    payload = render(data, fmt)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_bytes(payload)
     err.print(f"wrote {out_path} ({len(payload) / 1024:.0f} KiB)")

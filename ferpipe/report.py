@@ -35,9 +35,10 @@ from .analytics import (
     person_means,
     person_table,
 )
+from .baseline import BaselineResult, corrected_face_bins
 from .frames import is_image
 from .store import QualityFilter, Store
-from .types import EXPRESSIONS
+from .types import EXPRESSIONS, Baseline
 
 FORMATS = ("html", "pdf", "csv", "parquet")
 FORMULA_PREFIXES = r"^[=+\-@\t\r]"
@@ -97,6 +98,14 @@ class ClipReport:
     markers: pl.DataFrame
     norms: pl.DataFrame
     person_table: pl.DataFrame  # one row per person: id, name, readings, means of the signals
+    based: BaselineResult | None = None  # what the baseline did (None: raw readings)
+    scores: object = None  # ferpipe.scores.ClipScores of the scored signal (videos)
+    norm_scores: object = None  # ferpipe.scores.NormScores of the same
+
+    @property
+    def level(self) -> str:
+        """How this clip's expression levels read: shares raw, points or SDs from each person's baseline."""
+        return pr.level_kind(self.based.baseline.correction if self.based else None)
 
     @property
     def processed(self) -> bool:
@@ -120,6 +129,8 @@ class ReportData:
     clips: list[ClipReport]
     comparisons: list[tuple[str, str, pl.DataFrame]] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)
+    baseline: Baseline | None = None
+    score_signal: str = "happy"
 
     @property
     def aggs(self) -> dict[str, pl.DataFrame]:
@@ -137,9 +148,11 @@ def _ordinal(value: float) -> str:
 
 
 def build_report(store: Store, clip_ids: list[str], bin_s: float = 1.0, method: str = "welch", threshold: float = 0.5,
-                 quality: QualityFilter | None = None, marker_window_s: float = 5.0) -> ReportData:  # fmt: skip
-    """Gather curves, summaries, peaks, attention, markers, norms, people and (for two or more clips) person-level
-    comparisons of every pair of clips, and write the findings in words."""
+                 quality: QualityFilter | None = None, marker_window_s: float = 5.0, baseline: Baseline | None = None,
+                 score_signal: str = "happy") -> ReportData:  # fmt: skip
+    """Gather curves, summaries, peaks, attention, markers, norms, scores, people and (for two or more clips)
+    person-level comparisons of every pair of clips, and write the findings in words. With a baseline, every
+    expression figure is a change from each person's baseline, and the report says so."""
     if not clip_ids:
         raise ValueError("a report needs at least one clip")
     if not 0 < threshold < 1:
@@ -151,7 +164,8 @@ def build_report(store: Store, clip_ids: list[str], bin_s: float = 1.0, method: 
         rows = clips_df.filter(pl.col("clip_id") == cid)
         if rows.is_empty():
             raise ValueError(f"unknown clip {cid!r}")
-        parts.append(_clip_part(store, rows.row(0, named=True), bin_s, threshold, quality, marker_window_s))
+        parts.append(_clip_part(store, rows.row(0, named=True), bin_s, threshold, quality, marker_window_s, baseline,
+                                score_signal))  # fmt: skip
     labels = [p.label for p in parts]
     if len(set(labels)) < len(labels):  # two clips with one title: tell them apart
         for p in parts:
@@ -159,7 +173,7 @@ def build_report(store: Store, clip_ids: list[str], bin_s: float = 1.0, method: 
     data = ReportData(
         title="Facial expression report: " + ", ".join(p.label for p in parts),
         generated_at=dt.datetime.now().strftime("%Y-%m-%d %H:%M"), bin_s=bin_s, threshold=threshold, method=method,
-        quality=quality.describe(), clips=parts,
+        quality=quality.describe(), clips=parts, baseline=baseline, score_signal=score_signal,
     )  # fmt: skip
     for a, b in itertools.combinations(parts, 2):
         ma = person_means(store, [a.clip["clip_id"]], SIGNALS)
@@ -170,7 +184,7 @@ def build_report(store: Store, clip_ids: list[str], bin_s: float = 1.0, method: 
 
 
 def _clip_part(store: Store, clip: dict, bin_s: float, threshold: float, quality: QualityFilter,
-               marker_window_s: float) -> ClipReport:  # fmt: skip
+               marker_window_s: float, baseline: Baseline | None = None, score_signal: str = "happy") -> ClipReport:  # fmt: skip
     cid = clip["clip_id"]
     run_id = store.best_run(cid)
     empty = pl.DataFrame()
@@ -180,7 +194,10 @@ def _clip_part(store: Store, clip: dict, bin_s: float, threshold: float, quality
                           float("nan"), None, None, empty, empty, empty)  # fmt: skip
     run = store.run(run_id)
     fb = face_bins(store, run_id, bin_s, SIGNALS, quality)
-    agg = aggregate_face_bins(fb, bin_s)
+    based = None
+    if baseline is not None and not photo:
+        fb, based = corrected_face_bins(store, run_id, cid, fb, baseline, quality)
+    agg = aggregate_face_bins(fb, bin_s, clip_bounds=based is None)
     att_fb = face_bins(store, run_id, bin_s, ("attentive",))
     attention = aggregate_face_bins(att_fb.filter(pl.col("attentive").is_not_null()), bin_s, ("attentive",))
     summ = expression_summary(fb, bin_s, threshold, clip["duration_s"])
@@ -198,6 +215,13 @@ def _clip_part(store: Store, clip: dict, bin_s: float, threshold: float, quality
         if not photo else pl.DataFrame()
     )  # fmt: skip
     people = store.people(run_id)
+    mine = normed = None
+    if not photo and agg.height:
+        from .scores import ScoreSettings, clip_scores, norm_scores
+
+        settings = ScoreSettings(signal=score_signal, bin_s=bin_s)
+        mine = clip_scores(store, cid, settings, baseline, quality)
+        normed = norm_scores(store, cid, settings, baseline)
     rate = (run.settings or {}).get("sample_fps")
     has_mesh = att.drop_nulls().len() > 0
     note = blink_rate_note(rate) if has_mesh else None
@@ -206,7 +230,8 @@ def _clip_part(store: Store, clip: dict, bin_s: float, threshold: float, quality
         people=people.height, tracks=run.faces,
         attentive=float(att.drop_nulls().mean()) if has_mesh else float("nan"),
         blinks_per_min=blink_summary(store, run_id)["rate_per_min"] if has_mesh and note is None and not photo else None,
-        blink_note=note, markers=mstats, norms=ranks, person_table=person_table(fb, people),
+        blink_note=note, markers=mstats, norms=ranks, person_table=person_table(fb, people), based=based,
+        scores=mine, norm_scores=normed,
     )  # fmt: skip
 
 
@@ -231,13 +256,19 @@ def _findings(data: ReportData) -> list[str]:
             out.append(f"{c.label}: {pr.photo_words(c.people)}. The expression most shown was {top} "
                        f"({mop.name.lower()} {mop.format(value)}).")  # fmt: skip
         else:
-            out.append(f"{c.label}: {pr.people_words(c.people, c.tracks)} over "
-                       f"{pr.duration_words(c.clip['duration_s'] or 0)}. The expression most shown on average was "
-                       f"{top} ({mop.name.lower()} {mop.format(value)}).")  # fmt: skip
+            if c.based:
+                out.append(f"{c.label}: {pr.people_words(c.people, c.tracks)} over "
+                           f"{pr.duration_words(c.clip['duration_s'] or 0)}; {c.based.describe()}. The expression "
+                           f"that rose most above the baseline on average was {top} ({mop.name.lower()} "
+                           f"{pr.format_value(value, c.level)}).")  # fmt: skip
+            else:
+                out.append(f"{c.label}: {pr.people_words(c.people, c.tracks)} over "
+                           f"{pr.duration_words(c.clip['duration_s'] or 0)}. The expression most shown on average "
+                           f"was {top} ({mop.name.lower()} {mop.format(value)}).")  # fmt: skip
         if c.peaks.height:
             p = c.peaks.sort("value", descending=True).row(0, named=True)
             out.append(f"{c.label}: the strongest moment was {p['expression']} at {pr.duration_words(p['t_s'])} "
-                       f"(mean {pr.format_value(p['value'], 'share')} across the people in view, "
+                       f"(mean {pr.format_value(p['value'], c.level)} across the people in view, "
                        f"{pr.format_value(p['prominence'], 'points')} above the curve around it).")  # fmt: skip
         if np.isfinite(c.attentive) and not c.photo:
             blinks = (c.blink_note if c.blink_note else
@@ -253,6 +284,17 @@ def _findings(data: ReportData) -> list[str]:
                            f"{verb} by {pr.format_value(abs(m['change_during']), 'share')[:-1]} percentage points "
                            f"(from {pr.format_value(m['before_mean'], 'share')} to "
                            f"{pr.format_value(m['during_mean'], 'share')}).")  # fmt: skip
+        if c.scores is not None and c.scores.people.height:
+            m = c.scores
+            reacted = m.summary.filter(pl.col("metric") == "reacted").row(0, named=True)
+            out.append(f"{c.label}: {pr.format_value(reacted['value'], 'share')} of {pr.people_words(reacted['n'])} "
+                       f"reacted ({m.settings.signal} reached {m.threshold:g}"
+                       + (" above their baseline" if c.based else "") + "); "
+                       + (f"{pr.ENGAGEMENT.name.lower()} {pr.ENGAGEMENT.format(c.norm_scores.engagement)}."
+                          if c.norm_scores.engagement is not None else
+                          f"no engagement composite (a norm set of {len(c.norm_scores.norm_clips)} videos; it needs "
+                          f"{pr.ENGAGEMENT_MIN_NORMS}).")
+                       )  # fmt: skip
         if c.norms.height and int(c.norms["norm_n"][0]) >= 3:
             r = c.norms.filter(pl.col("expression") == top).row(0, named=True)
             out.append(f"{c.label}: its {pr.MEAN_OVER_TIME.name.lower()} of {r['expression']} ranks at the "
@@ -292,7 +334,8 @@ def summary_table(c: ClipReport, threshold: float) -> pl.DataFrame:
     labels = {"signal": "Expression", "time_above": f"Time above {threshold:g}", "peak_at": "Peak at"}
     if c.photo:
         labels["share_showing"] = "Share of faces showing it"
-    return pr.table(ex.select(cols), labels=labels)
+    kinds = dict.fromkeys(("mean_over_people", "mean_over_time", "peak"), c.level) if c.based else None
+    return pr.table(ex.select(cols), labels=labels, kinds=kinds)
 
 
 def valence_table(c: ClipReport) -> pl.DataFrame:
@@ -312,11 +355,35 @@ def people_table(c: ClipReport) -> pl.DataFrame:
         pl.concat_list(EXPRESSIONS).list.arg_max().replace_strict(dict(enumerate(EXPRESSIONS))).alias("strongest"),
     )
     return pr.table(df.select("person_id", "person", "n_obs", "strongest", *EXPRESSIONS),
-                    labels={"strongest": "Strongest"})  # fmt: skip
+                    labels={"strongest": "Strongest"}, kinds=dict.fromkeys(EXPRESSIONS, c.level))  # fmt: skip
 
 
 def peaks_table(c: ClipReport) -> pl.DataFrame:
-    return pr.table(c.peaks, labels={"t_s": "At"})
+    return pr.table(c.peaks, labels={"t_s": "At"}, kinds={"value": c.level})
+
+
+def scores_text(c: ClipReport) -> tuple[str, ...]:
+    """What the Scores section says: how the metrics were taken, the baseline, the norm set and the composite."""
+    m, ns = c.scores, c.norm_scores
+    base = c.based.describe() if c.based else "no baseline (raw readings)"
+    out = [f"Ad-research metrics of the {m.settings.signal} curve, each taken per person and averaged over people "
+           f"with a 95% interval over people: threshold {m.threshold:g}, hook: the first {m.settings.hook_s:g} s, "
+           f"end: the last {m.settings.end_share:.0%} of the clip; {base}. Index (1–100): "
+           f"{pr.INDEX.definition[0].lower()}{pr.INDEX.definition[1:]} Norm set: "
+           f"{ns.norm_name}, {len(ns.norm_clips)} other videos."]  # fmt: skip
+    if ns.engagement is None:
+        out.append(f"{pr.ENGAGEMENT.name}: not shown; the norm set has {len(ns.norm_clips)} videos and the composite "
+                   f"needs {pr.ENGAGEMENT_MIN_NORMS}. Its formula: {pr.ENGAGEMENT.definition[0].lower()}"
+                   f"{pr.ENGAGEMENT.definition[1:]}")  # fmt: skip
+    else:
+        out.append(f"{pr.ENGAGEMENT.name}: {pr.ENGAGEMENT.format(ns.engagement)} (attention index "
+                   f"{pr.INDEX.format(ns.engagement_parts['attention'])}, expressiveness index "
+                   f"{pr.INDEX.format(ns.engagement_parts['expressiveness'])}). {pr.ENGAGEMENT.definition}")  # fmt: skip
+    return tuple(out)
+
+
+def scores_table(c: ClipReport) -> pl.DataFrame:
+    return pr.score_table(c.scores.summary, c.based.baseline.correction if c.based else None, c.norm_scores.table)
 
 
 def settings_table(data: ReportData) -> pl.DataFrame:
@@ -403,16 +470,21 @@ def sections(data: ReportData) -> list[Section]:
     for c in data.clips:
         if not c.processed or c.people == 0:
             continue
-        out.append(Section(c.label, text=(pr.photo_words(c.people).capitalize() + "." if c.photo else
-                                          pr.people_words(c.people, c.tracks).capitalize() + " over "
-                                          + pr.duration_words(c.clip["duration_s"] or 0) + ".",)))  # fmt: skip
+        intro = (pr.photo_words(c.people).capitalize() + "." if c.photo else
+                 pr.people_words(c.people, c.tracks).capitalize() + " over "
+                 + pr.duration_words(c.clip["duration_s"] or 0) + ".")  # fmt: skip
+        if c.based:
+            intro += (f" {c.based.describe()[0].upper()}{c.based.describe()[1:]}: every expression figure below is a "
+                      "change from each person's baseline.")  # fmt: skip
+        out.append(Section(c.label, text=(intro,)))
         if c.photo:
             out.append(Section("Faces in the photo", 3, ("Each face's seven probabilities.",),
                                chart=Chart("photo", "Expressions per face", c)))  # fmt: skip
         else:
-            out.append(Section("Expressions over time", 3, ("Mean probability over the people in view per "
+            what = "Mean change from each person's baseline" if c.based else "Mean probability"
+            out.append(Section("Expressions over time", 3, (f"{what} over the people in view per "
                                                             f"{data.bin_s:g} s bin, with 95% confidence bands.",),
-                               chart=Chart("curves", "Expressions (mean probability)", c, EXPRESSIONS)))  # fmt: skip
+                               chart=Chart("curves", f"Expressions ({what.lower()})", c, EXPRESSIONS)))  # fmt: skip
         out.append(Section("Per expression", 3, (defs,), table=summary_table(c, data.threshold)))
         if not c.photo:
             out.append(Section("Valence and arousal (derived)", 3,
@@ -429,9 +501,13 @@ def sections(data: ReportData) -> list[Section]:
                                                       f"{PEAK_MIN_VALUE:.0%} and stands at least "
                                                       f"{PEAK_MIN_PROMINENCE * 100:.0f} percentage points above the "
                                                       "valleys beside it (its prominence).",), table=peaks_table(c)))  # fmt: skip
+        if c.scores is not None and c.scores.people.height:
+            out.append(Section("Scores", 3, scores_text(c), table=scores_table(c)))
         if c.person_table.height:
-            out.append(Section("People", 3, ("Each person's average probability over the clip; their mean is the "
-                                             f"'{pr.MEAN_OVER_PEOPLE.name}' above.",), table=people_table(c)))  # fmt: skip
+            out.append(Section("People", 3, (("Each person's average change from their baseline over the clip"
+                                              if c.based else "Each person's average probability over the clip")
+                                             + f"; their mean is the '{pr.MEAN_OVER_PEOPLE.name}' above.",),
+                               table=people_table(c)))  # fmt: skip
         if c.markers.height:
             out.append(Section("Around the markers", 3, ("Mean over the people in view before, during and after "
                                                          "each marker; change = during minus before.",),
@@ -461,7 +537,8 @@ def _intro(data: ReportData) -> tuple[str, str]:
     meta = (f"Generated {data.generated_at} by ferpipe {__version__}. Curves: mean over the people in view per "
             f"{data.bin_s:g} s bin, with 95% confidence bands; 'time above' counts time over {data.threshold:g}; "
             f"tests: {'Welch t-tests' if data.method == 'welch' else 'permutation tests'} on each person's mean; "
-            f"observations used: {data.quality}.")  # fmt: skip
+            f"observations used: {data.quality}; "
+            + (data.baseline.describe() if data.baseline else "no baseline correction (raw readings)") + ".")  # fmt: skip
     caveat = (f"Read this first: {CAVEAT} Valence and arousal are derived from the seven probabilities, not "
               "measured. Attention and blendshapes are model readings of head pose and face shape, not gaze or "
               "FACS coding.")  # fmt: skip
@@ -483,7 +560,8 @@ def _plotly(chart: Chart):
 
     c = chart.clip
     if chart.kind == "curves":
-        return curves_figure(c.agg, list(chart.signals), title=chart.title)
+        return curves_figure(c.agg, list(chart.signals), title=chart.title,
+                             y_label="change from baseline" if c.based is not None else None)  # fmt: skip
     if chart.kind == "attention":
         return curves_figure(c.attention, ["attentive"], title=chart.title)
     if chart.kind == "photo":
@@ -652,9 +730,14 @@ def _draw(flow: _Flow, chart: Chart, bin_s: float) -> None:
         if s in strongest:  # bands for the three strongest only: seven overlapping bands are unreadable
             ax.fill_between(t, agg[f"{s}_lo"].to_numpy(), agg[f"{s}_hi"].to_numpy(), color=color, alpha=0.13, lw=0)
     lo, hi = (-1, 1) if set(signals) <= {"valence", "arousal"} else (0, 1.05 if chart.kind == "attention" else 1)
-    ax.set_ylim(lo, hi)
-    ax.set_ylabel("share attentive" if chart.kind == "attention" else "score (derived)" if lo < 0
-                  else "mean probability", fontsize=8)  # fmt: skip
+    if c.based is not None and chart.kind == "curves":  # changes from baseline: no fixed range, 0 marked
+        ax.axhline(0, color="#888", lw=0.6)
+        lo, hi = ax.get_ylim()
+        ax.set_ylabel("change from baseline", fontsize=8)
+    else:
+        ax.set_ylim(lo, hi)
+        ax.set_ylabel("share attentive" if chart.kind == "attention" else "score (derived)" if lo < 0
+                      else "mean probability", fontsize=8)  # fmt: skip
     ax.tick_params(labelsize=7)
     ax.legend(ncol=7, fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.0), frameon=False)
     for m in c.markers.unique("marker", maintain_order=True).iter_rows(named=True) if c.markers.height else []:

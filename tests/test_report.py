@@ -76,3 +76,37 @@ def test_report_cli(three_clips, tmp_path, db_path):
         assert out.stat().st_size > 1000
     r = run_cli("report", "--db", str(db_path), "--clip", "nope", "--format", "html", "--out", str(tmp_path / "x.html"))
     assert r.returncode == 1 and "unknown clip 'nope'" in r.stderr
+
+
+def test_scores_section_and_baseline_in_both_reports(three_clips, tmp_path):
+    """Both reports carry a Scores section with the composite's rule stated; with a baseline every expression figure
+    reads as a change from it, the intro and the clip's section say which baseline, and the PDF draws it."""
+    from ferpipe.report import sections
+    from ferpipe.types import Baseline
+
+    store, a, _, _ = three_clips
+    data = build_report(store, [a], baseline=Baseline("first", first_s=3.0))
+    secs = sections(data)
+    scores = next(s for s in secs if s.heading == "Scores")
+    assert list(scores.table["Metric"]) == ["Peak", "Peak time", "End level", "Hook", "Time to first reaction",
+                                            "Reacted", "Reaction duration", "Area under the curve",
+                                            "Attention retention"]  # fmt: skip
+    assert scores.table["Value"][0].endswith(" pts")  # a change from baseline, not a probability
+    assert "needs 10" in " ".join(scores.text) and "1 − neutral" in " ".join(scores.text)
+    assert any("each person's first 3 s in view, subtracted" in t for s in secs for t in s.text)
+    per = next(s for s in secs if s.heading == "Per expression")
+    assert per.table["Mean over people"].str.ends_with("pts").all()
+    html = render(data, "html").decode()
+    assert "Scores" in html and "change from baseline" in html
+    pdf = tmp_path / "r.pdf"
+    pdf.write_bytes(render(data, "pdf"))
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    assert "Scores" in text and "change from baseline" in text and "Attention retention" in text
+    raw = sections(build_report(store, [a]))
+    assert next(s for s in raw if s.heading == "Scores").table["Value"][0].endswith("%")
+    r = run_cli("report", "--db", str(store.path), "--clip", a, "--out", str(tmp_path / "b.html"), "--baseline",
+                "first:3", "--score-signal", "surprise")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "surprise curve" in (tmp_path / "b.html").read_text()
+    r = run_cli("report", "--db", str(store.path), "--clip", a, "--out", str(tmp_path / "c.html"), "--baseline", "x")
+    assert r.returncode != 0 and "unknown baseline" in r.stderr and not (tmp_path / "c.html").exists()
