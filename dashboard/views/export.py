@@ -2,9 +2,10 @@
 
 import polars as pl
 import streamlit as st
-from common import caveat, plain, store
+from common import baseline_control, caveat, plain, store
 
 from ferpipe import analytics as an
+from ferpipe.baseline import correct_timeline, corrected_face_bins
 from ferpipe.report import build_report, render, table_bytes
 from ferpipe.store import QualityFilter
 
@@ -26,7 +27,9 @@ attentive = c3.checkbox("Attentive faces only (expression curves)")
 quality = QualityFilter(attentive_only=attentive)
 if not chosen:
     st.stop()
-key = (tuple(chosen), bin_s, threshold, attentive)
+in_all = set.intersection(*[set(s.markers(c).filter(pl.col("end_s").is_not_null())["name"].to_list()) for c in chosen])
+BASELINE = baseline_control("export_baseline", sorted(in_all), max(float(s.clip(c)["duration_s"] or 0) for c in chosen))
+key = (tuple(chosen), bin_s, threshold, attentive, BASELINE)
 
 
 st.subheader("Data")
@@ -34,13 +37,21 @@ st.caption("Per-person timelines: one row per face and frame, with the person, t
            "valence and arousal (derived), head pose, attention and the 52 blendshapes. Curves: the per-bin means "
            f"with 95% bands ({quality.describe()}).")  # fmt: skip
 if st.button("Prepare data files"):
-    runs = {c: s.best_run(c) for c in chosen}
-    timelines = pl.concat(
-        [an.timeline_export(s, c, r) for c, r in runs.items() if r is not None], how="diagonal_relaxed"
-    )
-    curves = pl.concat([an.aggregate_face_bins(an.face_bins(s, r, bin_s, quality=quality), bin_s)
-                        .with_columns(pl.lit(titles[c]).alias("clip")) for c, r in runs.items() if r is not None],
-                       how="diagonal_relaxed")  # fmt: skip
+    runs = {c: s.best_run(c) for c in chosen if s.best_run(c) is not None}
+    try:
+        timelines = pl.concat([correct_timeline(s, r, c, an.timeline_export(s, c, r), BASELINE)[0]
+                               for c, r in runs.items()], how="diagonal_relaxed")  # fmt: skip
+        parts = []
+        for c, r in runs.items():
+            fb, based = corrected_face_bins(s, r, c, an.face_bins(s, r, bin_s, quality=quality), BASELINE, quality)
+            agg = an.aggregate_face_bins(fb, bin_s, clip_bounds=based is None).with_columns(
+                pl.lit(titles[c]).alias("clip")
+            )
+            parts.append(agg.with_columns(pl.lit(based.describe()).alias("baseline")) if based else agg)
+        curves = pl.concat(parts, how="diagonal_relaxed")
+    except ValueError as exc:
+        st.error(plain(exc))
+        st.stop()
     st.session_state["export_data"] = (key, {f"{n}.{fmt}": table_bytes(df, fmt) for n, df in
                                              (("ferpipe_curves", curves), ("ferpipe_timelines", timelines))
                                              for fmt in ("csv", "parquet")})  # fmt: skip
@@ -56,7 +67,11 @@ st.caption("A first page of findings in words, then curves, tables with the thre
            "norms, with the settings and model. The HTML file is self-contained and opens offline.")  # fmt: skip
 if st.button("Build the reports", type="primary"):
     with st.spinner("Building the HTML and PDF reports…"):
-        data = build_report(s, chosen, bin_s=bin_s, threshold=threshold, quality=quality)
+        try:
+            data = build_report(s, chosen, bin_s=bin_s, threshold=threshold, quality=quality, baseline=BASELINE)
+        except ValueError as exc:
+            st.error(plain(exc))
+            st.stop()
         st.session_state["export_reports"] = (key, render(data, "html"), render(data, "pdf"), data.findings)
 built = st.session_state.get("export_reports")
 if built and built[0] == key:
