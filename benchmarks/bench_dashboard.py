@@ -6,7 +6,9 @@ and its per-second rollup, then times, as medians of repeated runs:
   - the clip view's data work (bins, curves, shares, peaks, attention) from the rollup,
   - the same from the raw rows (what a quality filter forces),
   - a full server-side render of the Clip view page with Streamlit's AppTest,
-  - a peer: pulling every observation into Python first, then aggregating.
+  - a peer: pulling every observation into Python first, then aggregating,
+  - the clip view's data work and its page with a per-person baseline (each person's first 3 s, subtracted) on,
+    against the same with it off, in the same process (the target: within 20%).
 
     .venv/bin/python benchmarks/bench_dashboard.py [--faces 50] [--frames 200000] [--repeats 5]
 """
@@ -45,7 +47,7 @@ def build_db(path: Path, faces: int, frames: int, video: Path, signals: bool = T
     if signals:
         shapes = ", ".join(f"(((i * {k + 3} + f * 7) % 97) / 97.0)::REAL" for k in range(len(BS_COLUMNS)))
         extra = (", ((i % 61) - 30)::REAL, ((i % 41) - 20)::REAL, ((f % 21) - 10)::REAL, 0.8::REAL, "
-                 f"(i % 10 <> 0), 0.99::REAL, {shapes}")  # fmt: skip
+                 f"(i % 10 <> 0), 0.99::REAL, {shapes}, 0.9::REAL")  # fmt: skip (the last: reading confidence)
     con = duckdb.connect(str(path))
     cols = (
         ""
@@ -67,10 +69,16 @@ def build_db(path: Path, faces: int, frames: int, video: Path, signals: bool = T
     return n
 
 
-def clip_view_data(store, run_id: int, bin_s: float, raw: bool = False) -> None:
+def clip_view_data(store, run_id: int, bin_s: float, raw: bool = False, baseline=None) -> None:
     """What the Clip view computes: expression bins, curves, shares, peaks, attention and two AU proxies (one scan
     of the rollup for all of them, as the page does); ``raw``: a quality filter that keeps every row, which sends
     the expressions to the raw rows (attention and facial actions stay on the rollup, unfiltered, as on the page)."""
+
+    with store.reading():  # one read connection for the whole page, as the page holds it
+        _clip_view_data(store, run_id, bin_s, raw, baseline)
+
+
+def _clip_view_data(store, run_id: int, bin_s: float, raw: bool, baseline) -> None:
     from ferpipe import analytics as an
     from ferpipe.store import QualityFilter
 
@@ -80,7 +88,13 @@ def clip_view_data(store, run_id: int, bin_s: float, raw: bool = False) -> None:
         fa = an.face_bins(store, run_id, bin_s, unfiltered)
     else:
         fb = fa = an.face_bins(store, run_id, bin_s, (*an.SIGNALS, *unfiltered))
-    agg = an.smooth(an.aggregate_face_bins(fb, bin_s), 3)
+    if baseline is not None:  # as the page does: the expression bins and the signal bins, each corrected
+        from ferpipe.baseline import corrected_face_bins
+
+        same = fa is fb
+        fb, _ = corrected_face_bins(store, run_id, "bigclip00001", fb, baseline)
+        fa = fb if same else corrected_face_bins(store, run_id, "bigclip00001", fa, baseline)[0]
+    agg = an.smooth(an.aggregate_face_bins(fb, bin_s, clip_bounds=baseline is None), 3)
     an.top_expression_share(fb, bin_s)
     an.face_means_from_bins(fb)
     for e in ("happy", "surprise", "sad", "neutral"):
@@ -118,7 +132,9 @@ def main() -> None:
     from ferpipe import analytics as an
     from ferpipe.samples import build_samples
     from ferpipe.store import Store
+    from ferpipe.types import Baseline
 
+    base = Baseline("first", first_s=3.0)
     video = build_samples()["WolfgangLanger_Pexels.mp4"]
     bin_s = an.default_bin(args.frames / 5.0)
     results = {}
@@ -135,6 +151,11 @@ def main() -> None:
             r = {"rollup": timed(lambda s=store, r=run_id: clip_view_data(s, r, bin_s), args.repeats),
                  "raw": timed(lambda s=store, r=run_id: clip_view_data(s, r, bin_s, raw=True), max(1, args.repeats // 2)),
                  "naive": timed(lambda s=store, r=run_id: naive(s, r, bin_s), 1)}  # fmt: skip
+            off, on = [], []
+            for _ in range(args.repeats):  # interleaved, so that load on the machine hits both alike
+                off.append(timed(lambda s=store, r=run_id: clip_view_data(s, r, bin_s), 1))
+                on.append(timed(lambda s=store, r=run_id: clip_view_data(s, r, bin_s, baseline=base), 1))
+            r["baseline_off"], r["baseline_on"] = statistics.median(off), statistics.median(on)
             if not args.no_page:
                 os.environ["FERPIPE_DB"] = str(db)
 
@@ -145,6 +166,18 @@ def main() -> None:
 
                 render()
                 r["page"] = timed(render, args.repeats)
+
+                def render_twice(kind: str) -> None:  # the page, then a rerun with the baseline set to kind
+                    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=300)
+                    at.switch_page("views/clip.py").run()
+                    at.selectbox(key="clip_baseline_kind").set_value(kind).run()
+                    assert not at.exception, at.exception
+
+                off, on = [], []
+                for _ in range(args.repeats):
+                    off.append(timed(lambda: render_twice("none"), 1))
+                    on.append(timed(lambda: render_twice("first"), 1))
+                r["page_off"], r["page_on"] = statistics.median(off), statistics.median(on)
             results[layout] = r
     print(f"\n{args.faces * args.frames:,} observations, default bin {bin_s:g} s; medians of {args.repeats} runs")
     for layout, r in results.items():
@@ -152,8 +185,18 @@ def main() -> None:
         print(f"  clip view data from the per-second rollup: {r['rollup'] * 1000:7.0f} ms")
         print(f"  clip view data from raw rows (filtered):   {r['raw'] * 1000:7.0f} ms")
         print(f"  peer, all rows into Python then aggregate: {r['naive'] * 1000:7.0f} ms")
+        on, off = r["baseline_on"], r["baseline_off"]
+        print(
+            f"  clip view data, baseline off / on:         {off * 1000:7.0f} / {on * 1000:.0f} ms "
+            f"(on/off {on / off:.2f})"
+        )
         if "page" in r:
             print(f"  clip view page, full server-side render:  {r['page'] * 1000:7.0f} ms")
+            on, off = r["page_on"], r["page_off"]
+            print(
+                f"  page + rerun, baseline off / on:           {off * 1000:7.0f} / {on * 1000:.0f} ms "
+                f"(on/off {on / off:.2f})"
+            )
 
 
 if __name__ == "__main__":

@@ -699,10 +699,16 @@ class Store:
             if window is not None:
                 sql += f" AND {t_ms} >= ? AND {t_ms} < ?"
                 params += [float(window[0]) * 1000.0, float(window[1]) * 1000.0]
-            if first_s is not None:  # each unit's first seconds in view: a window function, so QUALIFY
-                sql += f" QUALIFY {t_ms} < min({t_ms}) OVER (PARTITION BY {key}) + ?"
-                params.append(float(first_s) * 1000.0)
-            return f"(SELECT o.*, {key} AS unit_key FROM {plain}{sql}) o", params
+            inner = f"(SELECT o.*, {key} AS unit_key FROM {plain}{sql}) o"
+            if first_s is None:
+                return inner, params
+            # each unit's first seconds in view, from when its tracks were first seen (the faces table: no window
+            # function over the whole run); the rollup counts whole seconds from the second it was first seen in
+            unit_faces = "coalesce(person_id, face_id)" if key.startswith("coalesce") else "face_id"
+            t0 = "floor(u.t0 / 1000.0) * 1000.0" if table == "face_seconds" else "u.t0"
+            firsts = f"(SELECT {unit_faces} AS unit_key, min(first_seen_ms) AS t0 FROM faces WHERE run_id = ? GROUP BY 1) u"
+            return (f"{inner} JOIN {firsts} USING (unit_key) WHERE {t_ms} < {t0} + ?",
+                    [*params, int(run_id), float(first_s) * 1000.0])  # fmt: skip
 
         if (
             quality is None

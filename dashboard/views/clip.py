@@ -152,8 +152,9 @@ with s.reading():  # one read connection for the whole page (a write inside step
         based = None
         if BASELINE is not None:
             try:
+                same = fb is fb_signals  # one scan served every section: one correction serves them too
                 fb, based = corrected_face_bins(s, run_id, clip["clip_id"], fb, BASELINE, quality)
-                fb_signals, _ = corrected_face_bins(s, run_id, clip["clip_id"], fb_signals, BASELINE)
+                fb_signals = fb if same else corrected_face_bins(s, run_id, clip["clip_id"], fb_signals, BASELINE)[0]
             except ValueError as exc:
                 st.error(plain(exc))
             else:
