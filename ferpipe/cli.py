@@ -477,7 +477,8 @@ def scores(
                           "baseline": baseline_words, "baseline_left_out": mine.baseline_left_out,
                           "norm_set": ns.norm_name, "norm_clips": list(ns.norm_clips),
                           "engagement": ns.engagement, "engagement_parts": _finite(ns.engagement_parts),
-                          "metrics": rows}, default=str, allow_nan=False))  # fmt: skip
+                          "metrics": rows, "people": [_finite(r) for r in mine.people.iter_rows(named=True)]},
+                         default=str, allow_nan=False))  # fmt: skip
         return
     shown = pr.score_table(mine.summary, base.correction if base else None, ns.table)
     title = plain_text(store.clip(clip_id)["title"] or clip_id)

@@ -97,7 +97,7 @@ def person_metrics(fb: pl.DataFrame, settings: ScoreSettings, duration_s: float,
         v.filter(pl.col("mid") < settings.hook_s).max().alias("hook"),
         pl.col("t").filter(above).min().alias("first_reaction_s"),
         above.any().cast(pl.Float64).alias("reacted"),
-        (above.sum().cast(pl.Float64) * b).alias("reaction_s"),
+        (above.sum().cast(pl.Float64) * b).clip(upper_bound=duration_s).alias("reaction_s"),  # never past the end
         (v.sum() * b).alias("auc"),
     )
     if attentive is not None and attentive.height:

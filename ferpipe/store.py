@@ -706,7 +706,9 @@ class Store:
             # function over the whole run); the rollup counts whole seconds from the second it was first seen in
             unit_faces = "coalesce(person_id, face_id)" if key.startswith("coalesce") else "face_id"
             t0 = "floor(u.t0 / 1000.0) * 1000.0" if table == "face_seconds" else "u.t0"
-            firsts = f"(SELECT {unit_faces} AS unit_key, min(first_seen_ms) AS t0 FROM faces WHERE run_id = ? GROUP BY 1) u"
+            firsts = (
+                f"(SELECT {unit_faces} AS unit_key, min(first_seen_ms) AS t0 FROM faces WHERE run_id = ? GROUP BY 1) u"
+            )
             return (f"{inner} JOIN {firsts} USING (unit_key) WHERE {t_ms} < {t0} + ?",
                     [*params, int(run_id), float(first_s) * 1000.0])  # fmt: skip
 

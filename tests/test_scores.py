@@ -157,3 +157,10 @@ def test_demo_grid_with_a_baseline_marker_over_its_first_3_s(demo_library, tmp_p
     assert got["engagement"] is None  # the demo library has under 10 videos
     r = run_cli("scores", "--db", str(db), "--clip", grid, "--baseline", "marker:intro")
     assert r.returncode != 0 and "no event marker named 'intro'" in r.stderr
+
+
+def test_reaction_duration_never_exceeds_the_clip():
+    """20 one-second bins above the threshold in a 19.7 s clip: 19.7 s, not 20."""
+    fb = _fb({1: (0, [0.9] * 20)})
+    pm = person_metrics(fb, ScoreSettings(), 19.7, 0.5)
+    assert pm["reaction_s"][0] == pytest.approx(19.7)

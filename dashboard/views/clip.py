@@ -344,6 +344,14 @@ with s.reading():  # one read connection for the whole page (a write inside step
             st.metric(pr.ENGAGEMENT.name, pr.ENGAGEMENT.format(ns.engagement), help=pr.ENGAGEMENT.definition)
             st.caption(f"{pr.ENGAGEMENT.definition} Attention index {pr.INDEX.format(ns.engagement_parts['attention'])}, "
                        f"expressiveness index {pr.INDEX.format(ns.engagement_parts['expressiveness'])}.")  # fmt: skip
+        with st.expander("Per person"):
+            names = {r["person_id"]: r["person"] or f"person {r['person_id']}"
+                     for r in s.people(run_id).iter_rows(named=True)}  # fmt: skip
+            per = mine.people.with_columns(pl.col("person_id").replace_strict(names, default=None).alias("person"))
+            corr = base.correction if base else None
+            st.dataframe(pr.table(per.select("person_id", "person", *sc.METRIC_KEYS),
+                                  kinds={k: pr.score_kind(k, corr) for k in sc.METRIC_KEYS},
+                                  labels={k: pr.SCORE_METRICS[k].name for k in sc.METRIC_KEYS}), hide_index=True)  # fmt: skip
         with st.expander("What each score means"):
             st.dataframe(pr.table(pl.DataFrame({"metric": [m.name for m in pr.SCORE_METRICS.values()],
                                                 "definition": [m.definition for m in pr.SCORE_METRICS.values()]})
