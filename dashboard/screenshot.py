@@ -82,13 +82,24 @@ def main() -> None:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         shots = (("library", "", None), ("clip_view", f"clip?clip={args.clip}", None),
                  ("attention", f"clip?clip={args.clip}", "Attention, head pose and blinks"),
-                 ("facial_actions", f"clip?clip={args.clip}", "Facial actions"))  # fmt: skip
+                 ("facial_actions", f"clip?clip={args.clip}", "Facial actions"),
+                 ("scores", f"clip?clip={args.clip}", "Scores"),
+                 ("scores_baseline", f"clip?clip={args.clip}", "Scores"),
+                 ("compare", "compare", "Scores: "))  # fmt: skip
         for name, path, heading in shots:
             page.goto(f"{url}/{path}")
             page.wait_for_selector("[data-testid='stMain']", timeout=30000)
             if path.startswith("clip"):
                 page.wait_for_selector(".js-plotly-plot", timeout=30000)
             page.wait_for_timeout(2500)
+            if name == "scores_baseline":  # each person's first 3 s as their baseline, subtracted
+                page.get_by_text("Baseline correction (per person)").click()
+                page.wait_for_timeout(800)
+                page.locator("[data-testid=stSelectbox]").filter(has_text="None (raw readings)").click()
+                page.get_by_role("option", name="Each person's first seconds in view").click()
+                page.wait_for_timeout(6000)
+            if name == "compare":
+                heading = next(h for h in page.get_by_role("heading").all_inner_texts() if h.startswith(heading))
             if heading:
                 page.get_by_role("heading", name=heading).scroll_into_view_if_needed()
                 page.wait_for_timeout(1500)

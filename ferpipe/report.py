@@ -370,7 +370,8 @@ def scores_text(c: ClipReport) -> tuple[str, ...]:
            f"with a 95% interval over people: threshold {m.threshold:g}, hook: the first {m.settings.hook_s:g} s, "
            f"end: the last {m.settings.end_share:.0%} of the clip; {base}. Index (1–100): "
            f"{pr.INDEX.definition[0].lower()}{pr.INDEX.definition[1:]} Norm set: "
-           f"{ns.norm_name}, {len(ns.norm_clips)} other videos."]  # fmt: skip
+           f"{ns.norm_name}, {len(ns.norm_clips)} other videos"
+           + (f" ({', '.join(ns.norm_titles)})." if 0 < len(ns.norm_titles) <= 20 else ".")]  # fmt: skip
     if ns.engagement is None:
         out.append(f"{pr.ENGAGEMENT.name}: not shown; the norm set has {len(ns.norm_clips)} videos and the composite "
                    f"needs {pr.ENGAGEMENT_MIN_NORMS}. Its formula: {pr.ENGAGEMENT.definition[0].lower()}"

@@ -18,6 +18,7 @@ from scipy import stats
 
 from . import analytics as an
 from .baseline import BaselineResult, corrected_face_bins
+from . import present as pr
 from .present import ENGAGEMENT_MIN_NORMS
 from .store import QualityFilter, Store
 from .types import Baseline
@@ -244,6 +245,7 @@ class NormScores:
     norm_name: str
     engagement: float | None
     engagement_parts: dict[str, float]
+    norm_titles: tuple[str, ...] = ()  # the set's clips by title, in the order of norm_clips
 
 
 def _level(store: Store, clip_id: str, signal: str) -> float:
@@ -286,4 +288,5 @@ def norm_scores(store: Store, clip_id: str, settings: ScoreSettings | None = Non
     name = "the whole library" if tag is None else f"{tag[0]}={tag[1]}"
     table = pl.DataFrame(rows, schema={"metric": pl.String, "value": pl.Float64, "index": pl.Float64,
                                        "norm_n": pl.Int64})  # fmt: skip
-    return NormScores(table, kept, name, engagement, parts)
+    titles = dict(zip(store.clips()["clip_id"], store.clips()["title"], strict=True))
+    return NormScores(table, kept, name, engagement, parts, tuple(pr.plain_text(str(titles.get(c) or c)) for c in kept))

@@ -181,7 +181,8 @@ with s.reading():  # one read connection for the whole page (a write inside step
         t_sel = st.session_state.get("t_sel", float(agg["t_s"][0]))
         left, right = st.columns([3, 2])
         left.plotly_chart(
-            curves_figure(agg, exprs or ["neutral"], x_title=xt, marker_t=t_sel, markers=MARKS, y_label=Y_LABEL),
+            curves_figure(agg, exprs or ["neutral"], x_title=xt, marker_t=t_sel, markers=MARKS, y_label=Y_LABEL,
+                          title=based.describe() if based else ""),
             config=chart_config(),
             key="curves",
         )
@@ -248,6 +249,7 @@ with s.reading():  # one read connection for the whole page (a write inside step
                 x_title=xt,
                 markers=MARKS,
                 y_label=None if based is None else "change from baseline (valence / arousal)",
+                title=based.describe() if based else "",
             ),
             config=chart_config(),
             key="va",
@@ -344,6 +346,11 @@ with s.reading():  # one read connection for the whole page (a write inside step
             st.metric(pr.ENGAGEMENT.name, pr.ENGAGEMENT.format(ns.engagement), help=pr.ENGAGEMENT.definition)
             st.caption(f"{pr.ENGAGEMENT.definition} Attention index {pr.INDEX.format(ns.engagement_parts['attention'])}, "
                        f"expressiveness index {pr.INDEX.format(ns.engagement_parts['expressiveness'])}.")  # fmt: skip
+        with st.expander(f"The norm set's clips ({len(ns.norm_clips)})"):
+            titles = dict(zip(s.clips()["clip_id"], s.clips()["title"], strict=True))
+            st.dataframe(pr.table(pl.DataFrame({"title": [titles.get(c) for c in ns.norm_clips],
+                                                "clip_id": list(ns.norm_clips)},
+                                               schema={"title": pl.String, "clip_id": pl.String})), hide_index=True)  # fmt: skip
         with st.expander("Per person"):
             names = {r["person_id"]: r["person"] or f"person {r['person_id']}"
                      for r in s.people(run_id).iter_rows(named=True)}  # fmt: skip
