@@ -17,8 +17,8 @@ import polars as pl
 from scipy import stats
 
 from . import analytics as an
-from .baseline import BaselineResult, corrected_face_bins
 from . import present as pr
+from .baseline import BaselineResult, corrected_face_bins
 from .present import ENGAGEMENT_MIN_NORMS
 from .store import QualityFilter, Store
 from .types import Baseline

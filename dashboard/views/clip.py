@@ -181,8 +181,15 @@ with s.reading():  # one read connection for the whole page (a write inside step
         t_sel = st.session_state.get("t_sel", float(agg["t_s"][0]))
         left, right = st.columns([3, 2])
         left.plotly_chart(
-            curves_figure(agg, exprs or ["neutral"], x_title=xt, marker_t=t_sel, markers=MARKS, y_label=Y_LABEL,
-                          title=based.describe() if based else ""),
+            curves_figure(
+                agg,
+                exprs or ["neutral"],
+                x_title=xt,
+                marker_t=t_sel,
+                markers=MARKS,
+                y_label=Y_LABEL,
+                title=based.describe() if based else "",
+            ),
             config=chart_config(),
             key="curves",
         )
