@@ -699,6 +699,9 @@ class Store:
             if window is not None:
                 sql += f" AND {t_ms} >= ? AND {t_ms} < ?"
                 params += [float(window[0]) * 1000.0, float(window[1]) * 1000.0]
+            if first_s is not None:  # no row past the last first sighting plus first_s: the scan can skip the rest
+                sql += f" AND {t_ms} < (SELECT max(first_seen_ms) FROM faces WHERE run_id = ?) + ?"
+                params += [int(run_id), float(first_s) * 1000.0 + 1000.0]
             inner = f"(SELECT o.*, {key} AS unit_key FROM {plain}{sql}) o"
             if first_s is None:
                 return inner, params
