@@ -3,15 +3,14 @@ browser records their webcam (MediaRecorder), and the recording is uploaded as a
 the measured offset and their respondent id, then processed in the background.
 
 This module holds what the dashboard's server needs beyond uploads (ferpipe.uploads): the camera check (a snapshot's
-faces and light, by the pipeline's own detector) and the stimulus video for the browser. Both routes require the
-dashboard's token, as uploads do.
+faces and light, by the pipeline's own detector) and the stimulus video for the browser. Both routes need the
+dashboard's token or a respondent's signed link (ferpipe.access), as uploads do.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import secrets
 import threading
 from dataclasses import asdict, dataclass
 
@@ -93,40 +92,69 @@ def check_snapshot(jpeg: bytes) -> CameraCheck:
     return CameraCheck(len(dets), round(brightness, 1), face_ok, light_ok, message)
 
 
-def routes(db_path_fn, token_fn) -> list:
+CONSENT_VERSION = "consent-" + __import__("hashlib").sha256(CONSENT.encode()).hexdigest()[:8]
+"""The version of the consent text a respondent agreed to, stored with their recording."""
+
+
+def link_token(request) -> str:
+    """A respondent's link token, from the X-Ferpipe-Link header or the link query parameter."""
+    return request.headers.get("x-ferpipe-link") or request.query_params.get("link") or ""
+
+
+def routes(db_path_fn, token_fn, link_only: bool = False) -> list:
     """Starlette routes: POST /ferpipe/check (a snapshot) -> CameraCheck as JSON; GET /ferpipe/stimulus/{clip_id}
-    (?token=) -> the stimulus video, as the browser can play it (a VP8 preview is made once when needed)."""
+    -> the stimulus video, as the browser can play it.
+
+    Either the dashboard's token (a researcher's page) or a respondent's signed link (ferpipe.access) opens them;
+    a link opens only its own stimulus. ``link_only`` (the panel-only server): links alone."""
+    import asyncio
+
     from starlette.requests import Request
     from starlette.responses import FileResponse, JSONResponse, Response
     from starlette.routing import Route
 
+    from .access import AccessError, check_link, researcher_request
     from .media import browser_playable, make_preview
     from .store import Store
 
-    def allowed(request: Request) -> bool:
-        given = request.headers.get("x-ferpipe-token") or request.query_params.get("token") or ""
-        return secrets.compare_digest(given, token_fn())
+    def researcher(request: Request) -> bool:
+        return not link_only and researcher_request(request, db_path_fn(), token_fn())
+
+    def respondent(request: Request):
+        """The respondent's link, or None (no link, or one that is not valid or has expired)."""
+        token = link_token(request)
+        if not token:
+            return None
+        try:
+            return check_link(Store(db_path_fn()), db_path_fn(), token)
+        except (AccessError, ValueError):
+            return None
 
     async def check(request: Request) -> JSONResponse:
-        if not allowed(request):
+        if not await asyncio.to_thread(researcher, request) and await asyncio.to_thread(respondent, request) is None:
             return JSONResponse({"error": "not allowed"}, status_code=403)
         body = await request.body()
         try:
-            result = check_snapshot(body)
+            result = await asyncio.to_thread(check_snapshot, body)  # detection off the event loop
         except InputError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse(asdict(result))
 
+    def prepare(clip_id: str) -> str:
+        clip = Store(db_path_fn()).clip(clip_id)
+        path = clip["path"]
+        if not os.path.isfile(path):
+            raise InputError("the stimulus file is missing from the media library")
+        return path if browser_playable(path) else str(make_preview(path))
+
     async def stimulus(request: Request) -> Response:
-        if not allowed(request):
-            return JSONResponse({"error": "not allowed"}, status_code=403)
+        clip_id = request.path_params["clip_id"]
+        if not await asyncio.to_thread(researcher, request):
+            link = await asyncio.to_thread(respondent, request)
+            if link is None or link.stimulus_clip_id != clip_id:  # a link opens its own stimulus only
+                return JSONResponse({"error": "not allowed"}, status_code=403)
         try:
-            clip = Store(db_path_fn()).clip(request.path_params["clip_id"])
-            path = clip["path"]
-            if not os.path.isfile(path):
-                raise InputError("the stimulus file is missing from the media library")
-            if not browser_playable(path):
-                path = str(make_preview(path))
+            path = await asyncio.to_thread(prepare, clip_id)  # a preview encode never blocks the server
         except (ValueError, FerpipeError) as exc:
             return JSONResponse({"error": str(exc).splitlines()[0]}, status_code=404)
         media = "video/webm" if path.endswith(".webm") else "video/mp4"

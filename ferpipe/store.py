@@ -170,6 +170,22 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE observations ADD COLUMN confidence REAL;
     """,
+    # 9: access control: researcher accounts, signed respondent links (their state), the audit log, consent records
+    """
+    CREATE TABLE users (
+        name VARCHAR PRIMARY KEY, pw_hash VARCHAR NOT NULL, created_at TIMESTAMP DEFAULT current_timestamp
+    );
+    CREATE TABLE panel_links (
+        nonce VARCHAR PRIMARY KEY, stimulus_clip_id VARCHAR NOT NULL, respondent VARCHAR NOT NULL,
+        expires_at DOUBLE NOT NULL, uses INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0,
+        state VARCHAR NOT NULL DEFAULT 'sent', clip_id VARCHAR, created_at TIMESTAMP DEFAULT current_timestamp
+    );
+    CREATE SEQUENCE audit_ids START 1;
+    CREATE TABLE audit_log (
+        audit_id BIGINT PRIMARY KEY DEFAULT nextval('audit_ids'), logged_at TIMESTAMP DEFAULT current_timestamp,
+        who VARCHAR, action VARCHAR NOT NULL, detail VARCHAR
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1093,6 +1109,64 @@ class Store:
         with self.transaction() as con:
             if not con.execute("DELETE FROM markers WHERE marker_id = ? RETURNING 1", [int(marker_id)]).fetchall():
                 raise ValueError(f"unknown marker {marker_id}")
+
+    # ---- access control (ferpipe.access decides; the store keeps the rows) ----------------------------------
+    def add_user(self, name: str, pw_hash: str) -> None:
+        with self.transaction() as con:
+            if con.execute("SELECT 1 FROM users WHERE name = ?", [name]).fetchone():
+                raise ValueError(f"user {name!r} exists already")
+            con.execute("INSERT INTO users (name, pw_hash) VALUES (?, ?)", [name, pw_hash])
+
+    def remove_user(self, name: str) -> None:
+        with self.transaction() as con:
+            if not con.execute("DELETE FROM users WHERE name = ? RETURNING 1", [name]).fetchall():
+                raise ValueError(f"unknown user {name!r}")
+
+    def users(self) -> pl.DataFrame:
+        return self.query("SELECT name, created_at FROM users ORDER BY name")
+
+    def user_hash(self, name: str) -> str | None:
+        row = self.query("SELECT pw_hash FROM users WHERE name = ?", [name])
+        return row["pw_hash"][0] if row.height else None
+
+    def add_link(self, nonce: str, stimulus_clip_id: str, respondent: str, expires_at: float, uses: int) -> None:
+        with self.transaction() as con:
+            con.execute("INSERT INTO panel_links (nonce, stimulus_clip_id, respondent, expires_at, uses) "
+                        "VALUES (?, ?, ?, ?, ?)", [nonce, stimulus_clip_id, respondent, float(expires_at), int(uses)])  # fmt: skip
+
+    def link(self, nonce: str) -> dict | None:
+        row = self.query("SELECT * FROM panel_links WHERE nonce = ?", [nonce])
+        return row.row(0, named=True) if row.height else None
+
+    def links(self, stimulus_clip_id: str | None = None) -> pl.DataFrame:
+        where, params = ("WHERE stimulus_clip_id = ?", [stimulus_clip_id]) if stimulus_clip_id else ("", [])
+        return self.query(f"SELECT * FROM panel_links {where} ORDER BY created_at, respondent", params)
+
+    def use_link(self, nonce: str) -> bool:
+        """Take one use of a link, atomically; False when none is left."""
+        with self.transaction() as con:
+            return bool(con.execute("UPDATE panel_links SET used = used + 1 WHERE nonce = ? AND used < uses "
+                                    "RETURNING 1", [nonce]).fetchall())  # fmt: skip
+
+    def release_link(self, nonce: str) -> None:
+        """Give a use back (the upload that took it failed and stored nothing)."""
+        with self.transaction() as con:
+            con.execute("UPDATE panel_links SET used = greatest(used - 1, 0) WHERE nonce = ?", [nonce])
+
+    def set_link_state(self, nonce: str, state: str, clip_id: str | None = None) -> None:
+        with self.transaction() as con:
+            con.execute("UPDATE panel_links SET state = ?, clip_id = coalesce(?, clip_id) WHERE nonce = ?",
+                        [state, clip_id, nonce])  # fmt: skip
+
+    def audit(self, action: str, who: str | None = None, detail: str | None = None) -> None:
+        """One line of the audit log (sign-ins, exports, deletions, links)."""
+        with self.transaction() as con:
+            con.execute("INSERT INTO audit_log (who, action, detail) VALUES (?, ?, ?)", [who, action, detail])
+
+    def audit_log(self, limit: int = 200) -> pl.DataFrame:
+        return self.query(
+            "SELECT logged_at, who, action, detail FROM audit_log ORDER BY audit_id DESC LIMIT ?", [int(limit)]
+        )
 
     def build_rollup(self, run_id: int) -> None:
         """(Re)write a finished run's per-second rollup (finish_run does this; for runs stored another way)."""

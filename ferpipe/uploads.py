@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import secrets
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -58,15 +59,17 @@ class Received:
     size: int
 
 
-async def receive(chunks: AsyncIterator[bytes], name: str, db_path: str | os.PathLike) -> Received:
+async def receive(chunks: AsyncIterator[bytes], name: str, db_path: str | os.PathLike,
+                  limit_mb: int | None = None) -> Received:  # fmt: skip
     """Write an upload to ``.uploads/<random>.<ext>`` chunk by chunk; InputError (and nothing left on disk)
-    when its type is not accepted, it is empty, or it passes FERPIPE_MAX_UPLOAD_MB."""
+    when its type is not accepted, it is empty, or it passes FERPIPE_MAX_UPLOAD_MB (or limit_mb)."""
     suffix = Path(name).suffix.lower()
     if suffix not in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS:
         raise InputError(
             f"not a video or image file (expected one of {', '.join(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)})"
         )
-    limit = max_upload_mb() * 1024 * 1024
+    mb = limit_mb if limit_mb is not None else max_upload_mb()
+    limit = mb * 1024 * 1024
     path = uploads_dir(db_path) / f"{uuid.uuid4().hex[:16]}{suffix}"
     size = 0
     try:
@@ -74,7 +77,7 @@ async def receive(chunks: AsyncIterator[bytes], name: str, db_path: str | os.Pat
             async for chunk in chunks:
                 size += len(chunk)
                 if size > limit:
-                    raise InputError(f"over the {max_upload_mb()} MiB limit (FERPIPE_MAX_UPLOAD_MB)")
+                    raise InputError(f"over the {mb} MiB limit (FERPIPE_MAX_UPLOAD_MB)")
                 out.write(chunk)
         if size == 0:
             raise InputError("the file is empty (0 bytes)")
@@ -118,33 +121,122 @@ def _known_clip(db_path, path: Path) -> tuple[str, str] | None:
     return (row["clip_id"][0], row["title"][0]) if row.height else None
 
 
-def routes(db_path_fn) -> list:
+REQUEST_SETTINGS = ("sample_fps", "model", "detector", "signals", "people", "attention_yaw_deg",
+                    "attention_pitch_deg", "smooth_ms", "min_face_size")  # fmt: skip
+"""The analysis settings a researcher's upload may choose; nothing that names a file (detector_model) is taken from a
+request, and a model is a registry name."""
+PANEL_MAX_MB_ENV = "FERPIPE_PANEL_MAX_MB"
+
+
+def request_settings(text: str | None):
+    """Pipeline Settings from a researcher's upload request (JSON), within REQUEST_SETTINGS."""
+    from .pipeline import Settings
+
+    given = json.loads(text or "{}")
+    if not isinstance(given, dict):
+        raise ValueError("settings must be a JSON object")
+    bad = sorted(set(given) - set(REQUEST_SETTINGS))
+    if bad:
+        raise ValueError(f"these settings cannot come from an upload: {', '.join(bad)}")
+    model = given.get("model")
+    if model is not None and (not isinstance(model, str) or "/" in model or "\\" in model or model.endswith(".onnx")):
+        raise ValueError(f"model must be a registered model's name, got {model!r}")
+    return Settings(**given)
+
+
+def _stimulus_id(db_path, ref: str | None) -> str | None:
+    """A stimulus named by an upload: a whole clip id of the library (never a prefix or a path), or None."""
+    from .store import Store
+
+    if not ref:
+        return None
+    if Store(db_path).query("SELECT 1 FROM clips WHERE clip_id = ?", [ref]).height == 0:
+        raise ValueError(f"stimulus {ref!r} is not a clip id of the library")
+    return ref
+
+
+def routes(db_path_fn, link_only: bool = False) -> list:
     """Starlette routes: POST /ferpipe/upload?name=&title=&tags=&settings= (JSON of pipeline Settings fields)
-    [&respondent=&stimulus=&offset_s=]
-    starts a background job for the uploaded file and answers {"job_id", "title"} or {"error"}."""
+    [&respondent=&stimulus=&offset_s=] with the dashboard's token starts a background job for the uploaded file and
+    answers {"job_id", "title"} or {"error"}.
+
+    With a respondent's signed link (X-Ferpipe-Link) instead, only offset_s is read from the request: the stimulus,
+    the respondent, the settings, the title and the tags are the server's, the link's uses are counted, and the file
+    is capped at FERPIPE_PANEL_MAX_MB (500). ``link_only`` (the panel-only server): links alone, no metadata route."""
     from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
     from . import jobs
+    from .access import AccessError, check_link, researcher_request
     from .ingest import parse_tags
+    from .panel import CONSENT_VERSION, link_token
     from .pipeline import Settings
+    from .store import Store
 
     def optional(text: str | None) -> str | None:
         return (text or "").strip()[:MAX_TITLE] or None
 
+    def researcher(request: Request) -> bool:
+        return not link_only and researcher_request(request, db_path_fn(), upload_token())
+
+    def offset_of(q) -> float:
+        offset = float(q.get("offset_s") or 0.0)
+        if not math.isfinite(offset) or not -60 <= offset <= 3600:
+            raise ValueError(f"offset_s must be a number of seconds in -60..3600, got {q.get('offset_s')!r}")
+        return offset
+
+    async def panel_upload(request: Request, token: str) -> JSONResponse:
+        db = db_path_fn()
+        store = Store(db)
+        try:
+            link = await asyncio.to_thread(check_link, store, db, token, True)
+        except (AccessError, ValueError) as exc:
+            return JSONResponse({"error": str(exc).splitlines()[0]}, status_code=403)
+        try:
+            offset = offset_of(request.query_params)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        if not await asyncio.to_thread(store.use_link, link.nonce):  # one upload per use, taken atomically
+            return JSONResponse({"error": "this link has already been used"}, status_code=403)
+        limit = int(os.environ.get(PANEL_MAX_MB_ENV, "500"))
+        try:
+            suffix = Path(request.query_params.get("name", "")).suffix.lower()
+            name = "panel-recording" + (suffix if suffix in (".webm", ".mp4") else ".webm")
+            got = await receive(request.stream(), name, db, limit_mb=min(limit, max_upload_mb()))
+        except (InputError, ValueError) as exc:
+            await asyncio.to_thread(store.release_link, link.nonce)  # nothing stored: the use is given back
+            return JSONResponse({"error": str(exc).splitlines()[0]}, status_code=413 if "limit" in str(exc) else 400)
+        stim = store.clip(link.stimulus_clip_id)
+        title = f"{stim['title'] or stim['clip_id']} · panel · {link.respondent}"[:MAX_TITLE]
+        tags = {"panel": str(stim["title"] or stim["clip_id"])[:MAX_TITLE],
+                "consent": f"{CONSENT_VERSION} agreed {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"}  # fmt: skip
+        known = await asyncio.to_thread(_known_clip, db, got.path)
+        if known is not None:
+            got.path.unlink(missing_ok=True)
+            await asyncio.to_thread(store.release_link, link.nonce)
+            return JSONResponse({"duplicate": True, "message": "this recording was received already"})
+        job = jobs.start(db, str(got.path), Settings(), title=title, tags=tags, delete_source=True,
+                         respondent=link.respondent, stimulus=link.stimulus_clip_id, offset_s=offset)  # fmt: skip
+        await asyncio.to_thread(store.set_link_state, link.nonce, "recorded")
+        log.info("panel upload for %s (%d bytes) -> job %s", link.respondent, got.size, job.job_id)
+        return JSONResponse({"job_id": job.job_id, "title": title, "bytes": got.size})
+
     async def upload(request: Request) -> JSONResponse:
-        if not secrets.compare_digest(request.headers.get("x-ferpipe-token", ""), upload_token()):
+        token = link_token(request)
+        is_researcher = await asyncio.to_thread(researcher, request)
+        if token and not is_researcher:
+            return await panel_upload(request, token)
+        if not is_researcher:
             return JSONResponse({"error": "not allowed"}, status_code=403)
         q = request.query_params
         try:
-            settings = Settings(**json.loads(q.get("settings") or "{}"))
+            settings = request_settings(q.get("settings"))
             tags = parse_tags(q.get("tags", ""))
             tags.update(_tags_json(q.get("tags_json")))
             respondent = optional(q.get("respondent"))
-            offset = float(q.get("offset_s") or 0.0)
-            if not math.isfinite(offset):
-                raise ValueError(f"offset_s must be a finite number, got {q.get('offset_s')!r}")
+            offset = offset_of(q)
+            stimulus = await asyncio.to_thread(_stimulus_id, db_path_fn(), optional(q.get("stimulus")))
             if respondent:
                 tags["respondent"] = respondent
             got = await receive(request.stream(), q.get("name", ""), db_path_fn())
@@ -157,7 +249,7 @@ def routes(db_path_fn) -> list:
             return JSONResponse({"duplicate": True, "clip_id": known[0], "title": known[1],
                                  "message": f"already in the library as '{known[1]}'"})  # fmt: skip
         job = jobs.start(db_path_fn(), str(got.path), settings, title=title, tags=tags, delete_source=True,
-                         respondent=respondent, stimulus=optional(q.get("stimulus")), offset_s=offset)  # fmt: skip
+                         respondent=respondent, stimulus=stimulus, offset_s=offset)  # fmt: skip
         log.info("upload %s (%d bytes) -> job %s", title, got.size, job.job_id)
         return JSONResponse({"job_id": job.job_id, "title": title, "bytes": got.size})
 
@@ -166,7 +258,7 @@ def routes(db_path_fn) -> list:
         its bad rows as messages. Nothing is stored."""
         from .study import parse_manifest
 
-        if not secrets.compare_digest(request.headers.get("x-ferpipe-token", ""), upload_token()):
+        if not await asyncio.to_thread(researcher, request):
             return JSONResponse({"error": "not allowed"}, status_code=403)
         body = await request.body()
         if len(body) > 8 << 20:
@@ -179,5 +271,7 @@ def routes(db_path_fn) -> list:
         return JSONResponse({"per_file": per_file_metadata(rows), "rows": len(rows),
                              "warnings": [b.error for b in bad]})  # fmt: skip
 
+    if link_only:
+        return [Route("/ferpipe/upload", upload, methods=["POST"])]
     return [Route("/ferpipe/upload", upload, methods=["POST"]),
             Route("/ferpipe/metadata", metadata, methods=["POST"])]  # fmt: skip
