@@ -1,10 +1,34 @@
-"""ferpipe dashboard: navigation only; each page lives in views/ (a folder named pages/ would make Streamlit list
-its files as pages of their own when a page is opened by its link)."""
+"""ferpipe dashboard: who may see what, then navigation; each page lives in views/ (a folder named pages/ would make
+Streamlit list its files as pages of their own when a page is opened by its link).
+
+- A respondent's signed link (?link=) gets their panel page and nothing else: no other page is in its navigation.
+- Where researcher accounts exist (`ferpipe users add`), every researcher page needs a signed-in session (the cookie
+  /ferpipe/login sets); without accounts the dashboard serves its one local user on 127.0.0.1 only (`ferpipe
+  dashboard` refuses any other address).
+"""
 
 import streamlit as st
+from common import store
+
+from ferpipe.access import SESSION_COOKIE, session_user, signin_configured
 
 st.set_page_config(page_title="ferpipe", page_icon=":material/mood:", layout="wide")
+s = store()
+if st.query_params.get("link"):  # a respondent: their panel only
+    st.navigation([st.Page("views/respond.py", title="Study panel", url_path="panel", default=True)],
+                  position="hidden").run()  # fmt: skip
+    st.stop()
+user = session_user(s.path, st.context.cookies.get(SESSION_COOKIE))
+if signin_configured(s) and user is None:
+    st.title("ferpipe")
+    st.write("This dashboard holds recordings of people's faces: researchers sign in first.")
+    st.link_button("Sign in", "/ferpipe/login", type="primary")
+    st.stop()
+
 st.sidebar.markdown("### ferpipe\nAudience expression analytics")
+if user:
+    st.sidebar.caption(f"Signed in as {user}")
+    st.sidebar.link_button("Sign out", "/ferpipe/logout")
 st.sidebar.radio("Chart downloads", ["png", "svg"], key="chart_format", horizontal=True,
                  help="The camera icon above each chart saves it in this format.")  # fmt: skip
 

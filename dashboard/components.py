@@ -127,6 +127,8 @@ const $ = (id) => document.getElementById(id);
 const show = (name) => { for (const s of document.querySelectorAll("#panel section")) s.hidden = (s.id !== "s-" + name); };
 $("consent-text").textContent = cfg.consent;
 $("respondent").value = cfg.respondent || "";
+if (cfg.link) $("respondent").readOnly = true;  // a signed link names its respondent
+const auth = cfg.link ? {"X-Ferpipe-Link": cfg.link} : {"X-Ferpipe-Token": cfg.token};
 const ready = () => { $("to-check").disabled = !($("agree").checked && $("respondent").value.trim()); };
 $("agree").onchange = ready; $("respondent").oninput = ready; ready();
 let stream = null, checking = null, recorder = null, chunks = [], offset = 0, blob = null;
@@ -148,7 +150,7 @@ $("to-check").onclick = async () => {
     canvas.getContext("2d").drawImage(v, 0, 0, canvas.width, canvas.height);
     const shot = await new Promise((r) => canvas.toBlob(r, "image/jpeg", 0.85));
     try {
-      const res = await fetch(cfg.check, {method: "POST", body: shot, headers: {"X-Ferpipe-Token": cfg.token}});
+      const res = await fetch(cfg.check, {method: "POST", body: shot, headers: auth});
       const c = await res.json();
       if (c.error) { $("check-msg").textContent = c.error; return; }
       $("check-face").textContent = "Face in the picture: " + (c.face_ok ? "✓" : "✗ (" + c.faces + " found)");
@@ -184,10 +186,10 @@ function send() {
   const ext = (blob.type || "").includes("mp4") ? "mp4" : "webm";
   const params = new URLSearchParams({name: "panel-" + who.replace(/[^A-Za-z0-9_-]/g, "_") + "." + ext,
     title: cfg.title_prefix + who, respondent: who, stimulus: cfg.stimulus_id, offset_s: offset.toFixed(3),
-    settings: JSON.stringify(cfg.settings), tags_json: JSON.stringify(cfg.tags || {})});
+    settings: JSON.stringify(cfg.settings || {}), tags_json: JSON.stringify(cfg.tags || {})});
   const xhr = new XMLHttpRequest();
   xhr.open("POST", cfg.upload + "?" + params.toString());
-  xhr.setRequestHeader("X-Ferpipe-Token", cfg.token);
+  for (const [k, v] of Object.entries(auth)) xhr.setRequestHeader(k, v);
   xhr.upload.onprogress = (e) => { if (e.lengthComputable) $("send-bar").value = 100 * e.loaded / e.total; };
   xhr.onload = () => {
     let body = {};
@@ -205,7 +207,7 @@ $("retry").onclick = send;
 
 def panel_html(config: dict) -> str:
     """The respondent's side of a webcam panel: consent, camera check, the stimulus while recording, upload,
-    thanks. ``config``: consent, respondent, token, check, upload, stimulus (URL), stimulus_id, title_prefix,
-    settings, tags."""
+    thanks. ``config``: consent, respondent, link (a respondent's signed link: the server decides everything else
+    about the upload) or token, check, upload, stimulus (URL), stimulus_id, title_prefix."""
     payload = json.dumps(config).replace("</", "<\\/")
     return PANEL.replace("__CONFIG__", payload)

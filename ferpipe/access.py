@@ -345,3 +345,23 @@ def researcher_request(request, db_path, token: str) -> bool:
         return False
     store = Store(db_path)
     return not signin_configured(store) or session_user(db_path, request.cookies.get(SESSION_COOKIE)) is not None
+
+
+def link_states(store, stimulus_clip_id: str):
+    """Each respondent link of a stimulus with its state: sent, opened, recorded (uploaded) or processed (its
+    recording analysed), when it expires and the uses left."""
+    import polars as pl
+
+    links = store.links(stimulus_clip_id)
+    if links.is_empty():
+        return pl.DataFrame()
+    done = store.respondents_processed(stimulus_clip_id)
+    now = time.time()
+    return links.select(
+        pl.col("respondent"),
+        pl.when(pl.col("respondent").is_in(list(done))).then(pl.lit("processed"))
+        .when(pl.col("used") > 0).then(pl.lit("recorded")).otherwise(pl.col("state")).alias("state"),
+        pl.when(pl.col("expires_at") < now).then(pl.lit("expired")).otherwise(
+            pl.from_epoch(pl.col("expires_at").cast(pl.Int64)).dt.strftime("%Y-%m-%d %H:%M")).alias("expires"),
+        (pl.col("uses") - pl.col("used")).alias("uses_left"),
+    )  # fmt: skip

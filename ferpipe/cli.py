@@ -40,6 +40,10 @@ people_app = typer_app(no_args_is_help=True, help="People of a clip: list, merge
 app.add_typer(people_app, name="people")
 markers_app = typer_app(no_args_is_help=True, help="Event markers on a clip's timeline.")
 app.add_typer(markers_app, name="markers")
+users_app = typer_app(no_args_is_help=True, help="Researcher accounts for the dashboard's sign-in.")
+app.add_typer(users_app, name="users")
+panel_app = typer_app(no_args_is_help=True, help="Webcam panels: signed respondent links.")
+app.add_typer(panel_app, name="panel")
 
 DB_OPT = typer.Option(
     None, "--db", metavar="FILE", help="DuckDB file (default: $FERPIPE_DB or ~/.local/share/ferpipe/ferpipe.duckdb)"
@@ -765,7 +769,8 @@ def streamlit_command(app_file: Path, port: int, address: str = "127.0.0.1") -> 
             "--server.maxUploadSize", str(max_upload_mb()), "--client.toolbarMode", "viewer"]  # fmt: skip
 
 
-def _serve(db_path: Path, port: int, headless: bool = True, address: str = "127.0.0.1") -> None:
+def _serve(db_path: Path, port: int, headless: bool = True, address: str = "127.0.0.1",
+           server_file: str = "server.py") -> None:  # fmt: skip
     """Run the Streamlit server (always headless: no first-run prompt); open a browser once it answers."""
     import subprocess
     import threading
@@ -775,7 +780,7 @@ def _serve(db_path: Path, port: int, headless: bool = True, address: str = "127.
 
     from .config import bundled
 
-    app_file = bundled("dashboard") / "server.py"
+    app_file = bundled("dashboard") / server_file
     if not app_file.is_file():
         raise FerpipeError(f"dashboard not found at {app_file}")
     env = dict(os.environ, FERPIPE_DB=str(db_path))
@@ -815,12 +820,140 @@ def dashboard(
         "127.0.0.1", "--address", help="Interface to bind (default: this machine only).", metavar="IP"
     ),
 ) -> None:
-    """Open the Streamlit dashboard on a database."""
+    """Open the Streamlit dashboard on a database. Bound beyond this machine it needs researcher accounts."""
     path = _db(db)
+    from .access import check_serving
+    from .store import Store
+
+    store = Store(path)
+    store.migrate()
+    check_serving(store, address)
+    _serve(path, port, headless=True, address=address)
+
+
+@app.command("panel-server")
+def panel_server(
+    db: Path | None = DB_OPT,
+    port: int = typer.Option(8502, "--port", help="Port to serve on.", metavar="PORT"),
+    address: str = typer.Option("127.0.0.1", "--address", help="Interface to bind.", metavar="IP"),
+) -> None:
+    """Serve the respondents' side of webcam panels and nothing else: signed links open their panel page, the camera
+    check, their stimulus and their upload. The documented way to reach remote respondents (behind a TLS proxy, with
+    FERPIPE_PUBLIC_HOSTS naming it), with the research dashboard kept on 127.0.0.1."""
+    path = _db(db, must_exist=True)
     from .store import Store
 
     Store(path).migrate()
-    _serve(path, port, headless=True, address=address)
+    _serve(path, port, headless=True, address=address, server_file="panel_server.py")
+
+
+@users_app.command("add")
+def users_add(
+    name: str = typer.Argument(..., metavar="NAME"),
+    db: Path | None = DB_OPT,
+    password_stdin: bool = flag("--password-stdin", "Read the password from stdin (else asked for, hidden)."),
+) -> None:
+    """Add a researcher account (the password is stored as a bcrypt hash)."""
+    from .access import add_user
+    from .store import Store
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt("Password", hide_input=True,
+                                                                                   confirmation_prompt=True)  # fmt: skip
+    store = Store(_db(db))
+    store.migrate()
+    add_user(store, name, password)
+    out.print(Text(f"added researcher {name}; the dashboard now asks for sign-in"))
+
+
+@users_app.command("remove")
+def users_remove(name: str = typer.Argument(..., metavar="NAME"), db: Path | None = DB_OPT) -> None:
+    """Remove a researcher account."""
+    from .store import Store
+
+    store = Store(_db(db, must_exist=True))
+    store.remove_user(name)
+    store.audit("user removed", detail=name)
+    out.print(Text(f"removed researcher {name}"))
+
+
+@users_app.command("list")
+def users_list(db: Path | None = DB_OPT) -> None:
+    """The researcher accounts."""
+    from .store import Store
+
+    users = Store(_db(db, must_exist=True)).users()
+    for r in users.iter_rows(named=True):
+        out.print(Text(f"{r['name']}  (added {str(r['created_at'])[:16]})"))
+    if users.is_empty():
+        out.print("no accounts: the dashboard is open to whoever reaches 127.0.0.1 on this machine")
+
+
+@panel_app.command("link")
+def panel_link(
+    stimulus: str = typer.Option(..., "--stimulus", help="The stimulus's whole clip id.", metavar="ID"),
+    respondent: list[str] = typer.Option(..., "--respondent", help="Respondent id; repeat for several.", metavar="R"),
+    expires: str = typer.Option("7d", "--expires", help="How long each link works (7d, 12h, 30m).", metavar="TIME"),
+    uses: int = typer.Option(1, "--uses", help="Uploads each link allows.", metavar="N"),
+    base_url: str = typer.Option(
+        "http://127.0.0.1:8502", "--base-url", help="Where respondents reach the panel server.", metavar="URL"
+    ),
+    db: Path | None = DB_OPT,
+) -> None:
+    """Make one signed link per respondent: it opens only the camera check, this stimulus and its uploads."""
+    from .access import create_link, parse_duration
+    from .store import Store
+
+    store = Store(_db(db, must_exist=True))
+    store.migrate()
+    seconds = parse_duration(expires)
+    base = base_url.rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise ValueError(f"--base-url must start with http:// or https://, got {base_url!r}")
+    for r in respondent:
+        _, token = create_link(store, _db(db), stimulus, r, seconds, uses)
+        out.print(Text(f"{r}: "), end="")
+        print(f"{base}/panel?link={token}")
+
+
+@panel_app.command("links")
+def panel_links(
+    stimulus: str = typer.Option(..., "--stimulus", help="The stimulus's whole clip id.", metavar="ID"),
+    db: Path | None = DB_OPT,
+    as_json: bool = flag("--json", "Print the links' states as JSON."),
+) -> None:
+    """Each respondent link of a stimulus: sent, opened, recorded or processed; expiry and uses left."""
+    from . import present as pr
+    from .access import link_states
+    from .store import Store
+
+    states = link_states(Store(_db(db, must_exist=True)), stimulus)
+    if as_json:
+        print(states.write_json() if states.height else "[]")
+        return
+    shown = pr.table(states) if states.height else None
+    if shown is None:
+        out.print("no links for this stimulus yet")
+        return
+    table = Table(*shown.columns)
+    for row in shown.iter_rows():
+        table.add_row(*(Text(v) for v in row))
+    out.print(table)
+
+
+@app.command()
+def forget(
+    respondent: str = typer.Option(..., "--respondent", help="The respondent id to remove everywhere.", metavar="R"),
+    db: Path | None = DB_OPT,
+) -> None:
+    """Remove a respondent everywhere (a data subject's request): their recordings with their media files,
+    observations, people and runs, their attributes and names in every other clip, and their panel links."""
+    from .store import Store
+
+    store = Store(_db(db, must_exist=True))
+    store.migrate()
+    report = store.forget_respondent(respondent)
+    store.audit("respondent forgotten", detail=f"{respondent}: {report}")
+    out.print(Text(f"forgot respondent {respondent}: " + ", ".join(f"{v} {k}" for k, v in report.items())))
 
 
 from .lab.cli import register as _register_lab  # noqa: E402  the lab's commands sit beside the lab

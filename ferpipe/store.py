@@ -1142,6 +1142,16 @@ class Store:
         where, params = ("WHERE stimulus_clip_id = ?", [stimulus_clip_id]) if stimulus_clip_id else ("", [])
         return self.query(f"SELECT * FROM panel_links {where} ORDER BY created_at, respondent", params)
 
+    def respondents_processed(self, stimulus_clip_id: str) -> set[str]:
+        """The respondents whose recording of this stimulus has a finished run."""
+        rows = self.query(
+            "SELECT DISTINCT t.value AS respondent FROM clips c "
+            "JOIN clip_tags t ON t.clip_id = c.clip_id AND t.key = 'respondent' "
+            "JOIN runs r ON r.clip_id = c.clip_id AND r.status IN ('done', 'truncated') WHERE c.stimulus_clip_id = ?",
+            [stimulus_clip_id],
+        )
+        return set(rows["respondent"].to_list())
+
     def use_link(self, nonce: str) -> bool:
         """Take one use of a link, atomically; False when none is left."""
         with self.transaction() as con:
@@ -1214,6 +1224,34 @@ class Store:
             shared = self.query("SELECT count(*) AS n FROM clips WHERE path = ?", [path])["n"][0]
             if not shared:
                 Path(path).unlink(missing_ok=True)
+
+    def forget_respondent(self, respondent: str) -> dict[str, int]:
+        """Remove a respondent everywhere: the clips tagged with their respondent id (runs, observations, people,
+        media files), the faces named for them in other clips (with those faces' readings, descriptors and
+        rollups), their names and attributes in every clip, and their panel links. Returns what was removed."""
+        respondent = (respondent or "").strip()
+        if not respondent:
+            raise ValueError("--respondent needs an id")
+        own = self.query("SELECT DISTINCT clip_id FROM clip_tags WHERE key = 'respondent' AND value = ?",
+                         [respondent])["clip_id"].to_list()  # fmt: skip
+        for cid in own:
+            self.delete_clip(cid)
+        with self.transaction() as con:
+            named = con.execute("SELECT run_id, face_id FROM faces WHERE person_label = ?", [respondent]).fetchall()
+            for run_id, face_id in named:
+                for table in ("observations", "face_seconds", "faces"):
+                    con.execute(f"DELETE FROM {table} WHERE run_id = ? AND face_id = ?", [run_id, face_id])
+            attrs = con.execute("DELETE FROM person_attributes WHERE person = ? RETURNING 1", [respondent]).fetchall()
+            edits = con.execute("DELETE FROM person_edits WHERE label = ? RETURNING 1", [respondent]).fetchall()
+            links = con.execute("DELETE FROM panel_links WHERE respondent = ? RETURNING 1", [respondent]).fetchall()
+        if named:  # the runs' per-second rollups and counts no longer hold those faces: rebuild them
+            for run_id in {r for r, _ in named}:
+                with self.transaction() as con:
+                    con.execute("UPDATE runs SET observations = (SELECT count(*) FROM observations o WHERE "
+                                "o.run_id = runs.run_id), faces = (SELECT count(*) FROM faces f WHERE "
+                                "f.run_id = runs.run_id) WHERE run_id = ?", [run_id])  # fmt: skip
+        return {"recordings": len(own), "faces in other clips": len(named), "attributes": len(attrs),
+                "names": len(edits), "links": len(links)}  # fmt: skip
 
     def panel_recordings(self, stimulus_clip_id: str) -> list[str]:
         """Clips linked to a stimulus (webcam panel recordings and other audiences of it)."""

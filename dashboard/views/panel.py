@@ -1,44 +1,19 @@
 """Webcam panel: researchers pick a stimulus and send respondents a link; respondents consent, check their camera,
 watch the stimulus while their webcam is recorded, and the recording comes back as a clip linked to the stimulus."""
 
-from dataclasses import asdict
-
 import polars as pl
 import streamlit as st
 from common import caveat, plain, store
-from components import panel_html
 
+from ferpipe import present as pr
+from ferpipe.access import create_link, link_states
 from ferpipe.frames import is_image
-from ferpipe.panel import CONSENT
-from ferpipe.pipeline import Settings
-from ferpipe.uploads import upload_token
 
 s = store()
 params = st.query_params
 origin = "/".join((st.context.url or "").split("/", 3)[:3])
-stimulus_ref = params.get("stimulus")
-
-if stimulus_ref:  # the respondent's view: nothing but the panel
-    st.markdown("<style>[data-testid=stSidebar], [data-testid=stSidebarCollapsedControl] {display: none;}</style>",
-                unsafe_allow_html=True)  # fmt: skip
-    try:
-        stimulus = s.clip(s.resolve_clip(stimulus_ref))
-    except ValueError:
-        st.error("This study link is not valid (its video is not in the library). Please tell the researcher.")
-        st.stop()
-    config = {
-        "consent": CONSENT,
-        "respondent": params.get("respondent", ""),
-        "token": upload_token(),
-        "check": f"{origin}/ferpipe/check",
-        "upload": f"{origin}/ferpipe/upload",
-        "stimulus": f"{origin}/ferpipe/stimulus/{stimulus['clip_id']}?token={upload_token()}",
-        "stimulus_id": stimulus["clip_id"],
-        "title_prefix": f"{stimulus['title']} · panel · ",
-        "settings": asdict(Settings()),
-        "tags": {"panel": stimulus["title"]},
-    }
-    st.iframe(panel_html(config), height=760)
+if params.get("stimulus"):  # an unsigned link of an older version: respondents need a signed one now
+    st.error("Panel links are signed per respondent now: ask the researcher for your own link.")
     st.stop()
 
 st.title("Webcam panel")
@@ -62,11 +37,35 @@ if stimuli.is_empty():
 ids = stimuli["clip_id"].to_list()
 titles = dict(zip(ids, stimuli["title"].to_list(), strict=True))
 chosen = st.selectbox("Stimulus respondents watch", ids, format_func=lambda c: f"{titles[c]}  ·  {c}")
-link = f"{origin}/panel?stimulus={chosen}"
-st.caption("Send each respondent this link (add &respondent=ID to fill in their id). They need a webcam, a recent "
-           "Chrome, Edge or Firefox, and the dashboard reachable from their network (see the README on serving it).")  # fmt: skip
-st.code(link, language=None)
-st.link_button("Try it as a respondent", link)
+st.subheader("Respondent links")
+st.caption("Each respondent gets a link of their own, signed by this server: it opens only the camera check, this "
+           "stimulus and one upload for that respondent, and it expires. The analysis settings are the server's. "
+           "Respondents need a webcam, a recent Chrome, Edge or Firefox, and the panel server reachable from their "
+           "network (see the README on serving it).")  # fmt: skip
+l1, l2, l3 = st.columns([3, 1, 1])
+who = l1.text_area("Respondent ids (one per line)", key="link_ids", height=100)
+days = l2.number_input("Valid for (days)", 1, 90, 7, key="link_days")
+uses = l3.number_input("Uploads per link", 1, 10, 1, key="link_uses")
+if st.button("Make links", disabled=not who.strip()):
+    made = []
+    for r in dict.fromkeys(x.strip() for x in who.splitlines() if x.strip()):
+        try:
+            _, token = create_link(s, s.path, chosen, r, days * 86400.0, int(uses))
+            made.append({"respondent": r, "link": f"{origin}/panel?link={token}"})
+        except ValueError as exc:
+            st.error(plain(exc))
+    st.session_state["made_links"] = made
+if st.session_state.get("made_links"):
+    st.caption("Send each respondent their own link (shown once here; the table below keeps their state).")
+    st.dataframe(pl.DataFrame(st.session_state["made_links"]), hide_index=True,
+                 column_config={"respondent": st.column_config.TextColumn("Respondent"),
+                                "link": st.column_config.TextColumn("Link", width="large")})  # fmt: skip
+if st.button("Try it as a respondent"):
+    _, token = create_link(s, s.path, chosen, "test respondent", 3600.0, 1)
+    st.link_button("Open the test link", f"{origin}/panel?link={token}")
+states = link_states(s, chosen)
+if states.height:
+    st.dataframe(pr.table(states), hide_index=True)
 
 st.subheader("Recordings received")
 received = clips.filter(pl.col("clip_id").is_in(s.panel_recordings(chosen)))

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "dashboard"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -40,14 +41,21 @@ def test_webcam_panel_records_links_and_processes(tmp_path, samples, shot):
     with shot.serve(db) as url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=args)
         page = browser.new_page(viewport={"width": 1200, "height": 950})
-        # the researcher's side: the link to send
+        # the researcher's side: a signed link per respondent
         page.goto(f"{url}/panel")
         expect(page.get_by_role("heading", name="Webcam panel")).to_be_visible(timeout=60000)
-        expect(page.get_by_text(f"/panel?stimulus={stimulus_id}")).to_be_visible(timeout=30000)
         expect(page.get_by_role("link", name="Webcam panel")).to_be_visible(timeout=30000)  # the app's navigation
+        page.get_by_label("Respondent ids (one per line)").fill("r41")
+        page.get_by_role("button", name="Make links").click()
+        expect(page.get_by_text("Send each respondent their own link")).to_be_visible(timeout=30000)
         page.screenshot(path=str(ARTIFACTS / "panel_researcher.png"))
+        r = run_cli("panel", "link", "--db", str(db), "--stimulus", stimulus_id, "--respondent", "r42", "--base-url",
+                    url)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        link = r.stdout.strip().splitlines()[-1]
+        assert link.startswith(f"{url}/panel?link=")
         # the respondent's side
-        page.goto(f"{url}/panel?stimulus={stimulus_id}&respondent=r42")
+        page.goto(link)
         panel = page.frame_locator("iframe").first
         expect(panel.get_by_text("Before you start")).to_be_visible(timeout=60000)
         page.screenshot(path=str(ARTIFACTS / "panel_consent.png"))
@@ -66,6 +74,10 @@ def test_webcam_panel_records_links_and_processes(tmp_path, samples, shot):
         page.screenshot(path=str(ARTIFACTS / "panel_watching.png"))
         expect(panel.get_by_text("Thank you!")).to_be_visible(timeout=120000)
         page.screenshot(path=str(ARTIFACTS / "panel_thanks.png"))
+        page.goto(link)  # a used link: a plain page that says so
+        expect(page.get_by_role("heading", name="This link has already been used")).to_be_visible(timeout=60000)
+        assert not page.frame_locator("iframe").first.get_by_text("Before you start").count()
+        page.screenshot(path=str(ARTIFACTS / "panel_used.png"))
         browser.close()
         jobs = tmp_path / "panel_media" / ".jobs"
         deadline = time.monotonic() + 180
