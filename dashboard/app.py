@@ -9,14 +9,15 @@ Streamlit list its files as pages of their own when a page is opened by its link
 
 import streamlit as st
 from common import store
+from respondent import respondent_home
 
 from ferpipe.access import SESSION_COOKIE, session_user, signin_configured
 
 st.set_page_config(page_title="ferpipe", page_icon=":material/mood:", layout="wide")
 s = store()
 if st.query_params.get("link"):  # a respondent: their panel only
-    st.navigation([st.Page("views/respond.py", title="Study panel", url_path="panel", default=True)],
-                  position="hidden").run()  # fmt: skip
+    st.navigation([st.Page(respondent_home, title="Study panel", default=True),
+                   st.Page("views/respond.py", title="Study panel ", url_path="panel")], position="hidden").run()  # fmt: skip
     st.stop()
 user = session_user(s.path, st.context.cookies.get(SESSION_COOKIE))
 if signin_configured(s) and user is None:

@@ -899,7 +899,8 @@ def panel_link(
     ),
     db: Path | None = DB_OPT,
 ) -> None:
-    """Make one signed link per respondent: it opens only the camera check, this stimulus and its uploads."""
+    """Make one signed link per respondent (printed as respondent, tab, link): it opens only the camera check, this
+    stimulus and its uploads."""
     from .access import create_link, parse_duration
     from .store import Store
 
@@ -911,8 +912,7 @@ def panel_link(
         raise ValueError(f"--base-url must start with http:// or https://, got {base_url!r}")
     for r in respondent:
         _, token = create_link(store, _db(db), stimulus, r, seconds, uses)
-        out.print(Text(f"{r}: "), end="")
-        print(f"{base}/panel?link={token}")
+        print(f"{plain_text(r)}\t{base}/panel?link={token}")  # respondent, tab, link: one line each
 
 
 @panel_app.command("links")

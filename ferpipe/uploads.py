@@ -209,7 +209,7 @@ def routes(db_path_fn, link_only: bool = False) -> list:
             return JSONResponse({"error": str(exc).splitlines()[0]}, status_code=413 if "limit" in str(exc) else 400)
         stim = store.clip(link.stimulus_clip_id)
         title = f"{stim['title'] or stim['clip_id']} · panel · {link.respondent}"[:MAX_TITLE]
-        tags = {"panel": str(stim["title"] or stim["clip_id"])[:MAX_TITLE],
+        tags = {"panel": str(stim["title"] or stim["clip_id"])[:MAX_TITLE], "respondent": link.respondent,
                 "consent": f"{CONSENT_VERSION} agreed {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"}  # fmt: skip
         known = await asyncio.to_thread(_known_clip, db, got.path)
         if known is not None:

@@ -45,14 +45,18 @@ def test_webcam_panel_records_links_and_processes(tmp_path, samples, shot):
         page.goto(f"{url}/panel")
         expect(page.get_by_role("heading", name="Webcam panel")).to_be_visible(timeout=60000)
         expect(page.get_by_role("link", name="Webcam panel")).to_be_visible(timeout=30000)  # the app's navigation
-        page.get_by_label("Respondent ids (one per line)").fill("r41")
+        ids = page.get_by_label("Respondent ids (one per line)")
+        ids.fill("r41")
+        ids.press("Control+Enter")  # a text area's value reaches the app when committed
+        expect(page.get_by_role("button", name="Make links")).to_be_enabled(timeout=30000)
         page.get_by_role("button", name="Make links").click()
         expect(page.get_by_text("Send each respondent their own link")).to_be_visible(timeout=30000)
         page.screenshot(path=str(ARTIFACTS / "panel_researcher.png"))
         r = run_cli("panel", "link", "--db", str(db), "--stimulus", stimulus_id, "--respondent", "r42", "--base-url",
                     url)  # fmt: skip
         assert r.returncode == 0, r.stderr
-        link = r.stdout.strip().splitlines()[-1]
+        respondent, link = r.stdout.strip().splitlines()[-1].split("\t")
+        assert respondent == "r42"
         assert link.startswith(f"{url}/panel?link=")
         # the respondent's side
         page.goto(link)
@@ -92,5 +96,11 @@ def test_webcam_panel_records_links_and_processes(tmp_path, samples, shot):
     assert 0 <= clip["stimulus_offset_s"] < 5  # playback began soon after the recording
     assert clip["duration_s"] > 1.0  # about the stimulus's 2.4 s
     tags = store.tags().filter(clip_id=clip["clip_id"])
-    assert dict(zip(tags["key"], tags["value"], strict=True))["respondent"] == "r42"
+    tag = dict(zip(tags["key"], tags["value"], strict=True))
+    assert tag["respondent"] == "r42"
+    assert tag["consent"].startswith("consent-") and " agreed 20" in tag["consent"]  # the consent record
+    states = run_cli("panel", "links", "--db", str(db), "--stimulus", stimulus_id, "--json")
+    by_respondent = {r["respondent"]: r for r in json.loads(states.stdout)}
+    assert by_respondent["r42"]["state"] == "processed" and by_respondent["r42"]["uses_left"] == 0
+    assert by_respondent["r41"]["state"] == "sent"
     assert store.people(result["run_id"])["person"].to_list()[0] == "r42"
