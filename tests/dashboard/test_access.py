@@ -1,0 +1,233 @@
+"""Access control on a real dashboard server (#23): signed respondent links, least-privilege routes, the Host
+allow-list, researcher sign-in, and the probes of the last review, each written to fail on the version before."""
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+TOKEN = "test-token-access"
+
+
+def _req(url, path, body=None, headers=None, method=None, query=None):
+    q = ("?" + urllib.parse.urlencode(query)) if query else ""
+    req = urllib.request.Request(f"{url}{path}{q}", data=body, method=method or ("POST" if body is not None else "GET"),
+                                 headers=headers or {})  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _rows(db) -> dict:
+    from ferpipe.store import Store
+
+    s = Store(db)
+    return {t: int(s.query(f"SELECT count(*) AS n FROM {t}")["n"][0]) for t in ("clips", "runs", "observations")}
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory, samples):
+    """Two stimuli and a respondent's recording, ingested (no runs needed for routes)."""
+    from ferpipe.pipeline import Pipeline, Settings
+    from ferpipe.store import Store
+
+    db = tmp_path_factory.mktemp("access") / "lib.duckdb"
+    p = Pipeline(Store(db), Settings(model="mini-xception"))
+    a = p.ingest(str(samples["single_face.mp4"])).sha256[:12]
+    b = p.ingest(str(samples["WolfgangLanger_Pexels.mp4"])).sha256[:12]
+    return db, a, b
+
+
+def _link(db, stimulus, respondent, expires="7d") -> str:
+    r = run_cli("panel", "link", "--db", str(db), "--stimulus", stimulus, "--respondent", respondent, "--expires",
+                expires, "--base-url", "http://x")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip().split("\t")[1].split("link=")[1]
+
+
+@pytest.mark.slow
+def test_routes_refuse_what_a_link_does_not_allow_and_store_nothing(library, shot, samples):
+    db, a, b = library
+    good = _link(db, a, "r1")
+    expired = _link(db, a, "r2", expires="1s")
+    time.sleep(1.5)
+    forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+    video = Path(samples["audience_grid.mp4"]).read_bytes()  # not yet in the library
+    with shot.serve(db, env={"FERPIPE_UPLOAD_TOKEN": TOKEN}) as url:
+        before = _rows(db)
+        for who, headers in (("no token", {}), ("wrong token", {"X-Ferpipe-Token": "nope"}),
+                             ("forged link", {"X-Ferpipe-Link": forged}),
+                             ("expired link", {"X-Ferpipe-Link": expired})):  # fmt: skip
+            assert _req(url, f"/ferpipe/stimulus/{a}", headers=headers)[0] == 403, who
+            assert _req(url, "/ferpipe/check", b"x", headers)[0] == 403, who
+            assert _req(url, "/ferpipe/upload", video[:1000], headers, query={"name": "r.webm"})[0] == 403, who
+            assert _req(url, "/ferpipe/metadata", b"source\n", headers)[0] == 403, who
+        # a good link: its own stimulus only (another clip, or a prefix of its own: 403)
+        link = {"X-Ferpipe-Link": good}
+        assert _req(url, f"/ferpipe/stimulus/{b}", headers=link)[0] == 403
+        assert _req(url, f"/ferpipe/stimulus/{a[:4]}", headers=link)[0] == 403
+        code, body = _req(url, f"/ferpipe/stimulus/{a}", headers=link)
+        assert code == 200 and len(body) > 10_000
+        assert _req(url, "/ferpipe/metadata", b"source\n", link)[0] == 403  # a link never reaches researcher routes
+        assert _rows(db) == before  # nothing stored by any refusal
+        # its one upload: the settings, title and stimulus the browser sends are ignored
+        evil = {"name": "r.mp4", "stimulus": "/etc/passwd", "settings": json.dumps({"sample_fps": 240}),
+                "title": "hijack", "tags_json": json.dumps({"panel": "other"})}  # fmt: skip
+        code, body = _req(url, "/ferpipe/upload", video, link, query=evil)
+        assert code == 200, body
+        job = json.loads(body)
+        assert job["title"].endswith(" · panel · r1") and "hijack" not in job["title"]
+        code, body = _req(url, "/ferpipe/upload", video[:1000], link, query={"name": "r.mp4"})
+        assert code == 403 and b"already been used" in body  # cannot upload twice
+        other = _link(db, b, "r1")  # a link for another stimulus cannot post for this one either
+        assert _req(url, f"/ferpipe/stimulus/{a}", headers={"X-Ferpipe-Link": other})[0] == 403
+
+
+@pytest.mark.slow
+def test_probes_from_the_review(library, shot, tmp_path):
+    """Server path as stimulus, prefix ids, trusted settings, a foreign Host header, the 20000x20000 PNG, and health
+    while a preview is encoded."""
+    import http.client
+    import io
+    import threading
+
+    from PIL import Image
+
+    db, a, _ = library
+    with shot.serve(db, env={"FERPIPE_UPLOAD_TOKEN": TOKEN}) as url:
+        before = _rows(db)
+        researcher = {"X-Ferpipe-Token": TOKEN}
+        code, body = _req(url, "/ferpipe/upload", b"\x00" * 10, researcher,
+                          query={"name": "x.mp4", "stimulus": "/etc/hostname"})  # fmt: skip
+        assert code == 400 and b"not a clip id" in body  # a server path is never a stimulus
+        code, body = _req(url, "/ferpipe/upload", b"\x00" * 10, researcher,
+                          query={"name": "x.mp4", "stimulus": a[:3]})  # fmt: skip
+        assert code == 400  # nor a prefix
+        for settings in ({"detector_model": "/etc/passwd"}, {"model": "/tmp/evil.onnx"}):
+            code, body = _req(url, "/ferpipe/upload", b"\x00" * 10, researcher,
+                              query={"name": "x.mp4", "settings": json.dumps(settings)})  # fmt: skip
+            assert code == 400, settings
+        assert _req(url, "/panel", query={"stimulus": a[:2]})[0] == 200  # the page answers, but (below) with no panel
+        assert _rows(db) == before
+        host = urllib.parse.urlsplit(url)
+        conn = http.client.HTTPConnection(host.hostname, host.port, timeout=30)
+        conn.request("GET", "/", headers={"Host": "rebind.example.com"})
+        assert conn.getresponse().status == 403  # DNS rebinding: a foreign Host gets nothing
+        conn.close()
+        conn = http.client.HTTPConnection(host.hostname, host.port, timeout=30)
+        conn.request("GET", "/_stcore/health", headers={"Host": f"localhost:{host.port}"})
+        assert conn.getresponse().status == 200
+        conn.close()
+        # the decompression bomb: refused before decoding
+        buf = io.BytesIO()
+        Image.new("L", (20000, 20000)).save(buf, "PNG", optimize=True)
+        code, body = _req(url, "/ferpipe/check", buf.getvalue(), researcher)
+        assert code == 400 and b"pixels" in body
+        # health answers within 1 s while a preview is encoded for a stimulus the browser cannot play
+        mkv = tmp_path / "stim.mkv"
+        import subprocess
+
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=640x360:rate=25",
+                        "-t", "20", "-c:v", "mpeg4", str(mkv)], check=True)  # fmt: skip
+        from ferpipe.pipeline import Pipeline, Settings
+        from ferpipe.store import Store
+
+        mkv_id = Pipeline(Store(db), Settings(model="mini-xception")).ingest(str(mkv)).sha256[:12]
+        t = threading.Thread(target=_req, args=(url, f"/ferpipe/stimulus/{mkv_id}"),
+                             kwargs={"headers": researcher}, daemon=True)  # fmt: skip
+        t.start()
+        time.sleep(1.0)
+        slowest = 0.0
+        while t.is_alive():
+            t0 = time.monotonic()
+            assert _req(url, "/_stcore/health")[0] == 200
+            slowest = max(slowest, time.monotonic() - t0)
+            time.sleep(0.2)
+        assert slowest < 1.0, slowest
+
+
+def test_dashboard_refuses_a_public_address_without_accounts(tmp_path):
+    db = tmp_path / "x.duckdb"
+    r = run_cli("dashboard", "--db", str(db), "--address", "0.0.0.0", timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.strip().startswith("error:") and "ferpipe users add" in r.stderr
+    assert len(r.stderr.strip().splitlines()) <= 3  # one message (wrapped on a narrow terminal)
+
+
+def test_sessions_links_and_hosts_by_hand(tmp_path):
+    from ferpipe import access
+    from ferpipe.store import Store
+
+    db = tmp_path / "a.duckdb"
+    store = Store(db)
+    store.migrate()
+    with pytest.raises(ValueError, match="8 characters"):
+        access.add_user(store, "ana", "short")
+    with pytest.raises(ValueError, match="user name"):
+        access.add_user(store, "a b", "long enough pw")
+    access.add_user(store, "ana", "long enough pw")
+    assert access.signin_configured(store)
+    assert access.sign_in(store, db, "ana", "wrong password") is None
+    cookie = access.sign_in(store, db, "ana", "long enough pw")
+    assert access.session_user(db, cookie) == "ana"
+    assert access.session_user(db, cookie[:-2] + "xx") is None  # forged
+    assert access.session_user(tmp_path / "other.duckdb", cookie) is None  # another server's secret
+    assert store.user_hash("ana").startswith("$2")  # bcrypt, never the password
+    assert oct((tmp_path / "a.duckdb.secret").stat().st_mode)[-3:] == "600"
+    log = store.audit_log()
+    assert {"sign-in", "sign-in refused", "user added"} <= set(log["action"].to_list())
+    for host, ok in (("127.0.0.1:8501", True), ("localhost", True), ("[::1]:8501", True), ("evil.com", False),
+                     ("127.0.0.1.evil.com", False), ("", False)):  # fmt: skip
+        assert access.host_allowed(host) is ok, host
+    assert access.parse_duration("7d") == 7 * 86400
+    with pytest.raises(ValueError, match="duration"):
+        access.parse_duration("soon")
+
+
+def test_forget_removes_a_respondent_everywhere(tmp_path, samples):
+    """A respondent's own recording (with its media), their name and attributes in a group clip, their faces there
+    and their links: after `ferpipe forget`, nothing in any table or the media folder belongs to them."""
+    from ferpipe.pipeline import Pipeline, Settings
+    from ferpipe.store import Store
+
+    db = tmp_path / "f.duckdb"
+    store = Store(db)
+    p = Pipeline(store, Settings(model="mini-xception", sample_fps=2.0))
+    stim = p.ingest(str(samples["single_face.mp4"])).sha256[:12]
+    own = p.process(str(samples["WolfgangLanger_Pexels.mp4"]), tags={"respondent": "r7"}).clip_id
+    group = p.process(str(samples["audience_grid.mp4"])).clip_id
+    run = store.best_run(group)
+    pid = int(store.people(run)["person_id"][0])
+    store.add_edit(group, "name", store.anchor(run, pid), label="r7")
+    from ferpipe.people import relink
+
+    relink(store, run, group)
+    store.set_attributes(group, "r7", {"age": "30-39"})
+    _link(db, stim, "r7")
+    media = Path(store.clip(own)["path"])
+    assert media.is_file()
+    faces_before = store.query("SELECT count(*) AS n FROM faces WHERE person_label = 'r7'")["n"][0]
+    assert faces_before >= 1
+    r = run_cli("forget", "--db", str(db), "--respondent", "r7")
+    assert r.returncode == 0, r.stderr
+    assert "1 recordings" in r.stdout and "1 attributes" in r.stdout and "1 links" in r.stdout
+    for sql in ("SELECT count(*) AS n FROM clip_tags WHERE value = 'r7'",
+                "SELECT count(*) AS n FROM faces WHERE person_label = 'r7'",
+                "SELECT count(*) AS n FROM person_attributes WHERE person = 'r7'",
+                "SELECT count(*) AS n FROM person_edits WHERE label = 'r7'",
+                "SELECT count(*) AS n FROM panel_links WHERE respondent = 'r7'",
+                f"SELECT count(*) AS n FROM clips WHERE clip_id = '{own}'",
+                f"SELECT count(*) AS n FROM runs WHERE clip_id = '{own}'"):  # fmt: skip
+        assert store.query(sql)["n"][0] == 0, sql
+    assert not media.exists()
+    orphans = store.query("SELECT count(*) AS n FROM observations o ANTI JOIN faces f USING (run_id, face_id)")
+    assert orphans["n"][0] == 0  # the group clip keeps its other people, and no reading without its face
+    assert store.people(run).height >= 5
+    assert "respondent forgotten" in store.audit_log()["action"].to_list()
