@@ -117,12 +117,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """The real `ferpipe` command in a subprocess, with no stdin."""
+def run_cli(*args: str, env: dict | None = None, timeout: float = 600,
+            input_text: str | None = None) -> subprocess.CompletedProcess:  # fmt: skip
+    """The real `ferpipe` command in a subprocess, with no stdin (or ``input_text`` as its stdin)."""
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run(
-        [sys.executable, "-m", "ferpipe.cli", *args],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL, env=full_env, timeout=timeout,
+        [sys.executable, "-m", "ferpipe.cli", *args], capture_output=True, text=True, env=full_env, timeout=timeout,
+        **({"input": input_text} if input_text is not None else {"stdin": subprocess.DEVNULL}),
     )  # fmt: skip
 
 

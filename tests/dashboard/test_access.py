@@ -231,3 +231,47 @@ def test_forget_removes_a_respondent_everywhere(tmp_path, samples):
     assert orphans["n"][0] == 0  # the group clip keeps its other people, and no reading without its face
     assert store.people(run).height >= 5
     assert "respondent forgotten" in store.audit_log()["action"].to_list()
+
+
+@pytest.mark.slow
+def test_sign_in_in_a_browser(library, shot):
+    """With an account: a respondent's link opens only its panel; without a session every researcher page asks for
+    sign-in; a wrong password is refused; signed in, the researcher sees the dashboard as before."""
+    import shutil
+
+    from playwright.sync_api import expect, sync_playwright
+
+    db, a, _ = library
+    r = run_cli("users", "add", "ana", "--db", str(db), "--password-stdin", input_text="correct horse 1\n")
+    assert r.returncode == 0, r.stderr
+    link = _link(db, a, "r9")
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    try:
+        with shot.serve(db, env={"FERPIPE_UPLOAD_TOKEN": TOKEN}) as url, sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=shot.CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(f"{url}/panel?link={link}")
+            expect(page.frame_locator("iframe").first.get_by_text("Before you start")).to_be_visible(timeout=60000)
+            assert TOKEN not in page.content()  # the dashboard's token is never in a respondent's page
+            for path in ("", "compare", "export", "people", f"clip?clip={a}"):
+                page.goto(f"{url}/{path}")
+                expect(page.get_by_role("link", name="Sign in")).to_be_visible(timeout=60000)
+                assert not page.get_by_role("link", name="Library").count()  # no navigation to researcher pages
+            page.goto(f"{url}/compare?link={link}")  # a link does not open a researcher page either
+            expect(page.frame_locator("iframe").first.get_by_text("Before you start")).to_be_visible(timeout=60000)
+            assert not page.get_by_role("heading", name="Compare").count()
+            page.goto(f"{url}/ferpipe/login")
+            page.get_by_label("User").fill("ana")
+            page.get_by_label("Password").fill("wrong password")
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.get_by_text("Wrong user or password.")).to_be_visible(timeout=30000)
+            page.get_by_label("User").fill("ana")
+            page.get_by_label("Password").fill("correct horse 1")
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.get_by_role("heading", name="Library")).to_be_visible(timeout=60000)
+            expect(page.get_by_text("Signed in as ana")).to_be_visible()
+            page.goto(f"{url}/compare")
+            expect(page.get_by_role("heading", name="Compare")).to_be_visible(timeout=60000)
+            browser.close()
+    finally:
+        run_cli("users", "remove", "ana", "--db", str(db))  # the module's other tests run without accounts
