@@ -118,6 +118,10 @@ def process(
     ),
     no_signals: bool = flag("--no-signals", "Expressions only: no attention, head pose, blinks or blendshapes."),
     no_people: bool = flag("--no-people", "Keep face tracks apart: do not link them into people."),
+    no_identification: bool = flag(
+        "--no-identification",
+        "Store no face descriptors: link people by time and place only; the dashboard never shows these faces.",
+    ),
     attention_yaw: float = typer.Option(
         30.0, "--attention-yaw", help="Attentive: |yaw| at most this many degrees.", metavar="DEG"
     ),
@@ -170,6 +174,7 @@ def process(
         smooth_ms=smooth_ms,
         signals=not no_signals,
         people=not no_people,
+        identification=not no_identification,
         attention_yaw_deg=attention_yaw,
         attention_pitch_deg=attention_pitch,
     )

@@ -87,6 +87,8 @@ class Settings:
     signals: attention, head pose, eye openness and blendshapes from the face mesh (off: expressions only).
     attention_yaw_deg, attention_pitch_deg: the cone within which a face with open eyes counts as attentive.
     people: link each person's tracks into one person id after the run (ferpipe.people).
+    identification: compute and store a face descriptor per track to link people by face; off, people are linked
+    by time and place only, no descriptor is stored and the dashboard never shows the run's faces.
     """
 
     sample_fps: float | None = 5.0
@@ -102,6 +104,7 @@ class Settings:
     attention_yaw_deg: float = 30.0
     attention_pitch_deg: float = 20.0
     people: bool = True
+    identification: bool = True
 
     def __post_init__(self) -> None:
         if self.sample_fps is not None and not 0 < self.sample_fps <= 240:
@@ -127,6 +130,8 @@ class Settings:
         d.pop("batch_frames")
         if d["detector_model"] is None:
             d.pop("detector_model")  # keys of runs made before the option existed stay equal
+        if d["identification"]:
+            d.pop("identification")  # likewise
         return d
 
 
@@ -320,7 +325,7 @@ class Pipeline:
     @property
     def descriptor(self) -> FaceDescriptor | None:
         """dlib's face descriptor, for linking tracks into people (None when people linking is off)."""
-        if self._descriptor is None and self.settings.people:
+        if self._descriptor is None and self.settings.people and self.settings.identification:
             self._descriptor = FaceDescriptor.from_registry()
         return self._descriptor
 

@@ -105,3 +105,32 @@ def test_a_chip_cut_from_the_face_region_equals_one_from_the_whole_frame(samples
             np.testing.assert_array_equal(chipper.chip(image, box), np.asarray(whole))
             checked += 1
     assert checked >= 10
+
+
+def test_no_identification_stores_no_descriptor_and_still_links_people(tmp_path, samples, monkeypatch):
+    """`--no-identification` on the demo grid: no face descriptor is stored, people are still linked (by time and
+    place), and the People page offers no thumbnails for the run."""
+    from conftest import run_cli
+
+    from ferpipe.store import Store
+
+    db = tmp_path / "noid.duckdb"
+    r = run_cli("process", str(samples["audience_grid.mp4"]), "--db", str(db), "--no-identification", "--json")
+    assert r.returncode == 0, r.stderr
+    store = Store(db)
+    run_id = store.query("SELECT max(run_id) AS r FROM runs")["r"][0]
+    faces = store.query("SELECT count(*) AS n, count(embedding) AS emb FROM faces WHERE run_id = ?", [run_id])
+    assert faces["n"][0] >= 10 and faces["emb"][0] == 0  # no descriptor anywhere
+    assert store.run(run_id).settings["identification"] is False
+    people = store.people(run_id)
+    assert 0 < people.height < faces["n"][0]  # tracks were still joined into people
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("FERPIPE_DB", str(db))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py"), default_timeout=120)
+    at.switch_page("views/people.py").run()
+    assert not at.exception
+    assert not [t for t in at.toggle if t.label == "Show face thumbnails"]
+    assert any("Processed without identification" in c.value for c in at.caption)

@@ -28,7 +28,11 @@ attrs = s.attributes([clip_id])
 st.metric(pr.PEOPLE.name, pr.PEOPLE.format(people.height),
           help=f"from {pr.TRACKS.format(int(people['tracks'].sum() or 0))} face tracks")  # fmt: skip
 
-show = st.toggle(
+identified = (s.run(run_id).settings or {}).get("identification", True)
+if not identified:
+    st.caption("Processed without identification: no face descriptors were stored, people were linked by time and "
+               "place only, and faces are never shown.")  # fmt: skip
+show = identified and st.toggle(
     "Show face thumbnails", value=False, help="Off by default for privacy; blurred unless you say otherwise."
 )
 if show:
