@@ -93,9 +93,9 @@ def main() -> None:
                 page.wait_for_selector(".js-plotly-plot", timeout=30000)
             page.wait_for_timeout(2500)
             if name == "scores_baseline":  # each person's first 3 s as their baseline, subtracted
-                page.get_by_text("Baseline correction (per person)").click()
-                page.wait_for_timeout(800)
-                page.locator("[data-testid=stSelectbox]").filter(has_text="None (raw readings)").click()
+                page.locator("summary").filter(has_text="Baseline correction").click()
+                page.wait_for_timeout(1200)
+                page.locator("[data-testid=stSelectbox]").filter(has_text="Baseline").first.click()
                 page.get_by_role("option", name="Each person's first seconds in view").click()
                 page.wait_for_timeout(6000)
             if name == "compare":

@@ -184,7 +184,8 @@ else:
         got = sc.clip_scores(s, groups[label], settings, BASELINE)
         people = got.people if keeps[label] is None else got.people.join(keeps[label], on=["clip_id", "person_id"],
                                                                            how="semi")  # fmt: skip
-        group_scores[label] = (people, sc.summarise(people))
+        bounds = sc.metric_bounds(signal, BASELINE is not None, max(durations[c] or 0 for c in groups[label]))
+        group_scores[label] = (people, sc.summarise(people, bounds))
     corr = BASELINE.correction if BASELINE else None
     st.caption(f"Each metric is taken per person on their {signal} curve, then averaged over people (95% interval "
                f"over people); the test compares the two groups' person values ({method}). Threshold "
