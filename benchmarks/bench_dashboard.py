@@ -46,8 +46,10 @@ def build_db(path: Path, faces: int, frames: int, video: Path, signals: bool = T
     extra = ""
     if signals:
         shapes = ", ".join(f"(((i * {k + 3} + f * 7) % 97) / 97.0)::REAL" for k in range(len(BS_COLUMNS)))
-        extra = (", ((i % 61) - 30)::REAL, ((i % 41) - 20)::REAL, ((f % 21) - 10)::REAL, 0.8::REAL, "
-                 f"(i % 10 <> 0), 0.99::REAL, {shapes}, 0.9::REAL")  # fmt: skip (the last: reading confidence)
+        extra = (
+            ", ((i % 61) - 30)::REAL, ((i % 41) - 20)::REAL, ((f % 21) - 10)::REAL, 0.8::REAL, "
+            f"(i % 10 <> 0), 0.99::REAL, {shapes}, 0.9::REAL"
+        )  # fmt: skip (the last: reading confidence)
     con = duckdb.connect(str(path))
     cols = (
         ""
