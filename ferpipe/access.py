@@ -365,3 +365,40 @@ def link_states(store, stimulus_clip_id: str):
             pl.from_epoch(pl.col("expires_at").cast(pl.Int64)).dt.strftime("%Y-%m-%d %H:%M")).alias("expires"),
         (pl.col("uses") - pl.col("used")).alias("uses_left"),
     )  # fmt: skip
+
+
+class RateLimit:
+    """At most ``limit`` requests per ``window_s`` seconds for each key (a client address), counted in memory: a
+    respondent's page cannot flood the server with snapshots or uploads."""
+
+    def __init__(self, limit: int, window_s: float):
+        import threading
+        from collections import deque
+
+        if limit < 1 or window_s <= 0:
+            raise ValueError(f"a rate limit needs limit >= 1 and a window > 0, got {limit}, {window_s}")
+        self.limit, self.window_s = int(limit), float(window_s)
+        self._hits: dict[str, deque] = {}
+        self._deque = deque
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            hits = self._hits.setdefault(key, self._deque())
+            while hits and hits[0] <= now - self.window_s:
+                hits.popleft()
+            if len(hits) >= self.limit:
+                return False
+            hits.append(now)
+            return True
+
+
+def env_limit(name: str, default: int) -> int:
+    try:
+        value = int(os.environ.get(name, str(default)))
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {os.environ[name]!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value

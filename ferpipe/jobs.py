@@ -158,6 +158,40 @@ def eta_seconds(frames_done: int, frames_expected: int, seconds: float) -> float
     return max(0.0, (frames_expected - frames_done) / rate)
 
 
+MAX_JOBS_ENV = "FERPIPE_MAX_JOBS"
+
+
+def max_jobs() -> int:
+    """How many background jobs analyse at once (FERPIPE_MAX_JOBS, default 2); the others wait their turn."""
+    try:
+        return max(1, int(os.environ.get(MAX_JOBS_ENV, "2")))
+    except ValueError:
+        raise ValueError(f"{MAX_JOBS_ENV} must be a whole number, got {os.environ[MAX_JOBS_ENV]!r}") from None
+
+
+def take_slot(folder: Path, poll_s: float = 1.0):
+    """Wait for one of max_jobs() slots (a lock file per slot in the jobs folder, held until this process ends):
+    a burst of uploads queues instead of starting every analysis at once. Writes ``queued`` while it waits."""
+    import fcntl
+
+    slots = folder.parent
+    marked = False
+    while True:
+        for k in range(max_jobs()):
+            fd = os.open(slots / f".slot-{k}", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            (folder / "queued").unlink(missing_ok=True)
+            return fd  # released when the process exits
+        if not marked:
+            (folder / "queued").write_text(str(time.time()))
+            marked = True
+        time.sleep(poll_s)
+
+
 def _write_result(folder: Path, result: JobResult) -> None:
     tmp = folder / "result.json.part"
     tmp.write_text(json.dumps(asdict(result)))
@@ -183,6 +217,7 @@ def run_job(folder: Path) -> JobResult:
 
     signal.signal(signal.SIGTERM, stop)
     try:
+        slot = None if spec.live else take_slot(folder)  # noqa: F841  a live stream cannot wait; the rest queue
         pipeline = Pipeline(Store(spec.db), Settings(**spec.settings))
         if spec.live:  # Stop (SIGTERM) ends the stream's capture; the clip is finished with what was seen
             res = pipeline.live(spec.source, spec.title, spec.tags, on_start=_stop_capture_on_sigterm)

@@ -113,12 +113,18 @@ def routes(db_path_fn, token_fn, link_only: bool = False) -> list:
     from starlette.responses import FileResponse, JSONResponse, Response
     from starlette.routing import Route
 
-    from .access import AccessError, check_link, researcher_request
+    from .access import AccessError, RateLimit, check_link, env_limit, researcher_request
     from .media import browser_playable, make_preview
     from .store import Store
 
     def researcher(request: Request) -> bool:
         return not link_only and researcher_request(request, db_path_fn(), token_fn())
+
+    # a respondent's snapshots and stimulus fetches, per client address (FERPIPE_PANEL_REQUESTS_PER_MINUTE, 120)
+    rate = RateLimit(env_limit("FERPIPE_PANEL_REQUESTS_PER_MINUTE", 120), 60.0)
+
+    def client(request: Request) -> str:
+        return request.client.host if request.client else "?"
 
     def respondent(request: Request):
         """The respondent's link, or None (no link, or one that is not valid or has expired)."""
@@ -131,8 +137,11 @@ def routes(db_path_fn, token_fn, link_only: bool = False) -> list:
             return None
 
     async def check(request: Request) -> JSONResponse:
-        if not await asyncio.to_thread(researcher, request) and await asyncio.to_thread(respondent, request) is None:
-            return JSONResponse({"error": "not allowed"}, status_code=403)
+        if not await asyncio.to_thread(researcher, request):
+            if await asyncio.to_thread(respondent, request) is None:
+                return JSONResponse({"error": "not allowed"}, status_code=403)
+            if not rate.allow(client(request)):
+                return JSONResponse({"error": "too many requests; wait a moment"}, status_code=429)
         body = await request.body()
         try:
             result = await asyncio.to_thread(check_snapshot, body)  # detection off the event loop
@@ -153,6 +162,8 @@ def routes(db_path_fn, token_fn, link_only: bool = False) -> list:
             link = await asyncio.to_thread(respondent, request)
             if link is None or link.stimulus_clip_id != clip_id:  # a link opens its own stimulus only
                 return JSONResponse({"error": "not allowed"}, status_code=403)
+            if not rate.allow(client(request)):
+                return JSONResponse({"error": "too many requests; wait a moment"}, status_code=429)
         try:
             path = await asyncio.to_thread(prepare, clip_id)  # a preview encode never blocks the server
         except (ValueError, FerpipeError) as exc:

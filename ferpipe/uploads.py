@@ -168,7 +168,7 @@ def routes(db_path_fn, link_only: bool = False) -> list:
     from starlette.routing import Route
 
     from . import jobs
-    from .access import AccessError, check_link, researcher_request
+    from .access import AccessError, RateLimit, check_link, env_limit, researcher_request
     from .ingest import parse_tags
     from .panel import CONSENT_VERSION, link_token
     from .pipeline import Settings
@@ -176,6 +176,9 @@ def routes(db_path_fn, link_only: bool = False) -> list:
 
     def optional(text: str | None) -> str | None:
         return (text or "").strip()[:MAX_TITLE] or None
+
+    # uploads by respondents' links, per client address (FERPIPE_PANEL_UPLOADS_PER_HOUR, default 10)
+    panel_rate = RateLimit(env_limit("FERPIPE_PANEL_UPLOADS_PER_HOUR", 10), 3600.0)
 
     def researcher(request: Request) -> bool:
         return not link_only and researcher_request(request, db_path_fn(), upload_token())
@@ -187,6 +190,8 @@ def routes(db_path_fn, link_only: bool = False) -> list:
         return offset
 
     async def panel_upload(request: Request, token: str) -> JSONResponse:
+        if not panel_rate.allow(request.client.host if request.client else "?"):
+            return JSONResponse({"error": "too many uploads from this address; try again later"}, status_code=429)
         db = db_path_fn()
         store = Store(db)
         try:

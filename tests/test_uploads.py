@@ -54,3 +54,34 @@ def test_study_metadata_rows_travel_with_the_file_of_that_name():
     )
     assert json.loads(meta["a.mp4"]["tags_json"]) == {"wave": "1"}
     assert [b.row for b in bad] == [2]
+
+
+def test_jobs_beyond_the_limit_wait_their_turn(tmp_path, monkeypatch):
+    """FERPIPE_MAX_JOBS slots, held by lock files: with one slot taken by another process, a job waits (marked
+    queued) and starts once the slot is free."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from ferpipe import jobs
+
+    monkeypatch.setenv("FERPIPE_MAX_JOBS", "1")
+    folder = tmp_path / ".jobs" / "j1"
+    folder.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], "
+                               "os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); "
+                               "time.sleep(2)", str(tmp_path / ".jobs" / ".slot-0")], stdout=subprocess.PIPE)  # fmt: skip
+    assert holder.stdout.readline().strip() == b"held"
+    got = {}
+    t = threading.Thread(target=lambda: got.setdefault("fd", jobs.take_slot(folder, poll_s=0.1)))
+    t0 = time.monotonic()
+    t.start()
+    time.sleep(0.5)
+    assert (folder / "queued").is_file() and "fd" not in got  # waiting, and says so
+    t.join(10)
+    assert "fd" in got and time.monotonic() - t0 >= 1.5 and not (folder / "queued").exists()
+    holder.wait(5)
+    monkeypatch.setenv("FERPIPE_MAX_JOBS", "many")
+    with pytest.raises(ValueError, match="FERPIPE_MAX_JOBS"):
+        jobs.max_jobs()

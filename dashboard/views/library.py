@@ -78,7 +78,9 @@ def progress_panel() -> None:
         if job.alive():
             run = by_pid.get(job.pid)
             c1, c2 = st.columns([6, 1])
-            if run is None:
+            if run is None and (job.folder / "queued").is_file():
+                c1.progress(0.0, text=f"{name}: queued (at most {jobs.max_jobs()} analyses run at once)")
+            elif run is None:
                 c1.progress(0.0, text=f"{name}: checking the file…")
             elif not run["frames_expected"]:  # a live stream: no end known
                 faces = int(run["faces"] or 0)

@@ -275,3 +275,24 @@ def test_sign_in_in_a_browser(library, shot):
             browser.close()
     finally:
         run_cli("users", "remove", "ana", "--db", str(db))  # the module's other tests run without accounts
+
+
+@pytest.mark.slow
+def test_quotas_per_client_address(library, shot, samples):
+    """Beyond FERPIPE_PANEL_UPLOADS_PER_HOUR uploads (or FERPIPE_PANEL_REQUESTS_PER_MINUTE snapshots and stimulus
+    fetches) from one address, a link gets 429 and nothing is stored."""
+    db, a, _ = library
+    links = [_link(db, a, f"q{k}") for k in range(3)]
+    env = {"FERPIPE_UPLOAD_TOKEN": TOKEN, "FERPIPE_PANEL_UPLOADS_PER_HOUR": "1",
+           "FERPIPE_PANEL_REQUESTS_PER_MINUTE": "3"}  # fmt: skip
+    with shot.serve(db, env=env) as url:
+        codes = [_req(url, f"/ferpipe/stimulus/{a}", headers={"X-Ferpipe-Link": links[0]}, method="HEAD")[0]
+                 for _ in range(4)]  # fmt: skip
+        assert codes[:3] == [200] * 3 and codes[3] == 429
+        assert _req(url, f"/ferpipe/stimulus/{a}", headers={"X-Ferpipe-Token": TOKEN})[0] == 200  # researchers: no cap
+        first = _req(url, "/ferpipe/upload", b"\x00" * 100, {"X-Ferpipe-Link": links[1]}, query={"name": "r.webm"})
+        assert first[0] in (200, 400)  # counted (garbage bytes may be refused later by the job)
+        before = _rows(db)
+        code, body = _req(url, "/ferpipe/upload", b"\x00" * 100, {"X-Ferpipe-Link": links[2]}, query={"name": "r.webm"})
+        assert code == 429 and b"too many uploads" in body
+        assert _rows(db) == before
