@@ -27,6 +27,7 @@ if signin_configured(s) and user is None:
     st.stop()
 
 st.sidebar.markdown("### ferpipe\nAudience expression analytics")
+st.session_state["signed_in_user"] = user  # who the audit log names for this session's exports and deletions
 if user:
     st.sidebar.caption(f"Signed in as {user}")
     st.sidebar.link_button("Sign out", "/ferpipe/logout")

@@ -378,6 +378,7 @@ def export(
     if result is not None and "baseline" not in df.columns:
         df = df.with_columns(pl.lit(result.describe()).alias("baseline"))
     _write(df, fmt, out_path)
+    store.audit("export", who=os.environ.get("USER"), detail=f"{what} of {clip_id} to {out_path}")
     err.print(f"wrote {df.height:,} rows to {out_path}" + (f" ({result.describe()})" if result else ""))
 
 
@@ -536,6 +537,7 @@ def report(
     payload = render(data, fmt)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_bytes(payload)
+    store.audit("report", who=os.environ.get("USER"), detail=f"{fmt} of {', '.join(clip)} to {out_path}")
     err.print(f"wrote {out_path} ({len(payload) / 1024:.0f} KiB)")
 
 
@@ -553,6 +555,7 @@ def delete(
         clip_id = store.resolve_clip(ref)
         title = store.clip(clip_id)["title"]
         store.delete_clip(clip_id, delete_media=not keep_media)
+        store.audit("clip deleted", who=os.environ.get("USER"), detail=clip_id)
         out.print(Text(f"deleted {clip_id} ({plain_text(title or '')})"), highlight=False)
 
 

@@ -1169,9 +1169,13 @@ class Store:
                         [state, clip_id, nonce])  # fmt: skip
 
     def audit(self, action: str, who: str | None = None, detail: str | None = None) -> None:
-        """One line of the audit log (sign-ins, exports, deletions, links)."""
-        with self.transaction() as con:
-            con.execute("INSERT INTO audit_log (who, action, detail) VALUES (?, ?, ?)", [who, action, detail])
+        """One line of the audit log (sign-ins, exports, deletions, links). Best effort: a database that cannot be
+        written (read-only, full disk) still serves reads and exports, with a warning in the log."""
+        try:
+            with self.transaction() as con:
+                con.execute("INSERT INTO audit_log (who, action, detail) VALUES (?, ?, ?)", [who, action, detail])
+        except Exception as exc:  # the audit line must never break the action it records
+            log.warning("audit log not written (%s): %s %s", exc, action, detail)
 
     def audit_log(self, limit: int = 200) -> pl.DataFrame:
         return self.query(

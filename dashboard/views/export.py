@@ -52,6 +52,7 @@ if st.button("Prepare data files"):
     except ValueError as exc:
         st.error(plain(exc))
         st.stop()
+    s.audit("export", who=st.session_state.get("signed_in_user"), detail=", ".join(chosen))
     st.session_state["export_data"] = (key, {f"{n}.{fmt}": table_bytes(df, fmt) for n, df in
                                              (("ferpipe_curves", curves), ("ferpipe_timelines", timelines))
                                              for fmt in ("csv", "parquet")})  # fmt: skip
@@ -73,6 +74,7 @@ if st.button("Build the reports", type="primary"):
             st.error(plain(exc))
             st.stop()
         st.session_state["export_reports"] = (key, render(data, "html"), render(data, "pdf"), data.findings)
+        s.audit("report", who=st.session_state.get("signed_in_user"), detail=", ".join(chosen))
 built = st.session_state.get("export_reports")
 if built and built[0] == key:
     for finding in built[3][:6]:

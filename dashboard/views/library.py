@@ -157,6 +157,7 @@ with st.expander("Delete a clip"):
         if st.button("Delete", disabled=not sure):
             with st.spinner("Stopping its processing, if any, and deleting…"):
                 store().delete_clip(clip["clip_id"])
+                store().audit("clip deleted", who=st.session_state.get("signed_in_user"), detail=clip["clip_id"])
             st.session_state.pop("current_clip", None)
             st.success("Deleted.")
             st.rerun()
