@@ -1174,6 +1174,8 @@ class Store:
         try:
             with self.transaction() as con:
                 con.execute("INSERT INTO audit_log (who, action, detail) VALUES (?, ?, ?)", [who, action, detail])
+        except duckdb.CatalogException:  # a file not yet migrated (reads never migrate): no log to write to
+            log.debug("no audit log in this file yet: %s %s", action, detail)
         except Exception as exc:  # the audit line must never break the action it records
             log.warning("audit log not written (%s): %s %s", exc, action, detail)
 
