@@ -133,7 +133,7 @@ BLINK_RATE = Metric("blink_rate", "Blinks per minute", "Blinks per minute of fac
 HEDGES_G = Metric("hedges_g", "Hedges' g", "Standardised difference of the two groups' person means.", "effect")
 P_VALUE = Metric("p_value", "p-value", "Two-sided test on the person means (people are the unit).", "p")
 PERCENTILE = Metric(
-    "percentile", "Percentile", "The share of the norm set's other clips at or below this clip.", "score", 0
+    "percentile", "Percentile", "The share of the norm set's other clips at or below this clip.", "index"
 )  # fmt: skip
 CONFIDENCE = Metric(
     "confidence", "Reading confidence",
@@ -261,7 +261,7 @@ GLOSSARY: dict[str, Column] = {
     "mean_a": Column("Mean A", _SHARE), "mean_b": Column("Mean B", _SHARE), "diff": Column("A − B", "points"),
     "hedges_g": Column("Hedges' g", "effect"), "p_value": Column("p-value", "p"),
     "n_a": Column("People A", "count"), "n_b": Column("People B", "count"),
-    "percentile": Column("Percentile", "score", 0), "norm_n": Column("Clips in norm set", "count"),
+    "percentile": Column("Percentile", "index"), "norm_n": Column("Clips in norm set", "count"),
     "before_mean": Column("Before", _SHARE), "during_mean": Column("During", _SHARE),
     "after_mean": Column("After", _SHARE), "change_during": Column("Change during", "points"),
     "change_after": Column("Change after", "points"), "before_n": Column("People before", "count"),

@@ -426,8 +426,7 @@ def markers_table(c: ClipReport) -> pl.DataFrame:
 
 
 def norms_table(c: ClipReport) -> pl.DataFrame:
-    return pr.table(c.norms.select("expression", "value", "percentile"), kinds={"percentile": "score"},
-                    labels={"value": pr.MEAN_OVER_TIME.name})  # fmt: skip
+    return pr.table(c.norms.select("expression", "value", "percentile"), labels={"value": pr.MEAN_OVER_TIME.name})
 
 
 def curves_table(data: ReportData) -> pl.DataFrame:

@@ -223,7 +223,7 @@ with st.expander("Norms: how each clip ranks against others"):
     st.caption("Percentile: the share of the norm set's other clips at or below this clip (norm n: their number).")
     ranks = ranks.with_columns(pl.col("clip_id").replace_strict(titles, default=None).alias("title"))
     st.dataframe(pr.table(ranks.select("title", "clip_id", "value", "percentile", "norm_n"),
-                          kinds={"value": kind if metric != "time_above_s" else "seconds", "percentile": "score"},
+                          kinds={"value": kind if metric != "time_above_s" else "seconds"},
                           labels={"value": {"mean": pr.MEAN_OVER_TIME.name, "peak": pr.PEAK.name,
                                             "time_above_s": f"Time above {threshold:g}"}[metric]}),
                  hide_index=True)  # fmt: skip
