@@ -485,7 +485,11 @@ def sections(data: ReportData) -> list[Section]:
             out.append(Section("Expressions over time", 3, (f"{what} over the people in view per "
                                                             f"{data.bin_s:g} s bin, with 95% confidence bands.",),
                                chart=Chart("curves", f"Expressions ({what.lower()})", c, EXPRESSIONS)))  # fmt: skip
-        out.append(Section("Per expression", 3, (defs,), table=summary_table(c, data.threshold)))
+        photo_defs = (f"{pr.MEAN_OVER_PEOPLE.name}: each face's probability, averaged over the faces in the photo; "
+                      "the share of faces showing it: the faces whose strongest expression it is.")  # fmt: skip
+        out.append(
+            Section("Per expression", 3, (photo_defs if c.photo else defs,), table=summary_table(c, data.threshold))
+        )
         if not c.photo:
             out.append(Section("Valence and arousal (derived)", 3,
                                ("Derived from the seven probabilities through a fixed circumplex mapping "
