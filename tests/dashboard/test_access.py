@@ -296,3 +296,51 @@ def test_quotas_per_client_address(library, shot, samples):
         code, body = _req(url, "/ferpipe/upload", b"\x00" * 100, {"X-Ferpipe-Link": links[2]}, query={"name": "r.webm"})
         assert code == 429 and b"too many uploads" in body
         assert _rows(db) == before
+
+
+@pytest.mark.slow
+def test_panel_server_serves_respondents_only(library, tmp_path):
+    """`ferpipe panel-server`: a link's panel, its stimulus and nothing else; researcher routes do not exist on it
+    and the dashboard's token opens nothing."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from playwright.sync_api import expect, sync_playwright
+
+    db, a, b = library
+    link = _link(db, a, "ps1")
+    port = __import__("conftest").free_port()
+    env = dict(os.environ, FERPIPE_UPLOAD_TOKEN=TOKEN)
+    proc = subprocess.Popen([sys.executable, "-m", "ferpipe.cli", "panel-server", "--db", str(db), "--port",
+                             str(port)], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if _req(url, "/_stcore/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        assert _req(url, "/ferpipe/metadata", b"source\n", {"X-Ferpipe-Token": TOKEN})[0] in (404, 405)
+        assert b"Researcher sign-in" not in _req(url, "/ferpipe/login")[1]  # no researcher sign-in on this server
+        assert _req(url, f"/ferpipe/stimulus/{a}", headers={"X-Ferpipe-Token": TOKEN})[0] == 403
+        assert _req(url, f"/ferpipe/stimulus/{a}", headers={"X-Ferpipe-Link": link})[0] == 200
+        assert _req(url, f"/ferpipe/stimulus/{b}", headers={"X-Ferpipe-Link": link})[0] == 403
+        chromium = shutil.which("chromium") or "/usr/bin/chromium"
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page()
+            page.goto(f"{url}/panel?link={link}")
+            expect(page.frame_locator("iframe").first.get_by_text("Before you start")).to_be_visible(timeout=60000)
+            page.goto(f"{url}/library")
+            expect(page.get_by_text("open the link the researcher sent you")).to_be_visible(timeout=60000)
+            assert not page.get_by_role("link", name="Library").count()
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(20)
