@@ -161,3 +161,13 @@ with st.expander("Delete a clip"):
             st.session_state.pop("current_clip", None)
             st.success("Deleted.")
             st.rerun()
+
+with st.expander("Forget a respondent (a data subject's request)"):
+    st.caption("Removes the respondent everywhere: their recordings with the media files, readings and people; the "
+               "faces named for them in other clips; their names, attributes and panel links. It cannot be undone.")  # fmt: skip
+    who = st.text_input("Respondent id", key="forget_id")
+    sure = st.checkbox("Yes, remove everything about this respondent", key="forget_sure", disabled=not who.strip())
+    if st.button("Forget", disabled=not (who.strip() and sure)):
+        report = store().forget_respondent(who)
+        store().audit("respondent forgotten", who=st.session_state.get("signed_in_user"), detail=f"{who}: {report}")
+        st.success(f"Forgot {plain(who)}: " + ", ".join(f"{v} {k}" for k, v in report.items()) + ".")

@@ -1,6 +1,7 @@
 """AppTest smoke tests: every page renders against a seeded DB without exceptions, showing real content."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -408,3 +409,32 @@ def test_compare_scores_and_baseline(app, seeded_db):
     assert "10 people kept" in note and "2 people kept" in note  # group A, group B
     summary = next(d.value for d in app.dataframe if "Clip or segment" in d.value.columns)
     assert summary["Mean over people"].str.endswith("pts").all()
+
+
+def test_library_forgets_a_respondent(app, seeded_db, tmp_path, monkeypatch):
+    """The Library's Forget action on a copy of the seeded library: the respondent's recording is gone, and says so."""
+    import shutil
+
+    from streamlit.testing.v1 import AppTest
+
+    from ferpipe.store import Store
+
+    db = tmp_path / "copy.duckdb"
+    shutil.copy(seeded_db[0], db)
+    store = Store(db)
+    single = seeded_db[1]["single_face.mp4"]
+    media = tmp_path / "single.mp4"  # the copy's own media file: the seeded library's stays for the other tests
+    shutil.copy(store.clip(single)["path"], media)
+    with store.transaction() as con:
+        con.execute("INSERT INTO clip_tags (clip_id, key, value) VALUES (?, 'respondent', 'r5')", [single])
+        con.execute("UPDATE clips SET path = ? WHERE clip_id = ?", [str(media), single])
+    monkeypatch.setenv("FERPIPE_DB", str(db))
+    at = AppTest.from_file(str(Path(app._script_path)), default_timeout=120)
+    at.run()
+    at.text_input(key="forget_id").input("r5").run()
+    at.checkbox(key="forget_sure").check().run()
+    next(b for b in at.button if b.label == "Forget").click().run()
+    _ok(at)
+    assert any(s.value.startswith("Forgot r5: 1 recordings") for s in at.success)
+    assert store.query("SELECT count(*) AS n FROM clips WHERE clip_id = ?", [single])["n"][0] == 0
+    assert not media.exists() and Path(Store(seeded_db[0]).clip(single)["path"]).is_file()
