@@ -496,7 +496,9 @@ def scores(
     for row in shown.iter_rows():
         table.add_row(*(Text(v) for v in row))
     out.print(table)
-    out.print(Text(f"{baseline_words.capitalize()}. Norm set: {ns.norm_name} ({len(ns.norm_clips)} clips)."))
+    from .scores import norm_words
+
+    out.print(Text(f"{baseline_words.capitalize()}. Norm set: {norm_words(ns)}."))
     if ns.engagement is None:
         out.print(Text(f"{pr.ENGAGEMENT.name}: not shown, the norm set has {len(ns.norm_clips)} clips "
                        f"(it needs {pr.ENGAGEMENT_MIN_NORMS})."), style="dim")  # fmt: skip

@@ -364,13 +364,15 @@ def peaks_table(c: ClipReport) -> pl.DataFrame:
 
 def scores_text(c: ClipReport) -> tuple[str, ...]:
     """What the Scores section says: how the metrics were taken, the baseline, the norm set and the composite."""
+    from .scores import norm_words
+
     m, ns = c.scores, c.norm_scores
     base = c.based.describe() if c.based else "no baseline (raw readings)"
     out = [f"Ad-research metrics of the {m.settings.signal} curve, each taken per person and averaged over people "
            f"with a 95% interval over people: threshold {m.threshold:g}, hook: the first {m.settings.hook_s:g} s, "
            f"end: the last {m.settings.end_share:.0%} of the clip; {base}. Index (1–100): "
            f"{pr.INDEX.definition[0].lower()}{pr.INDEX.definition[1:]} Norm set: "
-           f"{ns.norm_name}, {len(ns.norm_clips)} other videos"
+           f"{norm_words(ns)}"
            + (f" ({', '.join(ns.norm_titles)})." if 0 < len(ns.norm_titles) <= 20 else ".")]  # fmt: skip
     if ns.engagement is None:
         out.append(f"{pr.ENGAGEMENT.name}: not shown; the norm set has {len(ns.norm_clips)} videos and the composite "

@@ -246,6 +246,7 @@ class NormScores:
     engagement: float | None
     engagement_parts: dict[str, float]
     norm_titles: tuple[str, ...] = ()  # the set's clips by title, in the order of norm_clips
+    unusable: int = 0  # clips of the set the baseline cannot apply to (no such marker), left out
 
 
 def _level(store: Store, clip_id: str, signal: str) -> float:
@@ -264,12 +265,12 @@ def norm_scores(store: Store, clip_id: str, settings: ScoreSettings | None = Non
     settings = settings or ScoreSettings()
     norm_ids = sorted(c for c in an.norm_library(store, tag) if c != clip_id)
     mine = clip_scores(store, clip_id, settings, baseline)
-    others = []
+    others, unusable = [], 0
     for c in norm_ids:
         try:
             others.append(clip_scores(store, c, settings, baseline))
         except ValueError:  # a clip the baseline cannot apply to (no such marker): not in the set
-            continue
+            unusable += 1
     kept = tuple(o.clip_ids[0] for o in others if o.people.height)
     others = [o for o in others if o.people.height]
     rows = []
@@ -289,4 +290,13 @@ def norm_scores(store: Store, clip_id: str, settings: ScoreSettings | None = Non
     table = pl.DataFrame(rows, schema={"metric": pl.String, "value": pl.Float64, "index": pl.Float64,
                                        "norm_n": pl.Int64})  # fmt: skip
     titles = dict(zip(store.clips()["clip_id"], store.clips()["title"], strict=True))
-    return NormScores(table, kept, name, engagement, parts, tuple(pr.plain_text(str(titles.get(c) or c)) for c in kept))
+    return NormScores(table, kept, name, engagement, parts, tuple(pr.plain_text(str(titles.get(c) or c)) for c in kept),
+                      unusable)  # fmt: skip
+
+
+def norm_words(ns: NormScores) -> str:
+    """The norm set in words: its name, its size, and the clips the baseline could not apply to."""
+    text = f"{ns.norm_name}, {len(ns.norm_clips)} other videos"
+    if ns.unusable:
+        text += f" ({ns.unusable} left out: no baseline marker of that name)"
+    return text

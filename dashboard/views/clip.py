@@ -345,7 +345,7 @@ with s.reading():  # one read connection for the whole page (a write inside step
         words = based.describe() if based else "no baseline (raw readings)"
         st.caption(f"Each metric is taken per person on their {signal} curve ({bin_s:g} s bins), then averaged over "
                    f"people, with a 95% interval over people. Threshold {mine.threshold:g}; {words}. Norm set: "
-                   f"{plain(ns.norm_name)}, {len(ns.norm_clips)} clips. {pr.INDEX.definition}")  # fmt: skip
+                   f"{plain(sc.norm_words(ns))}. {pr.INDEX.definition}")  # fmt: skip
         if ns.engagement is None:
             st.caption(f"{pr.ENGAGEMENT.name}: not shown, the norm set has {len(ns.norm_clips)} clips (it needs "
                        f"{pr.ENGAGEMENT_MIN_NORMS}).")  # fmt: skip
