@@ -111,6 +111,19 @@ def baseline_stats(store: Store, run_id: int, clip_id: str, baseline: Baseline, 
     return stats, window
 
 
+def corrections(signals: tuple[str, ...], correction: str, columns: dict[str, str] | None = None) -> list[pl.Expr]:
+    """The corrected value of each signal, from its ``<s>__base`` and ``<s>__spread`` columns (joined per person):
+    value minus the baseline mean, or that over the baseline spread. ``columns``: the signal's column name, where it
+    differs (exports write bs__neutral as bs_neutral)."""
+    col = columns or {}
+
+    def one(s: str) -> pl.Expr:
+        diff = pl.col(col.get(s, s)) - pl.col(f"{s}__base")
+        return (diff if correction == "subtract" else diff / pl.col(f"{s}__spread")).alias(col.get(s, s))
+
+    return [one(s) for s in signals]
+
+
 def apply_baseline(fb: pl.DataFrame, stats: pl.DataFrame, baseline: Baseline,
                    signals: tuple[str, ...]) -> tuple[pl.DataFrame, int, int]:  # fmt: skip
     """Per-(bin, person) means with each person's baseline taken out; people with under min_seconds of baseline
@@ -121,12 +134,7 @@ def apply_baseline(fb: pl.DataFrame, stats: pl.DataFrame, baseline: Baseline,
         unit, *[f"{s}__base" for s in signals], *[f"{s}__spread" for s in signals]
     )
     everyone = fb[unit].n_unique()
-    out = fb.join(ok, on=unit, how="inner")
-    if baseline.correction == "subtract":
-        fixed = [(pl.col(s) - pl.col(f"{s}__base")).alias(s) for s in signals]
-    else:
-        fixed = [((pl.col(s) - pl.col(f"{s}__base")) / pl.col(f"{s}__spread")).alias(s) for s in signals]
-    out = out.with_columns(fixed).select(fb.columns)
+    out = fb.join(ok, on=unit, how="inner").with_columns(corrections(signals, baseline.correction)).select(fb.columns)
     kept = out[unit].n_unique()
     return out, kept, everyone - kept
 
@@ -172,11 +180,7 @@ def correct_timeline(store: Store, run_id: int, clip_id: str, timeline: pl.DataF
     ok = stats.filter(pl.col("baseline_s") >= baseline.min_seconds).rename({unit: "person_id"})
     everyone = timeline["person_id"].n_unique()
     out = timeline.join(ok, on="person_id", how="inner")
-    if baseline.correction == "subtract":
-        fixed = [(pl.col(exported[s]) - pl.col(f"{s}__base")).alias(exported[s]) for s in signals]
-    else:
-        fixed = [((pl.col(exported[s]) - pl.col(f"{s}__base")) / pl.col(f"{s}__spread")).alias(exported[s])
-                 for s in signals]  # fmt: skip
+    fixed = corrections(signals, baseline.correction, exported)
     kept = out["person_id"].n_unique()
     result = BaselineResult(baseline, kept, everyone - kept, window)
     out = out.with_columns(fixed).select(timeline.columns).with_columns(pl.lit(result.describe()).alias("baseline"))
@@ -211,10 +215,6 @@ def correct_observations(store: Store, obs: pl.DataFrame, baseline: Baseline | N
         return obs.head(0), 0, everyone
     stats = pl.concat(parts, how="diagonal_relaxed")
     out = obs.join(stats, on=["clip_id", unit], how="inner")
-    if baseline.correction == "subtract":
-        fixed = [(pl.col(s) - pl.col(f"{s}__base")).alias(s) for s in signals]
-    else:
-        fixed = [((pl.col(s) - pl.col(f"{s}__base")) / pl.col(f"{s}__spread")).alias(s) for s in signals]
-    out = out.with_columns(fixed).select(obs.columns)
+    out = out.with_columns(corrections(signals, baseline.correction)).select(obs.columns)
     kept = out.select("clip_id", unit).n_unique() if out.height else 0
     return out, kept, everyone - kept
