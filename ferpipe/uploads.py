@@ -121,27 +121,28 @@ def _known_clip(db_path, path: Path) -> tuple[str, str] | None:
     return (row["clip_id"][0], row["title"][0]) if row.height else None
 
 
-REQUEST_SETTINGS = ("sample_fps", "model", "detector", "signals", "people", "attention_yaw_deg",
-                    "attention_pitch_deg", "smooth_ms", "min_face_size")  # fmt: skip
-"""The analysis settings a researcher's upload may choose; nothing that names a file (detector_model) is taken from a
-request, and a model is a registry name."""
-PANEL_MAX_MB_ENV = "FERPIPE_PANEL_MAX_MB"
-
-
 def request_settings(text: str | None):
-    """Pipeline Settings from a researcher's upload request (JSON), within REQUEST_SETTINGS."""
+    """Pipeline Settings from a researcher's upload request (JSON of Settings fields). Nothing that names a file on
+    the server is taken from a request: detector_model must be unset and the model a registry name."""
+    from dataclasses import fields
+
     from .pipeline import Settings
 
     given = json.loads(text or "{}")
     if not isinstance(given, dict):
         raise ValueError("settings must be a JSON object")
-    bad = sorted(set(given) - set(REQUEST_SETTINGS))
+    bad = sorted(set(given) - {f.name for f in fields(Settings)})
     if bad:
-        raise ValueError(f"these settings cannot come from an upload: {', '.join(bad)}")
+        raise ValueError(f"unknown settings: {', '.join(bad)}")
+    if given.get("detector_model") is not None:
+        raise ValueError("detector_model names a file on the server and cannot come from an upload")
     model = given.get("model")
     if model is not None and (not isinstance(model, str) or "/" in model or "\\" in model or model.endswith(".onnx")):
         raise ValueError(f"model must be a registered model's name, got {model!r}")
     return Settings(**given)
+
+
+PANEL_MAX_MB_ENV = "FERPIPE_PANEL_MAX_MB"
 
 
 def _stimulus_id(db_path, ref: str | None) -> str | None:

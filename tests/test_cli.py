@@ -352,7 +352,7 @@ def test_markers_people_and_attributes_from_the_command_line(seeded, tmp_path):
     csv = tmp_path / "respondents.csv"
     csv.write_text(f"clip,person,gender,age_band\n{res['clip_id']},{pid},f,25-34\n")
     r = run_cli("people", "import", str(csv), "--db", str(db))
-    assert r.returncode == 0 and "attributes set for 1 people" in r.stdout, r.stderr
+    assert r.returncode == 0 and "attributes set for 1 person" in r.stdout, r.stderr
     people = json.loads(run_cli("people", "list", "--db", str(db), "--clip", clip, "--json").stdout)
     assert people[0]["person"] == f"person {pid}"
     r = run_cli("people", "name", str(pid), "R-017", "--db", str(db), "--clip", clip)

@@ -309,26 +309,47 @@ def test_clip_view_markers_are_added_drawn_and_summarised(app, seeded_db):
             Store(db).delete_marker(m)
 
 
-def test_panel_page_gives_the_respondent_link(app, seeded_db):
+def test_panel_page_makes_signed_links(app, seeded_db):
+    """The Panel page makes one signed link per respondent and lists each link's state."""
     stimulus = seeded_db[1]["WolfgangLanger_Pexels.mp4"]
     app.switch_page("views/panel.py").run()
     _ok(app)
     options = app.selectbox[0].options
     assert any(stimulus in o for o in options)
     app.selectbox[0].select(next(o for o in app.selectbox[0].options if stimulus in o)).run()
-    assert any(f"/panel?stimulus={stimulus}" in c.value for c in app.code)
     assert any("not what people feel" in c.value for c in app.caption)
+    app.text_area(key="link_ids").input("p1\np2").run()
+    next(b for b in app.button if b.label == "Make links").click().run()
+    _ok(app)
+    made = next(d.value for d in app.dataframe if "link" in d.value.columns)
+    assert list(made["respondent"]) == ["p1", "p2"]
+    assert all("/panel?link=" in u and stimulus not in u.split("link=")[0] for u in made["link"])
+    states = next(d.value for d in app.dataframe if "State" in d.value.columns)
+    assert set(states["Respondent"]) >= {"p1", "p2"} and set(states["State"]) == {"sent"}
 
 
-def test_panel_respondent_view_and_a_bad_link(app, seeded_db):
-    app.query_params["stimulus"] = "nope-not-a-clip"
-    app.switch_page("views/panel.py").run()
-    assert any("This study link is not valid" in e.value for e in app.error)
+def test_panel_respondent_view_and_bad_links(app, seeded_db):
+    """A signed link shows the respondent's panel and nothing else; a forged, an unsigned or an old-style link gets
+    a plain page."""
+    from ferpipe.access import create_link
+    from ferpipe.store import Store
+
+    store = Store(seeded_db[0])
+    _, token = create_link(store, seeded_db[0], seeded_db[1]["single_face.mp4"], "v1")
+    app.query_params["link"] = token[:-3] + "abc"
+    app.run()
+    assert any(t.value == "This link is not valid" for t in app.title)
+    app.query_params.clear()
+    app.run()  # the researcher's navigation again
     app.query_params["stimulus"] = seeded_db[1]["single_face.mp4"]
     app.switch_page("views/panel.py").run()
+    assert any("signed per respondent" in e.value for e in app.error)
+    app.query_params.clear()
+    app.query_params["link"] = token
+    app.run()
     _ok(app)
-    assert not app.error
-    assert not app.title  # the respondent sees the panel only, none of the researcher's page
+    assert not app.title  # the respondent sees the panel only, none of the researcher's pages
+    assert app.get("iframe")
 
 
 def test_every_chart_downloads_as_png_or_svg(app, seeded_db):
