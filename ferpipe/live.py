@@ -290,6 +290,7 @@ class LiveCapture:
         last_new = time.monotonic()
         first = True
         total = 0
+        hops = 0
         with ConnectionGuard() as guard, open(self.recording, "wb") as rec, \
                 tempfile.TemporaryDirectory(prefix="ferpipe-hls-") as tmp:  # fmt: skip
             while not self._stop.is_set():
@@ -308,7 +309,11 @@ class LiveCapture:
                     time.sleep(1.0)
                     continue
                 playlist = parse_m3u8(text, url)
-                if playlist.variant:  # a master playlist: follow its first variant
+                if playlist.variant:  # a master playlist: follow its first variant, a few levels at most
+                    hops += 1
+                    if hops > MAX_VARIANT_HOPS:
+                        raise InputError(f"{self.source.name}: playlists point at playlists more than "
+                                         f"{MAX_VARIANT_HOPS} times (a loop?)")  # fmt: skip
                     url = playlist.variant
                     continue
                 if first and not playlist.segments and not playlist.ended and "#EXTM3U" not in text:
@@ -375,28 +380,49 @@ class Playlist:
     variant: str | None = None
 
 
+MAX_VARIANT_HOPS = 4
+"""A master playlist's variant may itself be a master playlist, this many levels deep at most."""
+
+
 def parse_m3u8(text: str, base_url: str) -> Playlist:
     """The parts of an HLS playlist ferpipe needs (RFC 8216): segments with their sequence numbers, the target
     duration, the end tag, or (for a master playlist) its first variant."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines or not lines[0].startswith("#EXTM3U"):
+        raise InputError("not an HLS playlist (it does not start with #EXTM3U)")
     sequence, target, ended = 0, 2.0, False
     segments: list[tuple[int, float, str]] = []
     duration = None
     expect_variant = False
+
+    def number(line: str, kind: type, low: float, high: float) -> float:
+        """A tag's value, strictly: a finite number in [low, high], else a one-line InputError."""
+        raw = line.split(":", 1)[1].split(",")[0].strip()
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise InputError(f"bad HLS playlist line {line[:80]!r}: {raw!r} is not a number") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise InputError(f"bad HLS playlist line {line[:80]!r}: {raw} is out of range")
+        return value
+
     for line in lines:
         if line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
-            sequence = int(line.split(":", 1)[1])
+            sequence = int(number(line, int, 0, 2**63 - 1))
         elif line.startswith("#EXT-X-TARGETDURATION:"):
-            target = float(line.split(":", 1)[1])
+            target = number(line, float, 0.001, 3600.0)
         elif line.startswith("#EXT-X-ENDLIST"):
             ended = True
         elif line.startswith("#EXTINF:"):
-            duration = float(line.split(":", 1)[1].split(",")[0])
+            duration = number(line, float, 0.0, 3600.0)
         elif line.startswith("#EXT-X-STREAM-INF"):
             expect_variant = True
         elif not line.startswith("#"):
             if expect_variant:
-                return Playlist([], target, False, urljoin(base_url, line))
+                variant = urljoin(base_url, line)
+                if variant.split("#")[0] == base_url.split("#")[0]:
+                    raise InputError("bad HLS playlist: its variant is the playlist itself")
+                return Playlist([], target, False, variant)
             if duration is not None:
                 segments.append((sequence + len(segments), duration, urljoin(base_url, line)))
                 duration = None

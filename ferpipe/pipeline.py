@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -133,6 +134,13 @@ class Settings:
         if d["identification"]:
             d.pop("identification")  # likewise
         return d
+
+
+def _drop_if_empty(path) -> None:
+    """Remove a live recording (a pathlib.Path) that never received a byte (a refused or broken source)."""
+    with contextlib.suppress(OSError):
+        if path.is_file() and path.stat().st_size == 0:
+            path.unlink()
 
 
 @dataclass(frozen=True)
@@ -408,7 +416,12 @@ class Pipeline:
         started = time.time()
         clip_id = hashlib.sha256(f"live\0{source}\0{started}".encode()).hexdigest()
         recording = library / f"live-{clip_id[:12]}{spec.suffix}"
-        capture = LiveCapture(spec, recording, self.settings.sample_fps).start()
+        capture = LiveCapture(spec, recording, self.settings.sample_fps)
+        try:
+            capture.start()
+        except BaseException:
+            _drop_if_empty(recording)
+            raise
         stats = capture.stats
         stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(started))
         info = {"sha256": clip_id, "path": str(recording), "source_uri": printable(source),
@@ -428,8 +441,11 @@ class Pipeline:
                 if on_batch and isinstance(item, AnalysisBatch):
                     on_batch(capture, item.progress)
         except BaseException as exc:
-            capture.close()
+            captured = capture.close().captured
             writer.fail(exc)
+            if not captured:  # a source refused or broken before its first frame: no clip, no empty recording
+                self.store.delete_clip(clip["clip_id"], delete_media=True)
+                _drop_if_empty(recording)
             raise
         stats = capture.close()
         log.info("live capture ended (%s): %d frames, %d analysed, %d dropped to keep up", stats.ended,

@@ -213,3 +213,51 @@ def test_a_finished_playlist_given_as_live_is_read_whole(http_dir, allow_private
     result = json.loads(r.stdout.splitlines()[-1])
     assert result["dropped"] == 0
     assert result["frames_analyzed"] >= 95  # 19.7 s at 5 frames/s: about 99 frames, every one of them
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("#EXTM3U\n#EXTINF:nan,\na.ts\n", "out of range"),
+        ("#EXTM3U\n#EXTINF:abc,\na.ts\n", "is not a number"),
+        ("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:x1\n#EXTINF:1,\na.ts\n", "is not a number"),
+        ("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:-4\n#EXTINF:1,\na.ts\n", "out of range"),
+        ("#EXTM3U\n#EXT-X-TARGETDURATION:inf\n", "out of range"),
+        ("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nindex.m3u8\n", "the playlist itself"),
+        ("<html>not a playlist</html>\n", "does not start with #EXTM3U"),
+    ],
+)
+def test_hls_parsing_is_strict(text, message):
+    """Each of these broke a run before (a NaN duration, a bad sequence number, a playlist naming itself): now a
+    one-line InputError."""
+    with pytest.raises(InputError, match=message):
+        parse_m3u8(text, "http://h/live/index.m3u8")
+
+
+def test_nested_playlists_stop_after_a_few_levels(http_dir, allow_private, tmp_path):
+    """Two master playlists that point at each other: refused after MAX_VARIANT_HOPS, not fetched thousands of
+    times, and no recording left behind."""
+    root, base = http_dir
+    (root / "a.m3u8").write_text("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nb.m3u8\n")
+    (root / "b.m3u8").write_text("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\na.m3u8\n")
+    capture = LiveCapture(parse_live(f"{base}/a.m3u8"), tmp_path / "rec.ts")
+    with pytest.raises(InputError, match="more than 4 times"):
+        capture._run_hls()
+
+
+def test_a_refused_live_source_leaves_no_clip_and_no_file(http_dir, allow_private, tmp_path):
+    """A playlist whose duration is NaN, given with --live: one error line, exit 1, and neither a failed clip nor an
+    empty live-*.ts in the media library (both were left before)."""
+    from conftest import run_cli
+
+    root, base = http_dir
+    (root / "nan.m3u8").write_text("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:nan,\nseg.ts\n")
+    db = tmp_path / "live.duckdb"
+    r = run_cli("process", "--live", f"{base}/nan.m3u8", "--db", str(db), env={"FERPIPE_ALLOW_PRIVATE_URLS": "1"})
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 1 and last.startswith("error:") and "out of range" in last
+    assert "Traceback" not in r.stderr
+    assert not list(tmp_path.glob("live_media/live-*"))
+    from ferpipe.store import Store
+
+    assert Store(db).clips().height == 0
