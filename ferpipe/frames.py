@@ -88,8 +88,24 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 LARGE_FRAME = 1920 * 1080 * 3 // 2  # above this, decode on one thread: each decoder thread holds frames
 
 
+INDIRECTION = (b"ffconcat", b"#EXTM3U", b"#EXTINF", b"[playlist]", b"<?xml", b"<smil", b"<MPD", b"file '", b'file "')
+"""How files start that name other files or URLs (FFmpeg concat lists, playlists, SMIL, DASH manifests): FFmpeg
+would follow them, so a ".mp4" of 76 bytes could make ferpipe read another file of the library or of the server."""
+
+
+def refuse_indirection(path: str | os.PathLike) -> None:
+    """InputError for a local file that is a list of other files or URLs instead of media."""
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if any(head.startswith(m) or head.lower().startswith(m.lower()) for m in INDIRECTION):
+        raise InputError(f"{Path(path).name}: a playlist or concat list that names other files, not a video "
+                         "(give the media file itself)")  # fmt: skip
+
+
 def _open(path: str | os.PathLike, threads: int = 0) -> cv2.VideoCapture:
-    """An FFmpeg capture (threads 0: FFmpeg's choice); frames beyond 1080p reopen single-threaded."""
+    """An FFmpeg capture (threads 0: FFmpeg's choice); frames beyond 1080p reopen single-threaded. Files that name
+    other files (concat lists, playlists) are refused first."""
+    refuse_indirection(path)
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, threads])
     if not cap.isOpened():
         raise InputError(f"{Path(path).name}: not a readable video (corrupt, truncated or not a video)")

@@ -1087,8 +1087,14 @@ class Store:
 
     # ---- event markers --------------------------------------------------------------
     def add_marker(self, clip_id: str, name: str, start_s: float, end_s: float | None = None) -> int:
-        """A named point (or interval) on a clip's timeline; returns its id."""
-        self.clip(clip_id)
+        """A named point (or interval) on a clip's timeline, inside the clip (a live clip still growing takes any
+        time up to a day); returns its id."""
+        clip = self.clip(clip_id)
+        length = float(clip.get("duration_s") or 0.0)
+        limit = length + 0.5 if length > 0 else 86400.0
+        for label, t in (("start", start_s), ("end", end_s)):
+            if t is not None and np.isfinite(t) and t > limit:
+                raise ValueError(f"a marker's {label} ({t:g} s) is after the end of the clip ({length:g} s)")
         if not name or not name.strip():
             raise ValueError("a marker needs a name")
         if (

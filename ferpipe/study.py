@@ -27,6 +27,7 @@ from pathlib import Path
 from .errors import FerpipeError, InputError
 from .ingest import expand_sources, is_url, printable
 from .pipeline import Pipeline, Progress, RunResult, RunWriter, Settings
+from .present import plain_text
 from .types import AnalysisBatch, RunRow
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,11 @@ def parse_manifest(
         raise InputError(f"{name}: a manifest needs a 'source' column (and one row per source)")
     items, bad = [], []
     for n, row in enumerate(rows, start=1):  # row 1 is the first row under the header
-        row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k and isinstance(v, str | None)}
+        row = {
+            plain_text(k or "").strip(): plain_text(v or "").strip()
+            for k, v in row.items()
+            if k and isinstance(v, str | None)
+        }  # fmt: skip  (no control characters, as uploads)
         source = row.get("source", "")
         try:
             if not source:

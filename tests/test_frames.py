@@ -73,3 +73,19 @@ def test_bad_files(tmp_path):
         probe(text)
     with pytest.raises(ValueError, match="sample_fps"):
         next(iter_frames(text, 0))
+
+
+@pytest.mark.parametrize("head", ["ffconcat version 1.0\nfile '{target}'\n", "#EXTM3U\n#EXTINF:1,\n{target}\n",
+                                  "file '{target}'\n"])  # fmt: skip
+def test_files_that_name_other_files_are_refused(tmp_path, samples, head, db_path):
+    """A 76-byte ffconcat list named .mp4 that names a library file was analysed as that clip's video: refused now,
+    with one line, and nothing stored."""
+    from conftest import run_cli
+
+    from ferpipe.store import Store
+
+    fake = tmp_path / "innocent.mp4"
+    fake.write_text(head.format(target=samples["single_face.mp4"]))
+    r = run_cli("process", str(fake), "--db", str(db_path))
+    assert r.returncode == 1 and "names other files" in r.stderr and "Traceback" not in r.stderr
+    assert Store(db_path).clips().height == 0

@@ -259,3 +259,15 @@ def test_a_write_inside_a_read_block_steps_the_reader_aside_and_reads_on(store):
         assert store.markers("c1").height == 3  # read again on the reopened connection
     reader = Store(store.path)
     assert reader.markers("c1").height == 3  # committed, and the file is free
+
+
+def test_markers_outside_the_clip_are_refused(store):
+    """A marker at 1e308 s was accepted (and flattened every PDF chart): refused now with one line."""
+    store.upsert_clip("m1", {"sha256": "m" * 64, "path": "/m1.mp4", "title": "m1", "duration_s": 20.0}, {})
+    with pytest.raises(ValueError, match="after the end of the clip"):
+        store.add_marker("m1", "far", 1e308)
+    with pytest.raises(ValueError, match="after the end of the clip"):
+        store.add_marker("m1", "long", 5.0, 60.0)
+    assert store.add_marker("m1", "end", 19.0, 20.0) > 0
+    store.upsert_clip("live1", {"sha256": "l" * 64, "path": "/l.ts", "title": "live", "duration_s": 0.0}, {})
+    assert store.add_marker("live1", "early", 30.0) > 0  # a live clip still growing has no end yet

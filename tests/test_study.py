@@ -263,3 +263,12 @@ def test_killed_driver_resumes_without_duplicates(tmp_path, samples, settings):
     clean = Store(tmp_path / "clean.duckdb")
     run_study(Pipeline(clean, settings), [StudyItem(str(media / "grid0.mp4"))])
     assert runs["observations"].to_list() == [clean.query("SELECT observations FROM runs")["observations"][0]] * 2
+
+
+def test_manifest_text_loses_control_characters(tmp_path):
+    """A NUL in a manifest title was stored as is; manifest titles, tags and respondents are cleaned as uploads."""
+    from ferpipe.study import parse_manifest
+
+    rows, bad = parse_manifest("source,title,respondent,panel\na.mp4,Ad\x00 one\x07,r\x001,\x1bA\n", name="m.csv")
+    assert not bad
+    assert rows[0].title == "Ad one" and rows[0].respondent == "r1" and rows[0].tags["panel"] == "A"
