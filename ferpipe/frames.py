@@ -93,6 +93,11 @@ INDIRECTION = (b"ffconcat", b"#EXTM3U", b"#EXTINF", b"[playlist]", b"<?xml", b"<
 would follow them, so a ".mp4" of 76 bytes could make ferpipe read another file of the library or of the server."""
 
 
+UNDECODABLE = {"AV01": "AV1"}
+"""Codecs OpenCV's bundled FFmpeg opens but cannot decode (no software AV1 decoder in its wheels): named, not called
+corrupt."""
+
+
 def refuse_indirection(path: str | os.PathLike) -> None:
     """InputError for a local file that is a list of other files or URLs instead of media."""
     with open(path, "rb") as f:
@@ -133,6 +138,10 @@ def probe(path: str | os.PathLike, sha256: str = "") -> VideoInfo:
         rotation = int(cap.get(cv2.CAP_PROP_ORIENTATION_META) or 0) % 360
         ok, img = cap.read()
         if not ok or img is None:
+            codec = int(cap.get(cv2.CAP_PROP_FOURCC) or 0).to_bytes(4, "little").decode("latin-1").strip("\x00 ")
+            if codec.upper() in UNDECODABLE:
+                raise InputError(f"{p.name}: {UNDECODABLE[codec.upper()]} video, which this build of OpenCV cannot "
+                                 "decode; convert it first, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4")  # fmt: skip
             raise InputError(f"{p.name}: no decodable video frame (corrupt or truncated)")
         height, width = img.shape[:2]  # after OpenCV applies the rotation
         check_pixels(width, height, p.name)

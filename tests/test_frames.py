@@ -89,3 +89,30 @@ def test_files_that_name_other_files_are_refused(tmp_path, samples, head, db_pat
     r = run_cli("process", str(fake), "--db", str(db_path))
     assert r.returncode == 1 and "names other files" in r.stderr and "Traceback" not in r.stderr
     assert Store(db_path).clips().height == 0
+
+
+def test_av1_is_named_not_called_corrupt(tmp_path):
+    """An AV1 file was reported as "corrupt or truncated": it is named now, with how to convert it."""
+    import shutil
+    import subprocess
+
+    from ferpipe.errors import InputError
+    from ferpipe.frames import probe
+
+    if not shutil.which("ffmpeg"):
+        pytest.fail("ffmpeg is required (.ci/run installs it)")
+    av1 = tmp_path / "clip.mp4"
+    made = subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10",
+                           "-t", "1", "-c:v", "libaom-av1", "-cpu-used", "8", str(av1)], capture_output=True)  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip("this ffmpeg has no AV1 encoder to make the test file")
+    import cv2
+
+    cap = cv2.VideoCapture(str(av1), cv2.CAP_FFMPEG)
+    decodes = cap.read()[0]
+    cap.release()
+    if decodes:  # a build that decodes AV1 reads it as any other video
+        assert probe(av1).width == 320
+    else:
+        with pytest.raises(InputError, match=r"AV1 video, which this build of OpenCV cannot decode.*libx264"):
+            probe(av1)
