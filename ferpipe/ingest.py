@@ -292,7 +292,8 @@ def ingest_url(url: str, library: Path, title: str | None = None, progress: Down
         try:
             with yt_dlp.YoutubeDL(opts) as ydl:
                 meta = ydl.extract_info(url, download=True)
-        except (yt_dlp.utils.DownloadError, yt_dlp.utils.DownloadCancelled, OSError) as exc:
+        except (yt_dlp.utils.YoutubeDLError, OSError) as exc:  # download, cancel and request errors (a redirect
+            # to file://, an unknown scheme) alike: one line
             if guard.refused:
                 raise InputError(
                     f"refused URL {url!r}: it led to the private address {guard.refused} (a redirect, a name that "

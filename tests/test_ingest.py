@@ -268,3 +268,16 @@ def test_private_url_rules_are_checked_where_they_enter(monkeypatch):
     monkeypatch.setenv("FERPIPE_ALLOW_PRIVATE_URLS", "nonsense:port")
     with pytest.raises(ValueError, match="nonsense"):
         private_url_rules()
+
+
+def test_a_redirect_to_a_local_file_is_one_error_line(monkeypatch, tmp_path):
+    """A 302 to file:///etc/passwd read nothing but ended in a yt-dlp traceback: one InputError line now, nothing
+    left in the library."""
+    front = _Server({"/video.mp4": _redirect("file:///etc/passwd")})
+    monkeypatch.setenv("FERPIPE_ALLOW_PRIVATE_URLS", f"127.0.0.1:{front.port}")
+    try:
+        with pytest.raises(InputError, match="cannot download"):
+            ingest_url(f"{front.url}/video.mp4", tmp_path / "lib")
+    finally:
+        front.close()
+    assert not list((tmp_path / "lib").iterdir())
