@@ -60,3 +60,30 @@ def test_dev_null_is_not_a_database():
         r.returncode == 1
         and r.stderr.strip() == "error: /dev/null: not a regular file (a device or pipe), so not a database"
     )
+
+
+def test_an_immutable_database_reads_and_refuses_writes_in_one_line(tmp_path, samples):
+    """An immutable (chattr +i) database: `clips` reads it, `process` ends in one error line naming the file, and
+    the file is unchanged (it printed a traceback before)."""
+    import hashlib
+    import shutil
+    import subprocess
+
+    from conftest import run_cli
+
+    db = tmp_path / "ro.duckdb"
+    assert (
+        run_cli("process", str(samples["single_face.mp4"]), "--db", str(db), "--model", "mini-xception").returncode == 0
+    )
+    if not shutil.which("chattr") or subprocess.run(["chattr", "+i", str(db)], capture_output=True).returncode:
+        pytest.skip("chattr +i is not available on this file system (needs root and ext4-like attributes)")
+    try:
+        before = hashlib.sha256(db.read_bytes()).hexdigest()
+        r = run_cli("clips", "--db", str(db), "--json")
+        assert r.returncode == 0 and "single_face" in r.stdout
+        r = run_cli("process", str(samples["WolfgangLanger_Pexels.mp4"]), "--db", str(db), "--model", "mini-xception")
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        assert r.stderr.strip().splitlines()[-1].startswith("error:") and "read-only" in r.stderr
+        assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    finally:
+        subprocess.run(["chattr", "-i", str(db)], check=False)
