@@ -76,3 +76,32 @@ def test_plotly_labels_escape_user_text():
     names = [t.name for t in fig.data if t.name]
     assert names == ["&lt;a href='https://e.invalid'&gt;x&lt;/a&gt;"]
     assert all("<" not in (a.text or "") for a in fig.layout.annotations)
+
+
+PAGES = ("views/library.py", "views/clip.py", "views/people.py", "views/compare.py", "views/panel.py",
+         "views/export.py", "views/models.py")  # fmt: skip
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=TEXT)
+def test_every_page_shows_user_text_without_crashing(one_clip, monkeypatch, text):
+    """The same text as title, tag, marker and person name on every dashboard page (AppTest): no exception, and no
+    image or link made of it."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    store, clip_id = one_clip
+    _set_text(store, clip_id, text)
+    run_id = store.best_run(clip_id)
+    with store.transaction() as con:
+        con.execute("UPDATE faces SET person_label = ? WHERE run_id = ?", [text, run_id])
+    monkeypatch.setenv("FERPIPE_DB", str(store.path))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py"), default_timeout=120)
+    at.query_params["clip"] = clip_id
+    at.run()
+    for page in PAGES:
+        at.switch_page(page).run()
+        assert not at.exception, (page, text, [e.value for e in at.exception])
+        for md in at.markdown:  # Markdown rendered from user text would carry its image or link syntax live
+            assert "](https://e.invalid" not in md.value.replace("\\\\", ""), (page, md.value)
