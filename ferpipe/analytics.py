@@ -411,8 +411,11 @@ def compare_table(faces_a: pl.DataFrame, faces_b: pl.DataFrame, method: str = "w
                   signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:  # fmt: skip
     """compare_groups for every signal over two face_means frames."""
     rows = []
+    def values(faces: pl.DataFrame, s: str) -> np.ndarray:  # a clip without faces has no column: no people
+        return faces[s].drop_nulls().to_numpy() if s in faces.columns else np.array([])
+
     for s in _check_signals(signals):
-        r = compare_groups(faces_a[s].to_numpy(), faces_b[s].to_numpy(), method)
+        r = compare_groups(values(faces_a, s), values(faces_b, s), method)
         rows.append({"signal": s, **r})
     return pl.DataFrame(rows)
 

@@ -193,7 +193,7 @@ def _clip_person_metrics(store: Store, clip_id: str, settings: ScoreSettings, ba
     marked_end = (float(marks["start_s"][0]), float(marks["end_s"][0])) if marks.height else None
     pm = person_metrics(fb, settings, float(clip["duration_s"] or 0.0), settings.threshold_for(baseline), attentive,
                         marked_end)  # fmt: skip
-    unit = an.unit_of(pm) if pm.height else "person_id"
+    unit = an.unit_of(pm)
     pm = pm.rename({unit: "person_id"}) if unit != "person_id" else pm
     return pm.with_columns(pl.lit(clip_id).alias("clip_id")), result
 
