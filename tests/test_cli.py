@@ -47,6 +47,7 @@ def test_process_json_and_clips(seeded):
     assert r.returncode == 0
     rows = json.loads(r.stdout)
     assert rows[0]["clip_id"] == res["clip_id"] and rows[0]["title"] == "Panel 1" and rows[0]["tags"] == "group=A"
+    assert rows[0]["people"] == 1 and rows[0]["faces"] == 1  # people and face tracks, each named
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
