@@ -411,6 +411,7 @@ def compare_table(faces_a: pl.DataFrame, faces_b: pl.DataFrame, method: str = "w
                   signals: tuple[str, ...] = SIGNALS) -> pl.DataFrame:  # fmt: skip
     """compare_groups for every signal over two face_means frames."""
     rows = []
+
     def values(faces: pl.DataFrame, s: str) -> np.ndarray:  # a clip without faces has no column: no people
         return faces[s].drop_nulls().to_numpy() if s in faces.columns else np.array([])
 
