@@ -8,40 +8,47 @@ Streamlit list its files as pages of their own when a page is opened by its link
 """
 
 import streamlit as st
-from common import store
-from respondent import respondent_home
 
-from ferpipe.access import SESSION_COOKIE, session_user, signin_configured
 
-st.set_page_config(page_title="ferpipe", page_icon=":material/mood:", layout="wide")
-s = store()
-if st.query_params.get("link"):  # a respondent: their panel only
-    st.navigation([st.Page(respondent_home, title="Study panel", default=True),
-                   st.Page("views/respond.py", title="Study panel ", url_path="panel")], position="hidden").run()  # fmt: skip
-    st.stop()
-user = session_user(s.path, st.context.cookies.get(SESSION_COOKIE))
-if signin_configured(s) and user is None:
-    st.title("ferpipe")
-    st.write("This dashboard holds recordings of people's faces: researchers sign in first.")
-    st.link_button("Sign in", "/ferpipe/login", type="primary")
-    st.stop()
+def main() -> None:
+    from common import store
+    from respondent import respondent_home
 
-st.sidebar.markdown("### ferpipe\nAudience expression analytics")
-st.session_state["signed_in_user"] = user  # who the audit log names for this session's exports and deletions
-if user:
-    st.sidebar.caption(f"Signed in as {user}")
-    st.sidebar.link_button("Sign out", "/ferpipe/logout")
-st.sidebar.radio("Chart downloads", ["png", "svg"], key="chart_format", horizontal=True,
-                 help="The camera icon above each chart saves it in this format.")  # fmt: skip
+    from ferpipe.access import SESSION_COOKIE, session_user, signin_configured
 
-st.navigation(
-    [
-        st.Page("views/library.py", title="Library", icon=":material/video_library:", default=True),
-        st.Page("views/clip.py", title="Clip view", icon=":material/show_chart:"),
-        st.Page("views/people.py", title="People", icon=":material/groups:"),
-        st.Page("views/compare.py", title="Compare", icon=":material/compare:"),
-        st.Page("views/panel.py", title="Webcam panel", icon=":material/videocam:", url_path="panel"),
-        st.Page("views/export.py", title="Export", icon=":material/download:"),
-        st.Page("views/models.py", title="Models", icon=":material/model_training:"),
-    ]
-).run()
+    st.set_page_config(page_title="ferpipe", page_icon=":material/mood:", layout="wide")
+    s = store()
+    if st.query_params.get("link"):  # a respondent: their panel only
+        st.navigation([st.Page(respondent_home, title="Study panel", default=True),
+                       st.Page("views/respond.py", title="Study panel ", url_path="panel")], position="hidden").run()  # fmt: skip
+        return
+    user = session_user(s.path, st.context.cookies.get(SESSION_COOKIE))
+    if signin_configured(s) and user is None:
+        st.title("ferpipe")
+        st.write("This dashboard holds recordings of people's faces: researchers sign in first.")
+        st.link_button("Sign in", "/ferpipe/login", type="primary")
+        return
+
+    st.sidebar.markdown("### ferpipe\nAudience expression analytics")
+    st.session_state["signed_in_user"] = user  # who the audit log names for this session's exports and deletions
+    if user:
+        st.sidebar.caption(f"Signed in as {user}")
+        st.sidebar.link_button("Sign out", "/ferpipe/logout")
+    st.sidebar.radio("Chart downloads", ["png", "svg"], key="chart_format", horizontal=True,
+                     help="The camera icon above each chart saves it in this format.")  # fmt: skip
+
+    st.navigation(
+        [
+            st.Page("views/library.py", title="Library", icon=":material/video_library:", default=True),
+            st.Page("views/clip.py", title="Clip view", icon=":material/show_chart:"),
+            st.Page("views/people.py", title="People", icon=":material/groups:"),
+            st.Page("views/compare.py", title="Compare", icon=":material/compare:"),
+            st.Page("views/panel.py", title="Webcam panel", icon=":material/videocam:", url_path="panel"),
+            st.Page("views/export.py", title="Export", icon=":material/download:"),
+            st.Page("views/models.py", title="Models", icon=":material/model_training:"),
+        ]
+    ).run()
+
+
+if __name__ != "__mp_main__":  # a process pool's worker re-reading the main script (multiprocessing spawn) runs nothing
+    main()
