@@ -367,6 +367,11 @@ def link_states(store, stimulus_clip_id: str):
     )  # fmt: skip
 
 
+def client_address(request) -> str:
+    """The address a request came from (the key of the per-address caps)."""
+    return request.client.host if request.client else "?"
+
+
 class RateLimit:
     """At most ``limit`` requests per ``window_s`` seconds for each key (a client address), counted in memory: a
     respondent's page cannot flood the server with snapshots or uploads."""

@@ -16,7 +16,7 @@ import polars as pl
 
 from .analytics import _check_signals, _derive, _stored, unit_of
 from .store import QualityFilter, Store
-from .types import Baseline
+from .types import EXPRESSIONS, Baseline
 
 log = logging.getLogger(__name__)
 log.addHandler(logging.NullHandler())
@@ -159,8 +159,7 @@ def corrected_face_bins(store: Store, run_id: int, clip_id: str, fb: pl.DataFram
     return out, BaselineResult(baseline, kept, left, window)
 
 
-CORRECTED_SIGNALS: tuple[str, ...] = (*_check_signals(("angry", "disgust", "fear", "happy", "sad", "surprise",
-                                                       "neutral", "valence", "arousal")),)  # fmt: skip
+CORRECTED_SIGNALS: tuple[str, ...] = (*EXPRESSIONS, "valence", "arousal")
 """The signals a per-observation export corrects, with the blendshapes (see correct_timeline)."""
 
 

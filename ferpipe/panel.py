@@ -113,7 +113,7 @@ def routes(db_path_fn, token_fn, link_only: bool = False) -> list:
     from starlette.responses import FileResponse, JSONResponse, Response
     from starlette.routing import Route
 
-    from .access import AccessError, RateLimit, check_link, env_limit, researcher_request
+    from .access import AccessError, RateLimit, check_link, client_address, env_limit, researcher_request
     from .media import browser_playable, make_preview
     from .store import Store
 
@@ -122,9 +122,6 @@ def routes(db_path_fn, token_fn, link_only: bool = False) -> list:
 
     # a respondent's snapshots and stimulus fetches, per client address (FERPIPE_PANEL_REQUESTS_PER_MINUTE, 120)
     rate = RateLimit(env_limit("FERPIPE_PANEL_REQUESTS_PER_MINUTE", 120), 60.0)
-
-    def client(request: Request) -> str:
-        return request.client.host if request.client else "?"
 
     def respondent(request: Request):
         """The respondent's link, or None (no link, or one that is not valid or has expired)."""
@@ -140,7 +137,7 @@ def routes(db_path_fn, token_fn, link_only: bool = False) -> list:
         if not await asyncio.to_thread(researcher, request):
             if await asyncio.to_thread(respondent, request) is None:
                 return JSONResponse({"error": "not allowed"}, status_code=403)
-            if not rate.allow(client(request)):
+            if not rate.allow(client_address(request)):
                 return JSONResponse({"error": "too many requests; wait a moment"}, status_code=429)
         body = await request.body()
         try:
@@ -162,7 +159,7 @@ def routes(db_path_fn, token_fn, link_only: bool = False) -> list:
             link = await asyncio.to_thread(respondent, request)
             if link is None or link.stimulus_clip_id != clip_id:  # a link opens its own stimulus only
                 return JSONResponse({"error": "not allowed"}, status_code=403)
-            if not rate.allow(client(request)):
+            if not rate.allow(client_address(request)):
                 return JSONResponse({"error": "too many requests; wait a moment"}, status_code=429)
         try:
             path = await asyncio.to_thread(prepare, clip_id)  # a preview encode never blocks the server

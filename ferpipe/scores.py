@@ -289,7 +289,8 @@ def norm_scores(store: Store, clip_id: str, settings: ScoreSettings | None = Non
     name = "the whole library" if tag is None else f"{tag[0]}={tag[1]}"
     table = pl.DataFrame(rows, schema={"metric": pl.String, "value": pl.Float64, "index": pl.Float64,
                                        "norm_n": pl.Int64})  # fmt: skip
-    titles = dict(zip(store.clips()["clip_id"], store.clips()["title"], strict=True))
+    clips = store.clips()
+    titles = dict(zip(clips["clip_id"], clips["title"], strict=True))
     return NormScores(table, kept, name, engagement, parts, tuple(pr.plain_text(str(titles.get(c) or c)) for c in kept),
                       unusable)  # fmt: skip
 

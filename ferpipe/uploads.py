@@ -169,7 +169,7 @@ def routes(db_path_fn, link_only: bool = False) -> list:
     from starlette.routing import Route
 
     from . import jobs
-    from .access import AccessError, RateLimit, check_link, env_limit, researcher_request
+    from .access import AccessError, RateLimit, check_link, client_address, env_limit, researcher_request
     from .ingest import parse_tags
     from .panel import CONSENT_VERSION, link_token
     from .pipeline import Settings
@@ -191,7 +191,7 @@ def routes(db_path_fn, link_only: bool = False) -> list:
         return offset
 
     async def panel_upload(request: Request, token: str) -> JSONResponse:
-        if not panel_rate.allow(request.client.host if request.client else "?"):
+        if not panel_rate.allow(client_address(request)):
             return JSONResponse({"error": "too many uploads from this address; try again later"}, status_code=429)
         db = db_path_fn()
         store = Store(db)

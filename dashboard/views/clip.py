@@ -354,9 +354,7 @@ with s.reading():  # one read connection for the whole page (a write inside step
             st.caption(f"{pr.ENGAGEMENT.definition} Attention index {pr.INDEX.format(ns.engagement_parts['attention'])}, "
                        f"expressiveness index {pr.INDEX.format(ns.engagement_parts['expressiveness'])}.")  # fmt: skip
         with st.expander(f"The norm set's clips ({len(ns.norm_clips)})"):
-            titles = dict(zip(s.clips()["clip_id"], s.clips()["title"], strict=True))
-            st.dataframe(pr.table(pl.DataFrame({"title": [titles.get(c) for c in ns.norm_clips],
-                                                "clip_id": list(ns.norm_clips)},
+            st.dataframe(pr.table(pl.DataFrame({"title": list(ns.norm_titles), "clip_id": list(ns.norm_clips)},
                                                schema={"title": pl.String, "clip_id": pl.String})), hide_index=True)  # fmt: skip
         with st.expander("Per person"):
             names = {r["person_id"]: r["person"] or f"person {r['person_id']}"
