@@ -554,10 +554,11 @@ def percentile_rank(value: float, norm: list[float] | np.ndarray) -> float:
 
 def norm_library(store: Store, tag: tuple[str, str] | None = None) -> list[str]:
     """The clips a norm set holds: every processed video of the library, or those tagged ``tag`` = (key, value).
-    Photos have no curve over time, so they are never in the norm set of a video metric."""
+    Photos have no curve over time, so they are never in the norm set of a video metric; runs imported from other
+    tools are not either (a norm compares readings of ferpipe's models only)."""
     from .frames import is_image
 
-    done = store.clips().filter(pl.col("status").is_in(["done", "truncated"]))
+    done = store.clips().filter(pl.col("status").is_in(["done", "truncated"]) & (pl.col("detector") != "imported"))
     library = [c for c, path in zip(done["clip_id"], done["path"], strict=True) if not is_image(path)]
     if tag is not None:
         tags = store.tags()
@@ -695,3 +696,50 @@ def expression_summary(fb: pl.DataFrame, bin_s: float, threshold: float = 0.5, d
                      "time_above": float("nan") if single else _capped(float(above), duration_s),
                      "people": fm.height})  # fmt: skip
     return pl.DataFrame(rows, schema=schema)
+
+
+def other_curves(long: pl.DataFrame, bin_s: float) -> pl.DataFrame:
+    """Another tool's signals (Store.tool_signal_bins: bin, person_id, name, value) as curves: per bin, the mean
+    over people of each signal with a Student-t 95% CI, in aggregate_face_bins' layout (t_s, n_people,
+    <name>_mean/_lo/_hi). Their scales are the tool's own, so nothing is clipped."""
+    if not bin_s > 0:
+        raise ValueError(f"bin_s must be > 0, got {bin_s}")
+    if long.is_empty():
+        return pl.DataFrame(schema={"bin": pl.Int64, "t_s": pl.Float64, "n_people": pl.Int64})
+    names = long["name"].unique(maintain_order=True).sort().to_list()
+    per = (long.filter(pl.col("value").is_not_null() & pl.col("value").is_finite())
+           .group_by("bin", "name").agg(pl.col("value").mean().alias("mean"),
+                                        pl.col("value").std(ddof=1).fill_null(0).alias("sd"),
+                                        pl.len().alias("n")).sort("bin"))  # fmt: skip
+    lo, hi = t_interval(per["mean"].to_numpy(), per["sd"].to_numpy(), per["n"].to_numpy())
+    per = per.with_columns(pl.Series("lo", lo), pl.Series("hi", hi))
+    wide = per.pivot(on="name", index="bin", values=["mean", "lo", "hi"], aggregate_function="first")
+    wide = wide.rename(
+        {f"{k}_{n}": f"{n}_{k}" for n in names for k in ("mean", "lo", "hi") if f"{k}_{n}" in wide.columns}
+    )
+    counts = long.group_by("bin").agg(pl.col("person_id").n_unique().cast(pl.Int64).alias("n_people"))
+    out = wide.join(counts, on="bin", how="left").sort("bin").with_columns((pl.col("bin") * bin_s).alias("t_s"))
+    cols = [f"{n}_{k}" for n in names for k in ("mean", "lo", "hi")]
+    return out.with_columns(pl.lit(None, dtype=pl.Float64).alias(c) for c in cols if c not in out.columns).select(
+        "bin", "t_s", "n_people", *cols
+    )
+
+
+def stream_curves(bins: pl.DataFrame, bin_s: float) -> pl.DataFrame:
+    """Recorded streams (Store.clip_signal_bins: bin, name, value, lo, hi) wide: t_s and, per stream, <name>_mean
+    with its range over the bin as _lo/_hi (one recording: no interval over people)."""
+    if not bin_s > 0:
+        raise ValueError(f"bin_s must be > 0, got {bin_s}")
+    if bins.is_empty():
+        return pl.DataFrame(schema={"bin": pl.Int64, "t_s": pl.Float64})
+    names = bins["name"].unique().sort().to_list()
+    wide = bins.rename({"value": "mean"}).pivot(on="name", index="bin", values=["mean", "lo", "hi"],
+                                                aggregate_function="first")  # fmt: skip
+    wide = wide.rename(
+        {f"{k}_{n}": f"{n}_{k}" for n in names for k in ("mean", "lo", "hi") if f"{k}_{n}" in wide.columns}
+    )
+    return (
+        wide.sort("bin")
+        .with_columns((pl.col("bin") * bin_s).alias("t_s"))
+        .select("bin", "t_s", *[f"{n}_{k}" for n in names for k in ("mean", "lo", "hi")])
+    )

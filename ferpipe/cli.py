@@ -27,7 +27,7 @@ from . import CAVEAT
 from .config import default_db_path, max_upload_mb
 from .console import err, flag, out, progress_bar, typer_app
 from .errors import FerpipeError
-from .frames import is_image
+from .frames import clip_kind, is_image
 from .ingest import parse_tags, printable
 from .present import MISSING, duration_words, format_value, people_words, plain_text
 
@@ -134,6 +134,13 @@ def process(
         "A live stream (HLS .m3u8; rtsp:// and webcam:N are always live): analysed as it "
         "plays, until it ends or Ctrl-C.",
     ),
+    lsl: bool = flag("--lsl", "With --live: publish each analysed face as a Lab Streaming Layer sample."),
+    lsl_markers: str | None = typer.Option(
+        None,
+        "--lsl-markers",
+        help="With --live: store the markers of this LSL marker stream on the clip.",
+        metavar="STREAM",
+    ),
     as_json: bool = flag("--json", "One JSON object per source on stdout."),
 ) -> None:
     """Analyse videos and photos into per-face expression timelines in the database.
@@ -183,8 +190,10 @@ def process(
         if manifest is not None or workers != 1 or ray is not None or len(sources or []) != 1:
             raise ValueError("--live takes one source (an .m3u8 or rtsp:// URL, or webcam:N), without --manifest, "
                              "--workers or --ray")  # fmt: skip
-        _process_live(pipeline, sources[0], title, tags, as_json)
+        _process_live(pipeline, sources[0], title, tags, as_json, lsl, lsl_markers)
         return
+    if lsl or lsl_markers:
+        raise ValueError("--lsl and --lsl-markers work with --live (a stream analysed as it plays)")
     results: list[StudyResult] = []
 
     def show(r: StudyResult) -> None:
@@ -230,9 +239,16 @@ def process(
         raise typer.Exit(1)
 
 
-def _process_live(pipeline, source: str, title: str | None, tags: dict, as_json: bool) -> None:
+def _process_live(pipeline, source: str, title: str | None, tags: dict, as_json: bool, lsl: bool = False,
+                  lsl_markers: str | None = None) -> None:  # fmt: skip
     """``process --live``: a status line while the stream plays; Ctrl-C or SIGTERM end it cleanly (the run is
-    finished, the recording kept)."""
+    finished, the recording kept). With LSL: an outlet of the readings and/or a listener for a marker stream,
+    both on the clip's lsl_t0 (its time 0 on LSL's clock, stored with the clip)."""
+    lab: dict = {}
+    if lsl or lsl_markers:
+        from . import labsync
+
+        labsync.lsl_clock()  # pylsl missing fails here, before any capture
     started = time.monotonic()
     with progress_bar() as bar:
         task = bar.add_task(f"live {printable(source)[:40]}", total=None, unit="")
@@ -244,6 +260,20 @@ def _process_live(pipeline, source: str, title: str | None, tags: dict, as_json:
             signal.signal(signal.SIGINT, stop)
             signal.signal(signal.SIGTERM, stop)
             err.print(f"live: clip {clip['clip_id']}, recording to {clip['path']}; Ctrl-C ends it", highlight=False)
+            if lsl or lsl_markers:
+                t0 = labsync.lsl_t0_of(capture.stats.t0_wall)
+                pipeline.store.set_lsl_t0(clip["clip_id"], t0)
+                if lsl:
+                    lab["outlet"] = labsync.FaceOutlet(clip["clip_id"], t0, pipeline.settings.model)
+                    err.print(f"LSL: publishing stream {lab['outlet'].name!r} (time 0 of the clip = LSL {t0:.3f} s)",
+                              highlight=False)  # fmt: skip
+                if lsl_markers:
+                    lab["markers"] = labsync.MarkerListener(pipeline.store, clip["clip_id"], lsl_markers, t0).start()
+                    err.print(f"LSL: storing markers of stream {lsl_markers!r} on the clip", highlight=False)
+
+        def on_rows(run_id: int, rows) -> None:
+            if "outlet" in lab:
+                lab["outlet"].push(run_id, rows)
 
         def on_batch(capture, progress) -> None:
             st = capture.stats
@@ -251,7 +281,17 @@ def _process_live(pipeline, source: str, title: str | None, tags: dict, as_json:
                 f"live {printable(source)[:30]}: {progress.frames_done:,} frames analysed, {st.dropped:,} dropped, "
                 f"at {progress.last_timestamp_ms / 1000:.0f} s of stream"))  # fmt: skip
 
-        result = pipeline.live(source, title=title, tags=tags, on_start=on_start, on_batch=on_batch)
+        try:
+            result = pipeline.live(source, title=title, tags=tags, on_start=on_start, on_batch=on_batch,
+                                   on_rows=on_rows)  # fmt: skip
+        finally:
+            if "markers" in lab:
+                lab["markers"].stop()
+            if "outlet" in lab:
+                lab["outlet"].close()
+    if "markers" in lab:
+        got = lab["markers"]
+        err.print(f"LSL: {len(got.stored)} markers stored" + (f", {got.skipped} left out" if got.skipped else ""))
     took = time.monotonic() - started
     if as_json:
         print(json.dumps({"source": source, **result.__dict__}), flush=True)
@@ -294,7 +334,7 @@ def clips(db: Path | None = DB_OPT, as_json: bool = flag("--json", "Print the cl
     for r in df.iter_rows(named=True):
         photo = is_image(r["path"])
         table.add_row(
-            r["clip_id"], Text(plain_text(r["title"] or "")), "photo" if photo else "video",
+            r["clip_id"], Text(plain_text(r["title"] or "")), clip_kind(r["path"]),
             MISSING if photo else duration_words(r["duration_s"] or 0), r["status"] or "not processed",
             format_value(r["people"], "count") if r["status"] else MISSING,
             format_value(r["faces"], "count") if r["status"] else MISSING,
@@ -338,7 +378,13 @@ def export(
         "people, mean over time, peak...).",
         metavar="KIND",
     ),
-    fmt: str = typer.Option("csv", "--format", help="csv or parquet.", metavar="FORMAT"),
+    fmt: str = typer.Option(
+        "csv",
+        "--format",
+        metavar="FORMAT",
+        help="csv or parquet; or, for a timeline, openface (OpenFace-style CSV), pyfeat (py-feat's Fex CSV) or "
+        "imotions (tab-separated, iMotions-like, with a metadata header). See the README's column tables.",
+    ),
     out_path: Path = typer.Option(..., "--out", help="Output file.", metavar="FILE"),
     bin_s: float = typer.Option(1.0, "--bin-s", help="Bin width in seconds for --what aggregate.", metavar="S"),
     model: str | None = typer.Option(
@@ -357,15 +403,31 @@ def export(
 
     base = parse_baseline(baseline, correction)
 
+    from .types import IMPORT_FORMATS
+
     if what not in ("timeline", "aggregate", "summary"):
         raise ValueError(f"--what must be timeline, aggregate or summary, got {what!r}")
-    if fmt not in ("csv", "parquet"):
-        raise ValueError(f"--format must be csv or parquet, got {fmt!r}")
+    if fmt not in ("csv", "parquet", *IMPORT_FORMATS):
+        raise ValueError(f"--format must be csv, parquet, {', '.join(IMPORT_FORMATS)}, got {fmt!r}")
+    if fmt in IMPORT_FORMATS and (what != "timeline" or base is not None):
+        raise ValueError(
+            f"--format {fmt} writes the raw per-face timeline: no --what {what} or --baseline with it"
+            if what != "timeline"
+            else f"--format {fmt} writes raw readings: no --baseline with it"
+        )
     store = Store(_db(db, must_exist=True))
     clip_id = store.resolve_clip(clip)
     run_id = store.best_run(clip_id, model)
     if run_id is None:
         raise ValueError(f"clip {clip_id} has no run{' with model ' + model if model else ''}")
+    if fmt in IMPORT_FORMATS:
+        from .interop import write_tool_file
+        from .types import TOOL_NAMES
+
+        n = write_tool_file(store, clip_id, run_id, fmt, out_path)
+        store.audit("export", who=os.environ.get("USER"), detail=f"{fmt} timeline of {clip_id} to {out_path}")
+        err.print(f"wrote {n:,} rows to {out_path} ({TOOL_NAMES[fmt]} layout)")
+        return
     result = None
     if what == "summary":
         df, result = clip_summary(store, clip_id, run_id, bin_s, baseline=base)
@@ -380,6 +442,91 @@ def export(
     _write(df, fmt, out_path)
     store.audit("export", who=os.environ.get("USER"), detail=f"{what} of {clip_id} to {out_path}")
     err.print(f"wrote {df.height:,} rows to {out_path}" + (f" ({result.describe()})" if result else ""))
+
+
+@app.command("import")
+def import_(
+    file: Path = typer.Argument(..., help="The other tool's output file.", metavar="FILE"),
+    fmt: str = typer.Option(..., "--format", help="openface, pyfeat (Fex CSV) or imotions.", metavar="FORMAT"),
+    video: Path | None = typer.Option(
+        None, "--video", help="The recording the file was made from (else: timelines only, no frames).", metavar="FILE"
+    ),
+    fps: float | None = typer.Option(None, "--fps", help="Frame rate, for a Fex file without times.", metavar="FPS"),
+    title: str | None = typer.Option(None, "--title", help="Clip title.", metavar="TEXT"),
+    tag: list[str] = typer.Option([], "--tag", help="KEY=VALUE, repeatable.", metavar="KEY=VALUE"),
+    db: Path | None = DB_OPT,
+    as_json: bool = flag("--json", "Print the result as JSON."),
+) -> None:
+    """Import OpenFace, py-feat or iMotions output as a run of its own: its head pose, boxes and (py-feat)
+    expressions as readings, its action units and other columns as signals under the tool's own names."""
+    from .interop import import_tool_file
+    from .store import Store
+
+    store = Store(_db(db))
+    store.migrate()
+    res = import_tool_file(store, file, fmt, video=video, fps=fps, title=title, tags=parse_tags(tag))
+    store.audit(
+        "import", who=os.environ.get("USER"), detail=f"{res.tool} file {printable(file.name)} as run {res.run_id}"
+    )
+    if as_json:
+        print(json.dumps({**res.__dict__, "signals": list(res.signals)}))
+        return
+    what = "already imported: run" if res.reused else "imported as run"
+    out.print(f"{escape(printable(file.name))}: {what} {res.run_id} of clip {res.clip_id} ({res.tool}, "
+              f"{res.rows:,} readings, {people_words(res.faces)}, {len(res.signals)} {res.tool} signals"
+              f"{'' if res.has_video else ', no video'})", highlight=False)  # fmt: skip
+
+
+@app.command("import-xdf")
+def import_xdf(
+    file: Path = typer.Argument(..., help="An XDF recording (LabRecorder).", metavar="FILE"),
+    clip: str = typer.Option(
+        ..., "--clip", help="The processed clip it goes with (id or unique prefix).", metavar="ID"
+    ),
+    sync_marker: str | None = typer.Option(
+        None,
+        "--sync-marker",
+        help="A marker in the file that happened at a known clip time (see --sync-at).",
+        metavar="NAME",
+    ),
+    sync_at: float | None = typer.Option(
+        None,
+        "--sync-at",
+        help="Clip time of the sync marker (default: the clip's event marker of that name, else 0).",
+        metavar="S",
+    ),
+    offset: float | None = typer.Option(
+        None, "--offset", help="Clip time = file time - OFFSET (seconds), instead of a sync marker.", metavar="S"
+    ),
+    stream: list[str] = typer.Option(
+        [], "--stream", help="Import only this numeric stream (repeatable).", metavar="NAME"
+    ),
+    db: Path | None = DB_OPT,
+) -> None:
+    """Align an XDF recording to a clip: its marker streams become event markers, its numeric streams (GSR, heart
+    rate...) signals the Clip view and Compare plot beside the expressions. A clip recorded live with --lsl aligns
+    by itself."""
+    from .labsync import import_xdf as run_import
+    from .store import Store
+
+    store = Store(_db(db, must_exist=True))
+    store.migrate()
+    clip_id = store.resolve_clip(clip)
+    res = run_import(store, file, clip_id, sync_marker=sync_marker, sync_at=sync_at, offset=offset,
+                     streams=stream)  # fmt: skip
+    store.audit("import-xdf", who=os.environ.get("USER"), detail=f"{printable(file.name)} onto {clip_id}")
+    out.print(f"{escape(printable(file.name))} onto clip {clip_id} ({escape(res.how)}): {res.markers} markers"
+              + (f" ({res.markers_outside} outside the clip left out)" if res.markers_outside else "")
+              + f", {len(res.streams)} streams ({res.samples:,} samples)"
+              + (f": {escape(', '.join(res.streams[:6]))}" if res.streams else ""), highlight=False)  # fmt: skip
+
+
+def _need_expressions(store, clip_id: str, run_id: int) -> None:
+    """ValueError for a run imported from a tool that reads no expressions (its figures would all be empty)."""
+    run = store.run(run_id)
+    if not run.has_expressions:
+        raise ValueError(f"clip {clip_id}'s run {run_id} is {run.tool}'s output, which reads no expressions; its "
+                         f"{run.tool} signals are in the Clip view and in `ferpipe export --format openface`")  # fmt: skip
 
 
 def clip_summary(store, clip_id: str, run_id: int, bin_s: float = 1.0, threshold: float = 0.5, baseline=None):
@@ -409,6 +556,7 @@ def summary(
     run_id = store.best_run(clip_id)
     if run_id is None:
         raise ValueError(f"clip {clip_id} has not been processed")
+    _need_expressions(store, clip_id, run_id)
     df, _ = clip_summary(store, clip_id, run_id, 1.0, threshold)
     if as_json:
         print(df.write_json())
@@ -472,6 +620,7 @@ def scores(
     clip_id = store.resolve_clip(clip)
     if store.best_run(clip_id) is None:
         raise ValueError(f"clip {clip_id} has not been processed")
+    _need_expressions(store, clip_id, store.best_run(clip_id))
     if is_image(store.clip(clip_id)["path"]):
         raise ValueError(f"clip {clip_id} is a photo: scores are taken over time, so a photo has none")
     from .scores import clip_scores

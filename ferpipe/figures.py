@@ -185,3 +185,29 @@ def photo_figure(people: pl.DataFrame, names: dict | None = None, signals: tuple
     fig.update_yaxes(range=[0, 1], tickformat=".0%")
     fig.update_layout(height=max(260, 230 * rows), margin={"l": 50, "r": 20, "t": 40, "b": 40})
     return fig
+
+
+def stream_figure(agg: pl.DataFrame, streams: list[str], units: dict[str, str] | None = None, x: str = "t_s",
+                  x_title: str = "video time (s)", names: dict | None = None,
+                  markers: list[tuple[str, float, float | None]] | None = None) -> go.Figure:  # fmt: skip
+    """Recorded streams (a GSR channel...) one above the other on the clip's time axis, each on its own scale and
+    unit, with its range within each bin shaded."""
+    fig = make_subplots(rows=max(1, len(streams)), cols=1, shared_xaxes=True, vertical_spacing=0.06)
+    t = agg[x].to_numpy() if agg.height else np.zeros(0)
+    for k, s in enumerate(streams):
+        color = PALETTE[k % len(PALETTE)]
+        lo, hi = _band(agg, s)
+        name = plotly_text((names or {}).get(s, s))
+        fig.add_trace(go.Scatter(x=np.concatenate([t, t[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself",
+                                 fillcolor=_rgba(color, 0.15), line={"width": 0}, hoverinfo="skip",
+                                 showlegend=False), k + 1, 1)  # fmt: skip
+        unit = (units or {}).get(s) or ""
+        fig.add_trace(go.Scatter(x=t, y=agg[f"{s}_mean"].to_numpy(), name=name, line={"color": color, "width": 2},
+                                 hovertemplate=f"{name} %{{y:.3g}} {plotly_text(unit)} at %{{x:.1f}}<extra></extra>"),
+                      k + 1, 1)  # fmt: skip
+        fig.update_yaxes(title_text=plotly_text(f"{name} ({unit})" if unit else name), row=k + 1, col=1)
+    add_markers(fig, markers)
+    fig.update_xaxes(title_text=x_title, row=max(1, len(streams)), col=1)
+    fig.update_layout(height=160 + 170 * max(1, len(streams)), margin={"l": 60, "r": 20, "t": 30, "b": 40},
+                      legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0})  # fmt: skip
+    return fig

@@ -35,6 +35,21 @@ def is_image(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+TIMELINE_EXTENSIONS = (".csv", ".txt", ".tsv")
+
+
+def is_timeline_only(path: str | os.PathLike | None) -> bool:
+    """A clip made from another tool's file without its video (ferpipe.interop): timelines, no frames."""
+    return bool(path) and Path(path).suffix.lower() in TIMELINE_EXTENSIONS
+
+
+def clip_kind(path: str | os.PathLike | None) -> str:
+    """What a clip is, in the words every list uses: photo, video, or timeline only."""
+    if is_timeline_only(path):
+        return "timeline only"
+    return "photo" if path and is_image(path) else "video"
+
+
 def check_pixels(width: int, height: int, name: str) -> None:
     """InputError when an image or frame is larger than the pixel cap (ferpipe.config.max_pixels)."""
     from .config import max_pixels

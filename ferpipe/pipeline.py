@@ -403,10 +403,12 @@ class Pipeline:
 
     def live(self, source: str, title: str | None = None, tags: dict[str, str] | None = None,
              on_start: Callable[[LiveCapture, dict], None] | None = None,
-             on_batch: Callable[[LiveCapture, RunProgress], None] | None = None) -> RunResult:  # fmt: skip
+             on_batch: Callable[[LiveCapture, RunProgress], None] | None = None,
+             on_rows: Callable[[int, Observations], None] | None = None) -> RunResult:  # fmt: skip
         """Analyse a live source as it plays (ferpipe.live): batches of about a second, committed at least every
         2 s; ends when the stream ends or the capture is stopped (``on_start`` gets the capture, e.g. to stop it on
-        a signal), and leaves a finished clip whose recording is in the media library."""
+        a signal), and leaves a finished clip whose recording is in the media library. ``on_rows`` gets each
+        batch's observations as they are handed to the writer (an LSL outlet, ferpipe.labsync)."""
         from .live import LiveCapture, parse_live
 
         spec = parse_live(source)
@@ -438,6 +440,8 @@ class Pipeline:
         try:
             for item in self.batches(clip, run, frames=capture.frames(), batch_frames=per_batch):
                 writer.add(item)
+                if on_rows and isinstance(item, AnalysisBatch):
+                    on_rows(run.run_id, item.rows)
                 if on_batch and isinstance(item, AnalysisBatch):
                     on_batch(capture, item.progress)
         except BaseException as exc:

@@ -276,6 +276,8 @@ GLOSSARY: dict[str, Column] = {
     "arousal": Column("Arousal (derived)", "score"), "attentive": Column("Attentive", _SHARE),
     "det_score": Column("Detection score", "score"), "tags": Column("Tags", "text"),
     "created_at": Column("Added", "text"), "source": Column("Source", "text"), "kind": Column("Kind", "text"),
+    "unit": Column("Unit", "text"), "samples": Column("Samples", "count"), "first_s": Column("From", "seconds"),
+    "last_s": Column("To", "seconds"),
     **{m.key: Column(m.name, m.kind, m.digits) for m in METRICS.values()},
 }  # fmt: skip
 
@@ -346,3 +348,39 @@ def not_tested(n_a: int, n_b: int) -> str | None:
         return None
     g, n = short[0]
     return f"not tested ({n} {'person' if n == 1 else 'people'} in group {g}; a test needs 2 or more per group)"
+
+
+# ---- other tools' files and recorded streams (ferpipe.interop, ferpipe.lab_streams) ---------------------------------
+STREAMS_NOTE = ("Streams recorded beside this clip (imported from an XDF file: GSR, heart rate, the stimulus "
+                "software's events...), aligned to the clip's own timeline, each in its own unit. Each bin shows "
+                "the stream's mean, with its range in the bin shaded. They are what those devices recorded; "
+                "ferpipe does not interpret them.")  # fmt: skip
+
+
+def imported_words(settings: dict | None, no_video: bool, in_report: bool = False) -> str:
+    """What a run imported from another tool is, said where its results are shown."""
+    settings = settings or {}
+    tool = settings.get("tool", "another tool")
+    head = f"Imported from {tool}'s output ({settings.get('file', 'a file')}). "
+    if settings.get("expressions"):
+        what = (f"The expression curves are {tool}'s readings, not ferpipe's model: compare them with ferpipe's "
+                "runs as readings of another model. ")  # fmt: skip
+    else:
+        where = "in the dashboard's Clip view and in `ferpipe export`" if in_report else f"below, under {tool}'s names"
+        what = (f"{tool} reads action units and head pose, not expressions, so this run has no expression curves: "
+                f"its own signals are {where}. ")  # fmt: skip
+    att = settings.get("attention")
+    att = f"Attention: {att}. " if att else ""
+    video = "No video was imported with it, so no frames are shown." if no_video else ""
+    return (head + what + att + video).strip()
+
+
+def tool_signal_words(tool: str) -> str:
+    return (f"{tool}'s own output, under {tool}'s column names and on its own scale (for OpenFace, AUxx_r is an "
+            "intensity 0-5 and AUxx_c presence 0/1). Per bin, the mean over people with a 95% interval. They are "
+            f"{tool}'s action units, not ferpipe's AU proxies.")  # fmt: skip
+
+
+def tool_signal_label(name: str, tool: str) -> str:
+    """A tool's column as the dashboard names it: the tool's own name, with the tool."""
+    return f"{name} ({tool})"

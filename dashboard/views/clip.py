@@ -10,8 +10,8 @@ from ferpipe import scores as sc
 from ferpipe.baseline import corrected_face_bins
 from ferpipe.confidence import LOW_CONFIDENCE
 from ferpipe.errors import FerpipeError
-from ferpipe.figures import curves_figure, face_figure, photo_figure, share_figure
-from ferpipe.frames import is_image
+from ferpipe.figures import curves_figure, face_figure, photo_figure, share_figure, stream_figure
+from ferpipe.frames import is_image, is_timeline_only
 from ferpipe.media import browser_playable, frame_at, make_preview, preview_path, thumbnail
 from ferpipe.report import blink_rate_note
 from ferpipe.store import QualityFilter
@@ -99,6 +99,11 @@ with s.reading():  # one read connection for the whole page (a write inside step
     xt = "stimulus time (s)" if on_stimulus else "video time (s)"
 
     RUN = s.run(run_id)
+    TOOL = (RUN.settings or {}).get("tool") if RUN.detector == "imported" else None
+    NO_VIDEO = is_timeline_only(clip["path"])
+    HAS_EXPRESSIONS = TOOL is None or bool((RUN.settings or {}).get("expressions"))
+    if TOOL:
+        st.info(pr.imported_words(RUN.settings, NO_VIDEO))
     LIVE_T0 = clip.get("live_t0") if RUN.status == "running" else None
     LIVE_WINDOW_S = 60.0
     FOLLOW = bool(LIVE_T0) and st.toggle("Follow the live edge (last 60 s)", value=True)
@@ -161,6 +166,10 @@ with s.reading():  # one read connection for the whole page (a write inside step
                 st.info(f"{based.describe()[0].upper()}{based.describe()[1:]}: the curves, tiles, peaks and scores "
                         f"below are changes from each person's baseline ({based.kept} people kept). Attention and "
                         "head pose stay raw.")  # fmt: skip
+        if not HAS_EXPRESSIONS:  # another tool's file without expressions: its own signals and the head pose
+            attention(run, fb_signals)
+            streams()
+            return
         LEVEL = pr.level_kind(based.baseline.correction if based else None)
         Y_LABEL = (None if based is None else "change from baseline" +
                    (" (probability)" if LEVEL == "points" else " (SD of the baseline)"))  # fmt: skip
@@ -262,6 +271,43 @@ with s.reading():  # one read connection for the whole page (a write inside step
             key="va",
         )
         attention(run, fb_signals)
+        streams()
+
+    def tool_signals() -> None:
+        """Another tool's own signals (OpenFace or py-feat action units...), under that tool's names."""
+        names = s.tool_signal_names(run_id)
+        st.subheader(f"{TOOL}'s signals")
+        st.caption(pr.tool_signal_words(TOOL))
+        if not names:
+            st.caption(f"The {TOOL} file had no signals beyond those above.")
+            return
+        aus = [n for n in names if n.upper().startswith("AU")]
+        default = [n for n in aus if "12" in n][:1] + [n for n in aus if "04" in n or n.startswith("AU4 ")][:1]
+        chosen = st.multiselect(f"{TOOL} columns", names, default=default or names[:1], key="tool_pick",
+                                format_func=lambda n: pr.tool_signal_label(n, TOOL))  # fmt: skip
+        if chosen:
+            agg = shifted(an.other_curves(s.tool_signal_bins(run_id, bin_s, chosen), bin_s))
+            st.plotly_chart(curves_figure(agg, chosen, x_title=xt, markers=MARKS, y_label=f"{TOOL}'s own scale",
+                                          names={n: pr.tool_signal_label(n, TOOL) for n in chosen}),
+                            config=chart_config(), key="tool_signals")  # fmt: skip
+
+    def streams() -> None:
+        """Streams recorded beside the clip (an XDF file's GSR or heart rate...), on the clip's timeline."""
+        listed = s.clip_signal_list([clip["clip_id"]])
+        if listed.is_empty():
+            return
+        st.subheader("Recorded streams")
+        st.caption(pr.STREAMS_NOTE)
+        names = listed["name"].to_list()
+        chosen = st.multiselect("Streams", names, default=names[:3], key="streams_pick")
+        if chosen:
+            units = dict(zip(listed["name"], listed["unit"], strict=True))
+            agg = shifted(an.stream_curves(s.clip_signal_bins(clip["clip_id"], bin_s, chosen), bin_s))
+            st.plotly_chart(stream_figure(agg, chosen, units, x_title=xt, markers=MARKS), config=chart_config(),
+                            key="streams")  # fmt: skip
+            st.dataframe(pr.table(listed.filter(pl.col("name").is_in(chosen)).select("name", "source", "unit",
+                                  "samples", "first_s", "last_s"), labels={"first_s": "From", "last_s": "To"}),
+                         hide_index=True)  # fmt: skip
 
     def attention(run, fb) -> None:
         """The attention, head pose, blink and facial action sections, from bins that carry their signals."""
@@ -279,6 +325,9 @@ with s.reading():  # one read connection for the whole page (a write inside step
                         config=chart_config(), key="att")  # fmt: skip
         a2.plotly_chart(curves_figure(agg, ["yaw_deg", "pitch_deg", "roll_deg"], x_title=xt,
                                       names={"yaw_deg": "yaw", "pitch_deg": "pitch", "roll_deg": "roll"}), config=chart_config(), key="pose")  # fmt: skip
+        if TOOL:  # another tool's file: no eye openness or blendshapes, its own signals instead
+            tool_signals()
+            return
         note = blink_rate_note((run.settings or {}).get("sample_fps"))
         blink_bin = max(bin_s, 10.0)
         blinks = shifted(an.aggregate_face_bins(an.blink_bins(s, run_id, blink_bin), blink_bin, ("blink_rate",)))
@@ -383,6 +432,10 @@ with s.reading():  # one read connection for the whole page (a write inside step
 
     def show_moment(video_t: float) -> None:
         path = clip["path"]
+        if NO_VIDEO:
+            st.caption(f"No video: this clip was imported from {TOOL or 'another tool'}'s output without its "
+                       "recording (`ferpipe import --video` adds it).")  # fmt: skip
+            return
         playable = path if browser_playable(path) else (preview_path(path) if preview_path(path).is_file() else None)
         if playable is not None:
             st.video(str(playable), start_time=int(video_t))
@@ -412,7 +465,7 @@ with s.reading():  # one read connection for the whole page (a write inside step
                                           for f in obs["face_id"]], width=96)  # fmt: skip
 
     curves()
-    if PHOTO:  # a photo has no timelines
+    if PHOTO or not HAS_EXPRESSIONS:  # a photo has no timelines; another tool's file may have no expressions
         st.stop()
 
     st.subheader("Per-person timelines")

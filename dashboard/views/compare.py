@@ -139,6 +139,31 @@ if BASELINE is not None:
 elif info.lo is not None and info.hi is not None:
     fig.update_yaxes(range=[info.lo, info.hi])
 st.plotly_chart(fig, config=chart_config(), key="overlay")
+recorded = s.clip_signal_list(in_groups)
+if recorded.height:
+    with st.expander(f"Recorded streams beside these clips ({recorded['name'].n_unique()})"):
+        st.caption(pr.STREAMS_NOTE + " A segment of several clips shows the mean over its clips (95% interval).")
+        names = sorted(set(recorded["name"].to_list()))
+        stream = st.selectbox("Stream", names, key="compare_stream")
+        unit = recorded.filter(pl.col("name") == stream)["unit"][0]
+        stream_bin = 2.0 if normalised else bin_s
+        stream_aggs = {}
+        for label, ids in groups.items():
+            parts = [s.clip_signal_bins(c, 1.0 if normalised else stream_bin, [stream]).with_columns(
+                     pl.lit(k).alias("person_id")) for k, c in enumerate(ids)]  # fmt: skip
+            if normalised:  # each clip's seconds onto % of its length, then 2% bins
+                parts = [p.with_columns((pl.col("bin") * 100.0 / max(durations[c] or 1.0, 1e-9) // stream_bin)
+                                        .cast(pl.Int64).alias("bin")) for p, c in zip(parts, ids, strict=True)]  # fmt: skip
+            long = pl.concat(parts).select("bin", "person_id", "name", "value") if parts else pl.DataFrame()
+            got = an.other_curves(long, stream_bin)
+            if f"{stream}_mean" in got.columns and got.height:
+                stream_aggs[label] = got
+        if stream_aggs:
+            sfig = overlay_figure(stream_aggs, stream, x_title=x_title, markers=marks)
+            sfig.update_yaxes(title_text=f"{plain(stream)} ({unit})" if unit else plain(stream))
+            st.plotly_chart(sfig, config=chart_config(), key="stream_overlay")
+        else:
+            st.caption("None of the clips compared has this stream.")
 st.subheader("Summary")
 unit = "% of clip" if normalised else "s"
 st.caption(f"{pr.MEAN_OVER_PEOPLE.name}: {pr.MEAN_OVER_PEOPLE.definition} {pr.MEAN_OVER_TIME.name}: "

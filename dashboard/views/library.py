@@ -11,7 +11,7 @@ from ferpipe import jobs
 from ferpipe import present as pr
 from ferpipe.config import max_upload_mb
 from ferpipe.errors import FerpipeError
-from ferpipe.frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_image
+from ferpipe.frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, clip_kind
 from ferpipe.ingest import check_url, parse_tags
 from ferpipe.live import is_live, parse_live
 from ferpipe.pipeline import Settings
@@ -126,7 +126,7 @@ def progress_panel() -> None:
     table = pr.table(
         clips.select(
             "title",
-            pl.col("path").map_elements(lambda p: "photo" if is_image(p) else "video", return_dtype=pl.String)
+            pl.col("path").map_elements(clip_kind, return_dtype=pl.String)
             .alias("kind"),
             pl.col("status").fill_null("not processed"), "duration_s", "people", "faces", "observations",
             pl.col("model").fill_null("—"), "created_at", "tags", "clip_id",
