@@ -208,6 +208,7 @@ def stream_figure(agg: pl.DataFrame, streams: list[str], units: dict[str, str] |
         fig.update_yaxes(title_text=plotly_text(f"{name} ({unit})" if unit else name), row=k + 1, col=1)
     add_markers(fig, markers)
     fig.update_xaxes(title_text=x_title, row=max(1, len(streams)), col=1)
-    fig.update_layout(height=160 + 170 * max(1, len(streams)), margin={"l": 60, "r": 20, "t": 30, "b": 40},
-                      legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0})  # fmt: skip
+    fig.update_layout(
+        height=160 + 170 * max(1, len(streams)), margin={"l": 60, "r": 20, "t": 30, "b": 40}, showlegend=False
+    )  # each stream's axis names it
     return fig

@@ -27,6 +27,7 @@ import polars as pl
 from .errors import InputError
 from .frames import is_timeline_only  # noqa: F401  (re-exported: the clip kinds this module makes)
 from .ingest import ingest_file, printable
+from .present import possessive
 from .types import EXPRESSIONS, IMPORT_FORMATS, TOOL_NAMES, ToolTimeline
 
 log = logging.getLogger(__name__)
@@ -405,7 +406,7 @@ def import_tool_file(store, path: str | os.PathLike, fmt: str, video: str | os.P
                 "signals": sorted({k for k in tl.extra if not k.startswith(FERPIPE_PREFIX)}),
                 "expressions": tl.probs is not None,
                 "attention": "ferpipe's" if f"{FERPIPE_PREFIX}attentive" in tl.extra
-                else f"derived from {tool}'s head pose (|yaw| <= 30, |pitch| <= 20 degrees)"}  # fmt: skip
+                else f"derived from {possessive(tool)} head pose (|yaw| and |pitch| within 30 and 20 degrees)"}  # fmt: skip
     with store.holding():
         if item is not None:
             vi = item.info

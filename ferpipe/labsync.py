@@ -110,7 +110,10 @@ class FaceOutlet:
         self.pushed += arr.shape[0]
         return arr.shape[0]
 
-    def close(self) -> None:
+    def close(self, linger_s: float = 1.0) -> None:
+        """Close the outlet after giving connected inlets a moment to receive the last samples."""
+        if self.outlet.have_consumers():
+            time.sleep(linger_s)
         del self.outlet
 
 
@@ -313,6 +316,8 @@ def import_xdf(store, path: str | os.PathLike, clip_id: str, sync_marker: str | 
             continue
         inside = (ts >= 0) & (ts <= limit) & np.isfinite(ts)
         t_in, v_in = _decimate(ts[inside], values[inside], MAX_STREAM_HZ)
+        if t_in.size == 0:  # nothing of this stream during the clip
+            continue
         chans = _channels(s, values.shape[1])
         for k, (label, unit) in enumerate(chans):
             sig_name = sname if values.shape[1] == 1 else f"{sname} {label}"

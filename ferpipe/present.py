@@ -357,16 +357,22 @@ STREAMS_NOTE = ("Streams recorded beside this clip (imported from an XDF file: G
                 "ferpipe does not interpret them.")  # fmt: skip
 
 
+def possessive(name: str) -> str:
+    """iMotions' and OpenFace's."""
+    return f"{name}'" if name.endswith("s") else f"{name}'s"
+
+
 def imported_words(settings: dict | None, no_video: bool, in_report: bool = False) -> str:
     """What a run imported from another tool is, said where its results are shown."""
     settings = settings or {}
     tool = settings.get("tool", "another tool")
-    head = f"Imported from {tool}'s output ({settings.get('file', 'a file')}). "
+    head = f"Imported from {possessive(tool)} output ({settings.get('file', 'a file')}). "
     if settings.get("expressions"):
-        what = (f"The expression curves are {tool}'s readings, not ferpipe's model: compare them with ferpipe's "
-                "runs as readings of another model. ")  # fmt: skip
+        what = (f"The expression curves are {possessive(tool)} readings, not ferpipe's model: compare them with "
+                "ferpipe's runs as readings of another model. ")  # fmt: skip
     else:
-        where = "in the dashboard's Clip view and in `ferpipe export`" if in_report else f"below, under {tool}'s names"
+        where = ("in the dashboard's Clip view and in `ferpipe export`" if in_report
+                 else f"below, under {possessive(tool)} names")  # fmt: skip
         what = (f"{tool} reads action units and head pose, not expressions, so this run has no expression curves: "
                 f"its own signals are {where}. ")  # fmt: skip
     att = settings.get("attention")
@@ -375,10 +381,18 @@ def imported_words(settings: dict | None, no_video: bool, in_report: bool = Fals
     return (head + what + att + video).strip()
 
 
+TOOL_SCALES = {
+    "OpenFace": "AUxx_r is an intensity from 0 to 5, AUxx_c presence (0 or 1)",
+    "py-feat": "AUxx is an activation from 0 to 1",
+    "iMotions": "Evidence is the engine's log-odds (0 means even odds), Intensity its 0-1 or 0-100 scale",
+}
+
+
 def tool_signal_words(tool: str) -> str:
-    return (f"{tool}'s own output, under {tool}'s column names and on its own scale (for OpenFace, AUxx_r is an "
-            "intensity 0-5 and AUxx_c presence 0/1). Per bin, the mean over people with a 95% interval. They are "
-            f"{tool}'s action units, not ferpipe's AU proxies.")  # fmt: skip
+    scale = TOOL_SCALES.get(tool)
+    return (f"{possessive(tool)} own output, under its column names and on its own scale"
+            + (f" ({scale})" if scale else "") + ". Per bin, the mean over people with a 95% interval. These are "
+            f"{possessive(tool)} action units, not ferpipe's AU proxies.")  # fmt: skip
 
 
 def tool_signal_label(name: str, tool: str) -> str:

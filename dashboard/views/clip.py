@@ -276,10 +276,10 @@ with s.reading():  # one read connection for the whole page (a write inside step
     def tool_signals() -> None:
         """Another tool's own signals (OpenFace or py-feat action units...), under that tool's names."""
         names = s.tool_signal_names(run_id)
-        st.subheader(f"{TOOL}'s signals")
+        st.subheader(f"{pr.possessive(TOOL)} signals")
         st.caption(pr.tool_signal_words(TOOL))
         if not names:
-            st.caption(f"The {TOOL} file had no signals beyond those above.")
+            st.caption(f"The {TOOL} file had no columns beyond those above.")
             return
         aus = [n for n in names if n.upper().startswith("AU")]
         default = [n for n in aus if "12" in n][:1] + [n for n in aus if "04" in n or n.startswith("AU4 ")][:1]
@@ -287,7 +287,7 @@ with s.reading():  # one read connection for the whole page (a write inside step
                                 format_func=lambda n: pr.tool_signal_label(n, TOOL))  # fmt: skip
         if chosen:
             agg = shifted(an.other_curves(s.tool_signal_bins(run_id, bin_s, chosen), bin_s))
-            st.plotly_chart(curves_figure(agg, chosen, x_title=xt, markers=MARKS, y_label=f"{TOOL}'s own scale",
+            st.plotly_chart(curves_figure(agg, chosen, x_title=xt, markers=MARKS, y_label=f"{pr.possessive(TOOL)} own scale",
                                           names={n: pr.tool_signal_label(n, TOOL) for n in chosen}),
                             config=chart_config(), key="tool_signals")  # fmt: skip
 
@@ -313,9 +313,13 @@ with s.reading():  # one read connection for the whole page (a write inside step
         """The attention, head pose, blink and facial action sections, from bins that carry their signals."""
         st.subheader("Attention, head pose and blinks")
         cone = run.settings or {}  # the cone this run was analysed with (--attention-yaw, --attention-pitch)
-        st.caption(f"Attentive: the face turned to the camera within ±{cone.get('attention_yaw_deg', 30.0):g}° yaw and "
-                   f"±{cone.get('attention_pitch_deg', 20.0):g}° pitch with its eyes open "
-                   "(model readings, not a gaze tracker). Unfiltered: every observation with a face mesh.")  # fmt: skip
+        if TOOL:
+            st.caption(f"Attentive: {cone.get('attention', 'from the head pose in the file')}. Head pose as "
+                       f"{TOOL} gave it.")  # fmt: skip
+        else:
+            st.caption(f"Attentive: the face turned to the camera within ±{cone.get('attention_yaw_deg', 30.0):g}° yaw and "
+                       f"±{cone.get('attention_pitch_deg', 20.0):g}° pitch with its eyes open "
+                       "(model readings, not a gaze tracker). Unfiltered: every observation with a face mesh.")  # fmt: skip
         if fb.is_empty() or fb["attentive"].drop_nulls().is_empty():
             st.caption("No attention readings in this run (processed with signals off, or no face mesh found).")
             return
