@@ -137,6 +137,7 @@ def read_openface(path: Path) -> ToolTimeline:
     df = _read_table(path)
     _need(df, name, ("frame", "timestamp", "confidence", "success"), "OpenFace")
     success = _numbers(df, name, "success")
+    all_frames = _numbers(df, name, "frame")
     keep = success > 0
     df = df.filter(pl.Series(keep))
     if df.height == 0:
@@ -158,7 +159,8 @@ def read_openface(path: Path) -> ToolTimeline:
     extra = _numeric_extra(df, name, own)
     extra.update({f"{FERPIPE_PREFIX}{k}": v for k, v in mine.items()})
     return ToolTimeline("openface", face.astype(np.int64), np.maximum(frame - 1, 0).astype(np.int64), t_s * 1000.0,
-                        boxes, _unit_score(_numbers(df, name, "confidence"), name, "confidence"), pose, probs, extra)  # fmt: skip
+                        boxes, _unit_score(_numbers(df, name, "confidence"), name, "confidence"), pose, probs, extra,
+                        int(np.nanmax(all_frames)) if np.isfinite(all_frames).any() else None)  # fmt: skip
 
 
 def _approx_time(df: pl.DataFrame, name: str) -> np.ndarray | None:
@@ -188,6 +190,7 @@ def read_pyfeat(path: Path, fps: float | None = None) -> ToolTimeline:
     rect = np.stack([_numbers(df, name, c) for c in ("FaceRectX", "FaceRectY", "FaceRectWidth", "FaceRectHeight")], 1)
     # py-feat writes empty rects and scores for frames without a face
     keep = np.isfinite(rect).all(axis=1) | np.isfinite(_numbers(df, name, "FaceScore"))
+    all_frames = _numbers(df, name, "frame")
     df, rect = df.filter(pl.Series(keep)), rect[keep]
     if df.height == 0:
         raise InputError(f"{name}: py-feat found no face in any frame")
@@ -219,7 +222,8 @@ def read_pyfeat(path: Path, fps: float | None = None) -> ToolTimeline:
     _, _, mine = _ferpipe_columns(df, name, FERPIPE_PREFIX)
     extra.update({f"{FERPIPE_PREFIX}{k}": v for k, v in mine.items()})
     return ToolTimeline("pyfeat", face.astype(np.int64), frame.astype(np.int64), t_s * 1000.0, _xywh(rect),
-                        _unit_score(_numbers(df, name, "FaceScore"), name, "FaceScore"), pose, probs, extra)  # fmt: skip
+                        _unit_score(_numbers(df, name, "FaceScore"), name, "FaceScore"), pose, probs, extra,
+                        int(np.nanmax(all_frames)) + 1 if np.isfinite(all_frames).any() else None)  # fmt: skip
 
 
 def _imotions_header(path: Path) -> tuple[int, dict[str, str]]:
@@ -395,6 +399,10 @@ def import_tool_file(store, path: str | os.PathLike, fmt: str, video: str | os.P
             if info.frame_count and int(tl.frame_index.max()) > info.frame_count + 2:
                 raise InputError(f"{printable(src.name)} has frame {int(tl.frame_index.max()) + 1}, but "
                                  f"{printable(Path(video).name)} has {info.frame_count} frames: another recording?")  # fmt: skip
+            covered = tl.frames_in_file
+            if covered and info.frame_count and covered < 0.5 * info.frame_count:  # they write every frame they read
+                raise InputError(f"{printable(src.name)} covers {covered} frames, but {printable(Path(video).name)} "
+                                 f"has {info.frame_count}: is it the output for another recording?")  # fmt: skip
     except BaseException:
         if item is not None and Path(item.info.path).name not in before:  # leave the library as it was
             Path(item.info.path).unlink(missing_ok=True)
@@ -506,25 +514,34 @@ def export_frame(store, clip_id: str, run_id: int, fmt: str) -> tuple[pl.DataFra
     return out, meta
 
 
-def write_tool_file(store, clip_id: str, run_id: int, fmt: str, path: str | os.PathLike) -> int:
-    """Write a run in another tool's layout (openface/pyfeat: CSV; imotions: tab-separated with a metadata
-    header), atomically; returns the rows written."""
+def tool_file_bytes(store, clip_id: str, run_id: int, fmt: str) -> tuple[bytes, int]:
+    """A run in another tool's layout as file bytes (openface/pyfeat: CSV; imotions: tab-separated with a metadata
+    header; text cells that a spreadsheet would run as formulas are quoted), and its row count."""
+    import io
+
     from .report import safe_for_spreadsheets
 
     df, meta = export_frame(store, clip_id, run_id, fmt)
     df = safe_for_spreadsheets(df)
+    buf = io.BytesIO()
+    if fmt == "imotions":
+        buf.write(("\n".join(meta) + "\n\n").encode())
+        df.write_csv(buf, separator="\t")
+    else:
+        df.write_csv(buf)
+    return buf.getvalue(), df.height
+
+
+def write_tool_file(store, clip_id: str, run_id: int, fmt: str, path: str | os.PathLike) -> int:
+    """Write a run in another tool's layout (tool_file_bytes), atomically; returns the rows written."""
+    payload, n = tool_file_bytes(store, clip_id, run_id, fmt)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
-    os.close(fd)
     try:
-        if fmt == "imotions":
-            with open(tmp, "w", encoding="utf-8", newline="") as fh:
-                fh.write("\n".join(meta) + "\n\n")
-                df.write_csv(fh, separator="\t")
-        else:
-            df.write_csv(tmp)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
         os.replace(tmp, out)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return df.height
+    return n

