@@ -395,6 +395,18 @@ def tool_signal_words(tool: str) -> str:
             f"{possessive(tool)} action units, not ferpipe's AU proxies.")  # fmt: skip
 
 
+def default_action_units(names: list[str], units: tuple[int, ...] = (12, 4)) -> list[str]:
+    """The columns a tool's chart opens on: AU12 (lip corner puller) and AU4 (brow lowerer), intensities
+    (OpenFace's _r) before presence (_c)."""
+    import re
+
+    out = []
+    for unit in units:
+        hits = [n for n in names if (m := re.match(r"AU0*(\d+)", n, re.IGNORECASE)) and int(m.group(1)) == unit]
+        out += sorted(hits, key=lambda n: (not n.endswith("_r"), "Intensity" in n, n))[:1]
+    return out
+
+
 def tool_signal_label(name: str, tool: str) -> str:
     """A tool's column as the dashboard names it: the tool's own name, with the tool."""
     return f"{name} ({tool})"

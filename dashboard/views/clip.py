@@ -281,8 +281,7 @@ with s.reading():  # one read connection for the whole page (a write inside step
         if not names:
             st.caption(f"The {TOOL} file had no columns beyond those above.")
             return
-        aus = [n for n in names if n.upper().startswith("AU")]
-        default = [n for n in aus if "12" in n][:1] + [n for n in aus if "04" in n or n.startswith("AU4 ")][:1]
+        default = pr.default_action_units(names)
         chosen = st.multiselect(f"{TOOL} columns", names, default=default or names[:1], key="tool_pick",
                                 format_func=lambda n: pr.tool_signal_label(n, TOOL))  # fmt: skip
         if chosen:

