@@ -3,8 +3,9 @@ Streamlit list its files as pages of their own when a page is opened by its link
 
 - A respondent's signed link (?link=) gets their panel page and nothing else: no other page is in its navigation.
 - Where researcher accounts exist (`ferpipe users add`), every researcher page needs a signed-in session (the cookie
-  /ferpipe/login sets); without accounts the dashboard serves its one local user on 127.0.0.1 only (`ferpipe
-  dashboard` refuses any other address).
+  /ferpipe/login sets); with single sign-on configured (FERPIPE_SSO_SECRETS: Streamlit's [auth] section) a session
+  signed in by the identity provider (st.login) serves too. Without either the dashboard serves its one local user
+  on 127.0.0.1 only (`ferpipe dashboard` refuses any other address).
 """
 
 import streamlit as st
@@ -14,7 +15,7 @@ def main() -> None:
     from common import store
     from respondent import respondent_home
 
-    from ferpipe.access import SESSION_COOKIE, session_user, signin_configured
+    from ferpipe.access import SESSION_COOKIE, session_user, signin_configured, sso_allowed, sso_provider, sso_secrets
 
     st.set_page_config(page_title="ferpipe", page_icon=":material/mood:", layout="wide")
     s = store()
@@ -22,18 +23,39 @@ def main() -> None:
         st.navigation([st.Page(respondent_home, title="Study panel", default=True),
                        st.Page("views/respond.py", title="Study panel ", url_path="panel")], position="hidden").run()  # fmt: skip
         return
-    user = session_user(s.path, st.context.cookies.get(SESSION_COOKIE))
-    if signin_configured(s) and user is None:
+    accounts, sso = signin_configured(s), sso_secrets() is not None
+    user = session_user(s.path, st.context.cookies.get(SESSION_COOKIE)) if accounts else None
+    via_sso = False
+    if user is None and sso and st.user.is_logged_in:  # signed in by the institution's identity provider
+        who = str(st.user.get("email") or st.user.get("name") or st.user.get("sub") or "")
+        if not sso_allowed(who):
+            st.title("ferpipe")
+            st.error(f"{who or 'This account'} may not use this dashboard (FERPIPE_SSO_ALLOWED).")
+            st.button("Sign out", on_click=st.logout)
+            return
+        user, via_sso = who, True
+        if not st.session_state.get("sso_audited"):
+            s.audit("sign-in", who=user, detail="single sign-on")
+            st.session_state["sso_audited"] = True
+    if (accounts or sso) and user is None:
         st.title("ferpipe")
         st.write("This dashboard holds recordings of people's faces: researchers sign in first.")
-        st.link_button("Sign in", "/ferpipe/login", type="primary")
+        if sso:
+            provider = sso_provider()
+            st.button("Sign in with single sign-on", type="primary",
+                      on_click=(lambda: st.login(provider)) if provider else st.login)  # fmt: skip
+        if accounts:
+            st.link_button("Sign in with a ferpipe account", "/ferpipe/login", type="secondary" if sso else "primary")
         return
 
     st.sidebar.markdown("### ferpipe\nAudience expression analytics")
     st.session_state["signed_in_user"] = user  # who the audit log names for this session's exports and deletions
     if user:
         st.sidebar.caption(f"Signed in as {user}")
-        st.sidebar.link_button("Sign out", "/ferpipe/logout")
+        if via_sso:
+            st.sidebar.button("Sign out", on_click=st.logout)
+        else:
+            st.sidebar.link_button("Sign out", "/ferpipe/logout")
     st.sidebar.radio("Chart downloads", ["png", "svg"], key="chart_format", horizontal=True,
                      help="The camera icon above each chart saves it in this format.")  # fmt: skip
 

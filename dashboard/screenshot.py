@@ -30,11 +30,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(db: Path, env: dict | None = None, timeout: float = 60.0):
-    """A real Streamlit server for the dashboard on 127.0.0.1; yields its base URL."""
+def serve(db: Path, env: dict | None = None, timeout: float = 60.0, port: int | None = None):
+    """A real Streamlit server for the dashboard on 127.0.0.1 (``port``, or a free one); yields its base URL."""
     from ferpipe.cli import streamlit_command
 
-    port = free_port()
+    port = port or free_port()
     cmd = streamlit_command(APP, port)
     proc = subprocess.Popen(cmd, env=dict(os.environ, FERPIPE_DB=str(db), **(env or {})), stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip

@@ -173,11 +173,71 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+# ---- single sign-on (Streamlit's OIDC login) -------------------------------------------------------------------------
+SSO_KEYS = ("redirect_uri", "cookie_secret")
+SSO_PROVIDER_KEYS = ("client_id", "client_secret", "server_metadata_url")
+
+
+def sso_secrets() -> Path | None:
+    """The secrets file with the [auth] section for Streamlit's OIDC login ($FERPIPE_SSO_SECRETS), checked: a
+    one-line ValueError says what is missing."""
+    raw = os.environ.get("FERPIPE_SSO_SECRETS", "").strip()
+    if not raw:
+        return None
+    import tomllib
+
+    path = Path(raw).expanduser()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"FERPIPE_SSO_SECRETS: no such file {path}") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"FERPIPE_SSO_SECRETS: {path} is not a readable TOML file ({exc})") from None
+    auth = data.get("auth")
+    if not isinstance(auth, dict):
+        raise ValueError(f"FERPIPE_SSO_SECRETS: {path} has no [auth] section (see the README, 'Sign-in')")
+    missing = [k for k in SSO_KEYS if not auth.get(k)]
+    providers = [v for v in auth.values() if isinstance(v, dict)]
+    flat = all(auth.get(k) for k in SSO_PROVIDER_KEYS)
+    if not flat and not any(all(p.get(k) for k in SSO_PROVIDER_KEYS) for p in providers):
+        missing += [k for k in SSO_PROVIDER_KEYS if not auth.get(k)]
+    if missing:
+        raise ValueError(f"FERPIPE_SSO_SECRETS: [auth] in {path} lacks {', '.join(missing)}")
+    return path
+
+
+def sso_provider() -> str | None:
+    """The provider name to pass st.login (None: the flat [auth] section)."""
+    path = sso_secrets()
+    if path is None:
+        return None
+    import tomllib
+
+    auth = tomllib.loads(path.read_text(encoding="utf-8"))["auth"]
+    if all(auth.get(k) for k in SSO_PROVIDER_KEYS):
+        return None
+    return next(k for k, v in auth.items() if isinstance(v, dict) and all(v.get(x) for x in SSO_PROVIDER_KEYS))
+
+
+def sso_allowed(email: str | None) -> bool:
+    """Whether a user the identity provider signed in may use the dashboard: $FERPIPE_SSO_ALLOWED lists addresses
+    and @domains (comma-separated); unset, the provider's own users all may (the institution's app registration
+    decides who those are)."""
+    allowed = [a.strip().lower() for a in os.environ.get("FERPIPE_SSO_ALLOWED", "").split(",") if a.strip()]
+    if not allowed:
+        return True
+    mail = (email or "").strip().lower()
+    return bool(mail) and any(mail == a or (a.startswith("@") and mail.endswith(a)) for a in allowed)
+
+
 def check_serving(store, address: str) -> None:
-    """Refuse to serve the research dashboard beyond this machine without researcher accounts."""
-    if not is_loopback(address) and not signin_configured(store):
+    """Refuse to serve the research dashboard beyond this machine without researcher sign-in (local accounts or
+    single sign-on)."""
+    sso = sso_secrets() is not None  # a malformed file fails here, with its one line
+    if not is_loopback(address) and not signin_configured(store) and not sso:
         raise ValueError(f"the dashboard would be open to anyone who can reach {address}: add a researcher account "
-                         "first (ferpipe users add NAME), or serve respondents with ferpipe panel-server")  # fmt: skip
+                         "first (ferpipe users add NAME), configure single sign-on (FERPIPE_SSO_SECRETS), or serve "
+                         "respondents with ferpipe panel-server")  # fmt: skip
 
 
 # ---- respondent links ------------------------------------------------------------------------------------------------

@@ -923,9 +923,13 @@ def demo(
 
 def streamlit_command(app_file: Path, port: int, address: str = "127.0.0.1") -> list[str]:
     """The headless Streamlit server command for the dashboard (also used by its screenshot and browser tests)."""
+    from .access import sso_secrets
+
+    sso = sso_secrets()  # single sign-on: Streamlit reads its [auth] section from this file
     return [sys.executable, "-m", "streamlit", "run", str(app_file), "--server.address", address,
             "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--server.maxUploadSize", str(max_upload_mb()), "--client.toolbarMode", "viewer"]  # fmt: skip
+            "--server.maxUploadSize", str(max_upload_mb()), "--client.toolbarMode", "viewer",
+            *(["--secrets.files", str(sso)] if sso else [])]  # fmt: skip
 
 
 def _serve(db_path: Path, port: int, headless: bool = True, address: str = "127.0.0.1",

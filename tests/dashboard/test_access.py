@@ -344,3 +344,85 @@ def test_panel_server_serves_respondents_only(library, tmp_path):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def _sso_secrets(path: Path, dashboard_port: int, issuer: str, **drop) -> Path:
+    from oidc_provider import CLIENT_ID, CLIENT_SECRET
+
+    values = {"redirect_uri": f"http://127.0.0.1:{dashboard_port}/oauth2callback", "cookie_secret": "s3cret-" * 6,
+              "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+              "server_metadata_url": f"{issuer}/.well-known/openid-configuration"}  # fmt: skip
+    for key in drop:
+        values.pop(key)
+    path.write_text("[auth]\n" + "".join(f'{k} = "{v}"\n' for k, v in values.items()))
+    return path
+
+
+def test_sso_secrets_are_checked_where_they_enter(tmp_path, monkeypatch):
+    from ferpipe import access
+    from ferpipe.store import Store
+
+    store = Store(tmp_path / "x.duckdb")
+    store.migrate()
+    monkeypatch.setenv("FERPIPE_SSO_SECRETS", str(_sso_secrets(tmp_path / "bad.toml", 8501, "http://idp",
+                                                               client_id=None)))  # fmt: skip
+    with pytest.raises(ValueError, match="lacks client_id"):
+        access.check_serving(store, "0.0.0.0")
+    r = run_cli("dashboard", "--db", str(tmp_path / "x.duckdb"), "--address", "0.0.0.0", timeout=60)
+    assert r.returncode == 1 and r.stderr.startswith("error: FERPIPE_SSO_SECRETS") and "Traceback" not in r.stderr
+    monkeypatch.setenv("FERPIPE_SSO_SECRETS", str(tmp_path / "missing.toml"))
+    with pytest.raises(ValueError, match="no such file"):
+        access.check_serving(store, "0.0.0.0")
+    monkeypatch.setenv("FERPIPE_SSO_SECRETS", str(_sso_secrets(tmp_path / "good.toml", 8501, "http://idp")))
+    access.check_serving(store, "0.0.0.0")  # single sign-on configured: a public address is allowed
+    monkeypatch.setenv("FERPIPE_SSO_ALLOWED", "ada@lab.example.org, @psych.example.edu")
+    assert access.sso_allowed("Ada@Lab.example.org") and access.sso_allowed("bo@psych.example.edu")
+    assert not access.sso_allowed("eve@example.com") and not access.sso_allowed(None)
+
+
+@pytest.mark.slow
+def test_single_sign_on_in_a_browser(library, shot, tmp_path, monkeypatch):
+    """Streamlit's OIDC login against a real (test) identity provider on 127.0.0.1: every researcher page asks for
+    sign-in, the provider's user gets the dashboard, the sign-in is in the audit log, sign-out ends it, and a user
+    outside FERPIPE_SSO_ALLOWED is turned away."""
+    import shutil
+
+    from conftest import free_port
+    from oidc_provider import oidc_provider
+    from playwright.sync_api import expect, sync_playwright
+
+    from ferpipe.store import Store
+
+    db, a, _ = library
+    idp_port, port = free_port(), free_port()
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    with oidc_provider(idp_port) as (issuer, calls):
+        monkeypatch.setenv("FERPIPE_SSO_SECRETS", str(_sso_secrets(tmp_path / "sso.toml", port, issuer)))
+        with shot.serve(db, env={"FERPIPE_UPLOAD_TOKEN": TOKEN}, port=port) as url, sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=shot.CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            for path in ("compare", f"clip?clip={a}", ""):
+                page.goto(f"{url}/{path}")
+                expect(page.get_by_role("button", name="Sign in with single sign-on")).to_be_visible(timeout=60000)
+                assert not page.get_by_role("link", name="Library").count()
+            assert TOKEN not in page.content()
+            page.get_by_role("button", name="Sign in with single sign-on").click()
+            expect(page.get_by_role("heading", name="Library")).to_be_visible(timeout=60000)
+            expect(page.get_by_text("Signed in as ada@lab.example.org")).to_be_visible()
+            assert {"discovery", "authorize", "token", "jwks"} <= set(calls)  # the whole code flow, ID token checked
+            page.goto(f"{url}/compare")
+            expect(page.get_by_role("heading", name="Compare")).to_be_visible(timeout=60000)
+            log = Store(db).audit_log()
+            assert log.filter((log["action"] == "sign-in") & (log["who"] == "ada@lab.example.org")).height >= 1
+            page.get_by_role("button", name="Sign out").click()
+            expect(page.get_by_role("button", name="Sign in with single sign-on")).to_be_visible(timeout=60000)
+            browser.close()
+        monkeypatch.setenv("FERPIPE_SSO_ALLOWED", "@psych.example.edu")
+        with shot.serve(db, env={"FERPIPE_UPLOAD_TOKEN": TOKEN}, port=port) as url, sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=shot.CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.goto(url)
+            page.get_by_role("button", name="Sign in with single sign-on").click(timeout=60000)
+            expect(page.get_by_text("may not use this dashboard")).to_be_visible(timeout=60000)
+            assert not page.get_by_role("link", name="Library").count()
+            browser.close()
