@@ -114,7 +114,7 @@ def routes(db_path_fn, token_fn, link_only: bool = False) -> list:
     from starlette.routing import Route
 
     from .access import AccessError, RateLimit, check_link, client_address, env_limit, researcher_request
-    from .media import browser_playable, make_preview
+    from .media import browser_playable, previews
     from .store import Store
 
     def researcher(request: Request) -> bool:
@@ -151,7 +151,8 @@ def routes(db_path_fn, token_fn, link_only: bool = False) -> list:
         path = clip["path"]
         if not os.path.isfile(path):
             raise InputError("the stimulus file is missing from the media library")
-        return path if browser_playable(path) else str(make_preview(path))
+        # one background encode however many respondents ask at once; this request waits for it off the event loop
+        return path if browser_playable(path) else str(previews.start(path).wait(timeout=600))
 
     async def stimulus(request: Request) -> Response:
         clip_id = request.path_params["clip_id"]

@@ -12,7 +12,7 @@ from ferpipe.confidence import LOW_CONFIDENCE
 from ferpipe.errors import FerpipeError
 from ferpipe.figures import curves_figure, face_figure, photo_figure, share_figure, stream_figure
 from ferpipe.frames import is_image, is_timeline_only
-from ferpipe.media import browser_playable, frame_at, make_preview, preview_path, thumbnail
+from ferpipe.media import browser_playable, frame_at, preview_path, previews, thumbnail
 from ferpipe.report import blink_rate_note
 from ferpipe.store import QualityFilter
 from ferpipe.types import EXPRESSIONS
@@ -433,6 +433,24 @@ with s.reading():  # one read connection for the whole page (a write inside step
                      hide_index=True)  # fmt: skip
         tiles(fb)
 
+    @st.fragment(run_every=1.0 if previews.status(clip["path"]) is not None
+                 and previews.status(clip["path"]).state == "encoding" else None)  # fmt: skip
+    def preview_status(path: str) -> None:
+        """The browser preview as a background job: a button to start it, then its progress, then the video."""
+        job = previews.status(path)
+        if job is None or job.state == "failed":
+            if job is not None:
+                st.caption(f"The last preview failed: {plain(job.error)}")
+            if st.button("Make a browser preview to play the video"):
+                previews.start(path)
+                st.rerun()
+        elif job.state == "encoding":
+            eta = job.eta_s()
+            st.progress(job.share, text=f"Encoding a WebM preview in the background: {job.share:.0%}"
+                        + (f", about {eta:.0f} s left" if eta is not None else ""))  # fmt: skip
+        else:
+            st.rerun()  # ready: the page shows the video
+
     def show_moment(video_t: float) -> None:
         path = clip["path"]
         if NO_VIDEO:
@@ -447,10 +465,7 @@ with s.reading():  # one read connection for the whole page (a write inside step
                 st.image(frame_at(path, video_t * 1000), caption=f"frame at {video_t:.1f} s", width="stretch")
             except FerpipeError as exc:
                 st.caption(plain(exc))
-            if st.button("Make a browser preview to play the video"):
-                with st.spinner("Encoding a WebM preview…"), s.released():  # the file is not held meanwhile
-                    make_preview(path)
-                st.rerun()
+            preview_status(path)
         if st.toggle("Show face thumbnails", value=False, help="Off by default for privacy."):
             blur = st.toggle("Blur thumbnails", value=True)
             obs = s.faces_at(run_id, video_t * 1000)

@@ -26,6 +26,7 @@ def lab_db(tmp_path_factory, samples):
     p = Pipeline(store, Settings(model="mini-xception", sample_fps=2.0), detector=MTCNNDetector(),
                  model=ExpressionModel.from_name("mini-xception"))  # fmt: skip
     ids = {name: p.process(str(samples[name])).clip_id for name in ("WolfgangLanger_Pexels.mp4", "single_face.mp4")}
+    ids["mp4v"] = p.process(str(_mp4v_copy(samples["single_face.mp4"], root / "mp4v.mp4"))).clip_id
     files = fetch_tool_files()
     ids["openface"] = import_tool_file(store, files["iMotions_Test_v6.txt"], "imotions").clip_id
     ids["of"] = import_tool_file(store, files["OpenFace_Test.csv"], "openface").clip_id
@@ -34,6 +35,24 @@ def lab_db(tmp_path_factory, samples):
         xdf = gsr_and_markers(root / f"{name}.xdf", t0=500.0, seconds=seconds, markers={"start": 0.0})
         import_xdf(store, xdf, ids[name], offset=500.0)
     return root / "ferpipe.duckdb", ids
+
+
+def _mp4v_copy(src, out):
+    """The clip re-encoded as MPEG-4 Part 2 (what OpenCV writes): a browser cannot play it, so it needs a preview."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(src))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        writer.write(img)
+    writer.release()
+    cap.release()
+    return out
 
 
 @pytest.fixture
@@ -170,3 +189,26 @@ def test_compare_and_reports_take_imported_runs(lab_app, lab_db, tmp_path):
     html = render(data, "html").decode()
     assert "Imported from OpenFace&#x27;s output" in html or "Imported from OpenFace's output" in html
     assert render(data, "pdf")[:4] == b"%PDF"
+
+
+def test_clip_view_makes_a_preview_in_the_background_and_then_plays_it(lab_app, lab_db):
+    import time
+
+    from ferpipe.media import previews
+    from ferpipe.store import Store
+
+    path = Store(lab_db[0]).clip(lab_db[1]["mp4v"])["path"]
+    lab_app.query_params["clip"] = lab_db[1]["mp4v"]
+    lab_app.switch_page("views/clip.py").run()
+    _ok(lab_app)
+    assert not lab_app.get("video")
+    next(b for b in lab_app.button if b.label == "Make a browser preview to play the video").click().run()
+    _ok(lab_app)
+    job = previews.status(path)
+    assert job is not None and job.state in ("encoding", "ready")  # started; the page did not wait for it
+    deadline = time.monotonic() + 60
+    while job.state == "encoding" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    lab_app.run()
+    _ok(lab_app)
+    assert job.state == "ready" and lab_app.get("video"), job
