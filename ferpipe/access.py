@@ -233,6 +233,7 @@ def sso_allowed(email: str | None) -> bool:
 def check_serving(store, address: str) -> None:
     """Refuse to serve the research dashboard beyond this machine without researcher sign-in (local accounts or
     single sign-on)."""
+    trusted_proxies()  # a malformed list fails at start, not on the first request
     sso = sso_secrets() is not None  # a malformed file fails here, with its one line
     if not is_loopback(address) and not signin_configured(store) and not sso:
         raise ValueError(f"the dashboard would be open to anyone who can reach {address}: add a researcher account "
@@ -427,9 +428,43 @@ def link_states(store, stimulus_clip_id: str):
     )  # fmt: skip
 
 
+def trusted_proxies() -> list:
+    """The networks of $FERPIPE_TRUSTED_PROXIES (the TLS proxy in front of the servers)."""
+    nets = []
+    for item in os.environ.get("FERPIPE_TRUSTED_PROXIES", "").split(","):
+        if item.strip():
+            try:
+                nets.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError:
+                raise ValueError(f"FERPIPE_TRUSTED_PROXIES: {item.strip()!r} is not an address or network") from None
+    return nets
+
+
 def client_address(request) -> str:
-    """The address a request came from (the key of the per-address caps)."""
-    return request.client.host if request.client else "?"
+    """The address a request came from (the key of the per-address caps). Behind the TLS proxy the README asks for,
+    every request comes from the proxy: where the peer is in $FERPIPE_TRUSTED_PROXIES (addresses or networks), the
+    client is the right-most X-Forwarded-For address that is not a trusted proxy. Other peers' headers are ignored,
+    so a client cannot choose its own address."""
+    peer = request.client.host if request.client else "?"
+    trusted = trusted_proxies()
+
+    def is_trusted(addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr.strip().strip("[]"))
+        except ValueError:
+            return False
+        return any(ip in net for net in trusted)
+
+    if not trusted or not is_trusted(peer):
+        return peer
+    hops = [h.strip() for h in ",".join(request.headers.getlist("x-forwarded-for")).split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not is_trusted(hop):
+            try:
+                return str(ipaddress.ip_address(hop.strip("[]")))
+            except ValueError:
+                return peer  # a malformed header: count the proxy
+    return peer
 
 
 class RateLimit:

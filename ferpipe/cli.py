@@ -1004,8 +1004,10 @@ def panel_server(
     check, their stimulus and their upload. The documented way to reach remote respondents (behind a TLS proxy, with
     FERPIPE_PUBLIC_HOSTS naming it), with the research dashboard kept on 127.0.0.1."""
     path = _db(db, must_exist=True)
+    from .access import trusted_proxies
     from .store import Store
 
+    trusted_proxies()  # a malformed FERPIPE_TRUSTED_PROXIES fails here, with its one line
     Store(path).migrate()
     _serve(path, port, headless=True, address=address, server_file="panel_server.py")
 

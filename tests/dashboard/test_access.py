@@ -426,3 +426,26 @@ def test_single_sign_on_in_a_browser(library, shot, tmp_path, monkeypatch):
             expect(page.get_by_text("may not use this dashboard")).to_be_visible(timeout=60000)
             assert not page.get_by_role("link", name="Library").count()
             browser.close()
+
+
+def test_client_address_behind_a_trusted_proxy_only(monkeypatch):
+    """Per-address caps behind the TLS proxy: X-Forwarded-For counts only when the proxy is trusted."""
+    from starlette.requests import Request
+
+    from ferpipe.access import client_address
+
+    def request(peer: str, *forwarded: str) -> Request:
+        headers = [(b"x-forwarded-for", f.encode()) for f in forwarded]
+        return Request({"type": "http", "client": (peer, 5000), "headers": headers, "method": "GET", "path": "/"})
+
+    assert client_address(request("10.0.0.2", "203.0.113.7")) == "10.0.0.2"  # no trusted proxies: headers ignored
+    monkeypatch.setenv("FERPIPE_TRUSTED_PROXIES", "10.0.0.0/24, 127.0.0.1")
+    assert client_address(request("10.0.0.2", "203.0.113.7")) == "203.0.113.7"
+    # a client's own forged entry comes first; the proxies append the real address after it
+    assert client_address(request("10.0.0.2", "6.6.6.6, 203.0.113.7")) == "203.0.113.7"
+    assert client_address(request("10.0.0.2", "198.51.100.1", "203.0.113.9, 10.0.0.3")) == "203.0.113.9"
+    assert client_address(request("192.0.2.50", "203.0.113.7")) == "192.0.2.50"  # not a trusted peer
+    assert client_address(request("10.0.0.2", "not-an-ip")) == "10.0.0.2"
+    monkeypatch.setenv("FERPIPE_TRUSTED_PROXIES", "proxy.local")
+    with pytest.raises(ValueError, match="FERPIPE_TRUSTED_PROXIES"):
+        client_address(request("10.0.0.2"))
