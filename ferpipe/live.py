@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import socket
 import tempfile
 import threading
@@ -40,6 +41,19 @@ log = logging.getLogger(__name__)
 
 FIRST_FRAME_TIMEOUT_S = 30.0  # a source that shows no frame in this long is refused
 STALL_S = 15.0  # an HLS playlist that adds no segment for this long (beyond its target duration) has ended
+HLS_BACKOFF_MAX_S = 8.0  # a playlist that fails to load is retried after 1, 2, 4, 8, 8... s
+
+
+def hls_requests_per_minute() -> int:
+    """The most playlist requests a live HLS run makes in a minute ($FERPIPE_HLS_REQUESTS_PER_MINUTE, 120)."""
+    raw = os.environ.get("FERPIPE_HLS_REQUESTS_PER_MINUTE", "120")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"FERPIPE_HLS_REQUESTS_PER_MINUTE must be a whole number, got {raw!r}") from None
+    if not 1 <= value <= 6000:
+        raise ValueError(f"FERPIPE_HLS_REQUESTS_PER_MINUTE must be between 1 and 6000, got {value}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -291,9 +305,19 @@ class LiveCapture:
         first = True
         total = 0
         hops = 0
+        budget = hls_requests_per_minute()
+        asked: deque[float] = deque()  # when each playlist request of the last minute was made
+        backoff = 1.0
         with ConnectionGuard() as guard, open(self.recording, "wb") as rec, \
                 tempfile.TemporaryDirectory(prefix="ferpipe-hls-") as tmp:  # fmt: skip
             while not self._stop.is_set():
+                now = time.monotonic()
+                while asked and now - asked[0] > 60.0:
+                    asked.popleft()
+                if len(asked) >= budget:  # the request budget: wait until the oldest request is a minute old
+                    self._stop.wait(60.0 - (now - asked[0]))
+                    continue
+                asked.append(now)
                 try:
                     text = self._fetch(url, 1 << 20).decode("utf-8", "replace")
                 except (urllib.error.URLError, OSError) as exc:
@@ -306,8 +330,10 @@ class LiveCapture:
                     if time.monotonic() - last_new > STALL_S:
                         self.stats.ended = self.stats.ended or "the playlist is gone"
                         return
-                    time.sleep(1.0)
+                    self._stop.wait(backoff)  # back off: 1, 2, 4, 8 s between retries of a failing playlist
+                    backoff = min(HLS_BACKOFF_MAX_S, backoff * 2)
                     continue
+                backoff = 1.0
                 playlist = parse_m3u8(text, url)
                 if playlist.variant:  # a master playlist: follow its first variant, a few levels at most
                     hops += 1

@@ -459,7 +459,9 @@ class Pipeline:
         except InputError as exc:  # nothing recorded (a stream that ended at once): the run still closes
             log.warning("the recording of %s is not readable: %s", source, exc)
         writer.clip = self.store.clip(clip["clip_id"])
-        return replace(writer.close(), dropped=stats.dropped)
+        result = replace(writer.close(), dropped=stats.dropped)
+        self.store.set_dropped(run.run_id, stats.dropped)  # the Library says so beside the clip
+        return result
 
     def start(self, clip: dict, reprocess: bool = False) -> RunRow:
         """The run to write a clip's analysis into (see Store.start_run); the models load first, so a broken one

@@ -276,7 +276,7 @@ GLOSSARY: dict[str, Column] = {
     "arousal": Column("Arousal (derived)", "score"), "attentive": Column("Attentive", _SHARE),
     "det_score": Column("Detection score", "score"), "tags": Column("Tags", "text"),
     "created_at": Column("Added", "text"), "source": Column("Source", "text"), "kind": Column("Kind", "text"),
-    "unit": Column("Unit", "text"), "samples": Column("Samples", "count"), "first_s": Column("From", "seconds"),
+    "dropped_frames": Column("Frames dropped (live)", "count"), "unit": Column("Unit", "text"), "samples": Column("Samples", "count"), "first_s": Column("From", "seconds"),
     "last_s": Column("To", "seconds"),
     **{m.key: Column(m.name, m.kind, m.digits) for m in METRICS.values()},
 }  # fmt: skip

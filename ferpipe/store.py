@@ -187,7 +187,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
     # 10: other tools' signals per face (OpenFace/py-feat action units, under their own names) and streams recorded
-    # beside a clip (an XDF file's GSR...), on the clip's own timeline; a live clip's time 0 on LSL's clock
+    # beside a clip (an XDF file's GSR...), on the clip's own timeline; a live clip's time 0 on LSL's clock; the frames
+    # a live run dropped to keep up
     """
     CREATE TABLE tool_signals (
         run_id BIGINT NOT NULL, face_id BIGINT NOT NULL, timestamp_ms DOUBLE NOT NULL, name VARCHAR NOT NULL,
@@ -198,6 +199,7 @@ MIGRATIONS: tuple[str, ...] = (
         t_s DOUBLE NOT NULL, value DOUBLE
     );
     ALTER TABLE clips ADD COLUMN lsl_t0 DOUBLE;
+    ALTER TABLE runs ADD COLUMN dropped_frames BIGINT;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -448,7 +450,10 @@ class Store:
             with self._connect(read_only) as con:
                 yield con
         except (duckdb.IOException, duckdb.InternalException, duckdb.SerializationException,
-                duckdb.PermissionException) as exc:  # fmt: skip
+                duckdb.PermissionException, duckdb.TransactionException) as exc:  # fmt: skip
+            if isinstance(exc, duckdb.TransactionException) and "could not write" not in str(exc).lower() \
+                    and "no space" not in str(exc).lower():  # fmt: skip
+                raise  # a transaction conflict, not a damaged file or a full disk
             raise DatabaseError(f"{self.path}: {_db_problem(exc)}") from None
 
     @contextlib.contextmanager
@@ -578,7 +583,7 @@ class Store:
             SELECT c.clip_id, c.title, c.duration_s, c.fps, c.width, c.height, c.frame_count, c.source_uri, c.created_at,
                    c.live_t0, coalesce(t.tags, '') AS tags, l.run_id, l.status, l.model, l.detector,
                    l.frames_done, l.frames_expected, l.faces, coalesce(p.people, 0) AS people, l.observations,
-                   l.seconds, l.updated_at, c.stimulus_clip_id, c.stimulus_offset_s, c.path
+                   l.seconds, l.updated_at, c.stimulus_clip_id, c.stimulus_offset_s, c.path, l.dropped_frames
             , l.pid
             FROM clips c LEFT JOIN latest l USING (clip_id) LEFT JOIN tags t USING (clip_id)
                  LEFT JOIN persons p ON p.run_id = l.run_id
@@ -1395,6 +1400,11 @@ class Store:
                 con.unregister("stream")
                 n += frame.height
         return n, added
+
+    def set_dropped(self, run_id: int, dropped: int) -> None:
+        """The frames a live run left out because the analysis was behind the stream (shown in the Library)."""
+        with self.transaction() as con:
+            con.execute("UPDATE runs SET dropped_frames = ? WHERE run_id = ?", [int(dropped), int(run_id)])
 
     def set_lsl_t0(self, clip_id: str, lsl_t0: float) -> None:
         """A live clip's time 0 on LSL's clock (ferpipe.labsync)."""

@@ -87,3 +87,60 @@ def test_an_immutable_database_reads_and_refuses_writes_in_one_line(tmp_path, sa
         assert hashlib.sha256(db.read_bytes()).hexdigest() == before
     finally:
         subprocess.run(["chattr", "-i", str(db)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs for the database (the media library links to the big disk, so only the database fills it)."""
+    import shutil
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a small tmpfs (a full disk cannot be made otherwise)")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    (tmp_path / "media").mkdir()
+    (mount / "f_media").symlink_to(tmp_path / "media")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.slow
+def test_a_full_disk_mid_run_keeps_the_last_commit_says_one_line_and_the_rerun_is_identical(small_disk, tmp_path,
+                                                                                            samples):  # fmt: skip
+    import subprocess
+
+    video = str(samples["WolfgangLanger_Pexels.mp4"])
+    args = ["--model", "mini-xception", "--every-frame"]
+    ref = tmp_path / "ref.duckdb"  # the same run on a disk with room
+    assert run_cli("process", video, "--db", str(ref), *args).returncode == 0
+    cols = "face_id, frame_index, timestamp_ms, happy, neutral, yaw_deg"
+    want = Store(ref).query(f"SELECT {cols} FROM observations ORDER BY frame_index, face_id")
+    db = small_disk / "f.duckdb"
+    assert (
+        run_cli("process", str(samples["single_face.mp4"]), "--db", str(db), "--model", "mini-xception").returncode == 0
+    )
+    r = run_cli("process", video, "--db", str(db), *args)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert len(lines) == 1 and lines[0].startswith("error:") and "the disk is full" in lines[0], r.stderr
+    store = Store(db)
+    run = store.query("SELECT run_id, status, observations FROM runs WHERE clip_id = 'c048a3025af8'").row(0, named=True)
+    kept = int(store.query("SELECT count(*) AS n FROM observations WHERE run_id = ?", [run["run_id"]])["n"][0])
+    shown = store.clips().filter(store.clips()["clip_id"] == "c048a3025af8")["status"][0]  # a dead writer's run
+    assert shown in ("interrupted", "failed") and 0 < kept < want.height  # the last commit, mid-run
+    assert kept == run["observations"]  # the run's progress says exactly what was kept
+    assert store.clips().filter(store.clips()["clip_id"] == "95ee1a41bfd0")["status"][0] == "done"  # untouched
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)  # room again
+    r = run_cli("process", video, "--db", str(db), *args)
+    assert r.returncode == 0, r.stderr
+    got = Store(db).query(f"SELECT {cols} FROM observations WHERE run_id = ? ORDER BY frame_index, face_id",
+                          [run["run_id"]])  # fmt: skip
+    assert got.height == want.height
+    for c in got.columns:
+        assert (got[c] - want[c]).abs().max() < 1e-5, c  # resumed from the last commit: the same readings

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -131,6 +132,7 @@ def test_live_hls_rows_arrive_while_it_plays_and_the_run_ends_done(http_dir, all
     assert clip["live_t0"] > 0
     listed = store.clips().filter(pl.col("clip_id") == result["clip_id"])  # what the clip view's picker reads
     assert listed["live_t0"][0] == clip["live_t0"]
+    assert listed["dropped_frames"][0] == result["dropped"] >= 0  # the Library shows what the run left out
     ts = store.query("SELECT max(timestamp_ms) AS t FROM observations")["t"][0]
     assert ts / 1000 > 12  # the stream's time line, not the analysis's
 
@@ -261,3 +263,77 @@ def test_a_refused_live_source_leaves_no_clip_and_no_file(http_dir, allow_privat
     from ferpipe.store import Store
 
     assert Store(db).clips().height == 0
+
+
+class _Counting:
+    """An HTTP server on 127.0.0.1 whose playlist answers OK ``good`` times, then 503, counting requests."""
+
+    def __init__(self, body: str, good: int) -> None:
+        import http.server
+
+        outer = self
+        self.times: list[float] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (the stdlib's name)
+                outer.times.append(time.monotonic())
+                if len(outer.times) <= good:
+                    data = body.encode()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                else:
+                    self.send_error(503)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        import threading
+
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/live.m3u8"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _run_for(capture: LiveCapture, seconds: float) -> None:
+    import threading
+
+    t = threading.Thread(target=capture._run_hls, daemon=True)
+    t.start()
+    t.join(seconds)
+    capture.stop()
+    t.join(10)
+
+
+def test_a_failing_playlist_is_retried_with_back_off(allow_private, tmp_path):
+    """Once the playlist fails, retries come after 1, 2, 4, 8 s (it was once a second): 4 retries in 12 s, not 12."""
+    srv = _Counting("#EXTM3U\n#EXT-X-TARGETDURATION:1\n", good=1)
+    try:
+        _run_for(LiveCapture(parse_live(srv.url), tmp_path / "rec.ts"), 12.0)
+    finally:
+        srv.close()
+    gaps = np.diff(srv.times)
+    assert 4 <= len(srv.times) <= 6, len(srv.times)
+    assert gaps[1] > 1.5 * gaps[0] and gaps[2] > 1.5 * gaps[1], gaps  # growing waits
+
+
+def test_playlist_requests_stay_within_the_budget(allow_private, tmp_path, monkeypatch):
+    """A live playlist that never adds a segment is polled every half target duration (16 times in 8 s at 1 s);
+    with FERPIPE_HLS_REQUESTS_PER_MINUTE=10 it is fetched 10 times in those 8 s, then waits for the minute."""
+    monkeypatch.setenv("FERPIPE_HLS_REQUESTS_PER_MINUTE", "10")
+    srv = _Counting("#EXTM3U\n#EXT-X-TARGETDURATION:1\n", good=10**6)
+    try:
+        _run_for(LiveCapture(parse_live(srv.url), tmp_path / "rec.ts"), 8.0)
+    finally:
+        srv.close()
+    assert len(srv.times) == 10, len(srv.times)
+    monkeypatch.setenv("FERPIPE_HLS_REQUESTS_PER_MINUTE", "lots")
+    from ferpipe.live import hls_requests_per_minute
+
+    with pytest.raises(ValueError, match="FERPIPE_HLS_REQUESTS_PER_MINUTE must be a whole number"):
+        hls_requests_per_minute()

@@ -129,6 +129,7 @@ def progress_panel() -> None:
             pl.col("path").map_elements(clip_kind, return_dtype=pl.String)
             .alias("kind"),
             pl.col("status").fill_null("not processed"), "duration_s", "people", "faces", "observations",
+            "dropped_frames",
             pl.col("model").fill_null("—"), "created_at", "tags", "clip_id",
         ),
         kinds={"duration_s": "seconds", "created_at": "text"}, labels={"faces": "Face tracks"},
