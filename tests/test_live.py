@@ -275,7 +275,7 @@ class _Counting:
         self.times: list[float] = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (the stdlib's name)
+            def do_GET(self):
                 outer.times.append(time.monotonic())
                 if len(outer.times) <= good:
                     data = body.encode()
