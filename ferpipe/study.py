@@ -20,10 +20,12 @@ import io
 import logging
 import math
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .config import die_with_parent
 from .errors import FerpipeError, InputError
 from .ingest import expand_sources, is_url, printable
 from .pipeline import Pipeline, Progress, RunResult, RunWriter, Settings
@@ -266,8 +268,10 @@ def _sequential_run(pipeline: Pipeline, tasks: list[_Task], workers: int, ray: s
 # ---- worker processes --------------------------------------------------------------------------------
 
 
-def _worker_main(settings: dict, threads: int, inbox, outbox) -> None:
-    """A worker process: load the models once, then analyse clips from the inbox into batches for the outbox."""
+def _worker_main(settings: dict, threads: int, inbox, outbox, parent_pid: int) -> None:
+    """A worker process: load the models once, then analyse clips from the inbox into batches for the outbox. It
+    ends when its driver dies (config.die_with_parent), so a killed study leaves no process behind."""
+    die_with_parent(parent_pid)
     os.environ["FERPIPE_THREADS"] = str(threads)
     pipeline = Pipeline(None, Settings(**settings)).load()  # the models load once, before any clip
     while True:
@@ -293,8 +297,8 @@ def _workers_run(pipeline: Pipeline, tasks: list[_Task], workers: int, ray: str 
     inbox, outbox = ctx.Queue(), ctx.Queue(maxsize=64)
     n = min(workers, len(tasks))
     threads = max(1, (os.cpu_count() or 1) // n)
-    procs = [ctx.Process(target=_worker_main, args=(asdict(pipeline.settings), threads, inbox, outbox), daemon=True)
-             for _ in range(n)]  # fmt: skip
+    procs = [ctx.Process(target=_worker_main, args=(asdict(pipeline.settings), threads, inbox, outbox, os.getpid()),
+                         daemon=True) for _ in range(n)]  # fmt: skip
     for proc in procs:
         proc.start()
     for key, task in enumerate(tasks):
@@ -340,6 +344,8 @@ def _workers_run(pipeline: Pipeline, tasks: list[_Task], workers: int, ray: str 
 # ---- Ray -------------------------------------------------------------------------------------------------
 
 RAY_RETRIES = 2  # a clip whose actor dies is resumed on a (restarted) actor this many times
+RAY_BACKOFF_S = (0.5, 8.0)  # a lost actor is pinged after 0.5 s, then 1, 2, 4, 8, 8... s until it answers
+RAY_RECOVERY_S = 300.0  # the longest wait for a lost actor to come back before going on without it
 
 
 def _ray():
@@ -389,7 +395,7 @@ def _ray_run(pipeline: Pipeline, tasks: list[_Task], workers: int, address: str,
     from collections import deque
 
     ray = _ray()
-    from ray.exceptions import ObjectLostError, RayActorError, WorkerCrashedError
+    from ray.exceptions import ActorUnavailableError, ObjectLostError, RayActorError, WorkerCrashedError
 
     lost = (RayActorError, WorkerCrashedError, ObjectLostError)
     started_here = not ray.is_initialized()
@@ -406,8 +412,48 @@ def _ray_run(pipeline: Pipeline, tasks: list[_Task], workers: int, address: str,
     idle = list(actors)
     waiting = deque((key, 0) for key in range(len(tasks)))
     running: dict = {}  # generator -> (key, actor, writer, attempt)
+    # actors that lost their worker: checked with a ping after a growing delay until Ray has restarted them (a clip
+    # is only given to a live actor, so no retry is spent while Ray is still restarting one)
+    recovering: dict = {}  # actor -> [ping ref, next check (monotonic), delay, since]
+
+    def lose(actor) -> None:
+        idle[:] = [a for a in idle if a is not actor]
+        recovering[actor] = [None, time.monotonic() + RAY_BACKOFF_S[0], RAY_BACKOFF_S[0], time.monotonic()]
+
+    def check_recovering() -> None:
+        now = time.monotonic()
+        for actor, state in list(recovering.items()):
+            ref, due, delay, since = state
+            if ref is None:
+                if now >= due:
+                    state[0] = actor.pid.remote()
+                continue
+            done, _ = ray.wait([ref], timeout=0)
+            if not done:
+                continue
+            try:
+                ray.get(ref)
+            except (*lost, ActorUnavailableError):  # still restarting: ask again later, up to the bounded wait
+                if now - since > RAY_RECOVERY_S:
+                    del recovering[actor]
+                    actors.remove(actor)
+                    log.warning("a Ray actor did not come back within %.0f s; going on without it", RAY_RECOVERY_S)
+                    continue
+                delay = min(delay * 2, RAY_BACKOFF_S[1])
+                recovering[actor] = [None, now + delay, delay, since]
+                continue
+            del recovering[actor]
+            idle.append(actor)
+            log.info("a Ray actor is back after %.1f s", now - since)
+
     try:
         while waiting or running:
+            check_recovering()
+            if waiting and not running and not idle and not recovering:  # every actor is gone
+                while waiting:
+                    key, _attempt = waiting.popleft()
+                    yield tasks[key], None, "no Ray worker is left to analyse it (they died and did not come back)"
+                break
             while waiting and idle:
                 key, attempt = waiting.popleft()
                 task, actor = tasks[key], idle.pop()
@@ -415,7 +461,10 @@ def _ray_run(pipeline: Pipeline, tasks: list[_Task], workers: int, address: str,
                 media = [ray.put(path.read_bytes())]
                 gen = actor.analyse.remote(task.clip, task.run, path.stat().st_size, media)
                 running[gen] = (key, actor, RunWriter(pipeline, task.clip, task.run), attempt)
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=5.0)
+            if not running:
+                time.sleep(0.2)  # waiting for an actor to come back
+                continue
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
             for gen in ready:
                 key, actor, writer, attempt = running[gen]
                 task = tasks[key]
@@ -426,14 +475,21 @@ def _ray_run(pipeline: Pipeline, tasks: list[_Task], workers: int, address: str,
                     idle.append(actor)
                     yield task, writer.close(), None
                     continue
-                except lost as exc:  # the actor died (it restarts): resume the clip from its last commit
+                except ActorUnavailableError as exc:  # the actor is restarting: not the clip's fault, no retry spent
                     del running[gen]
                     writer.fail(exc)
-                    idle.append(actor)
+                    lose(actor)
+                    task.run = pipeline.start(task.clip)
+                    waiting.appendleft((key, attempt))
+                    continue
+                except lost as exc:  # the actor died (Ray restarts it): resume the clip from its last commit
+                    del running[gen]
+                    writer.fail(exc)
+                    lose(actor)
                     if attempt < RAY_RETRIES:
-                        log.warning("actor lost while analysing %s; resuming it", task.item.source)
+                        log.warning("actor lost while analysing %s; resuming it on a live actor", task.item.source)
                         task.run = pipeline.start(task.clip)
-                        waiting.append((key, attempt + 1))
+                        waiting.appendleft((key, attempt + 1))
                     else:
                         yield task, None, f"lost its Ray worker {attempt + 1} times: {_first_line(exc)[:200]}"
                     continue

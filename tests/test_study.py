@@ -179,7 +179,8 @@ def _actor_pids() -> list[int]:
     return pids
 
 
-def test_ray_cluster_equals_sequential_and_survives_a_dead_actor(tmp_path, samples, settings, sequential, ray_head):
+def test_ray_cluster_equals_sequential_and_survives_a_dead_actor(tmp_path, samples, settings, sequential, ray_head,
+                                                                 cpu_hog):  # fmt: skip
     store = Store(tmp_path / "ray.duckdb")
     items, _ = read_manifest(_manifest(tmp_path, samples))
     killed: list[int] = []
@@ -205,6 +206,10 @@ def test_ray_cluster_equals_sequential_and_survives_a_dead_actor(tmp_path, sampl
         "SELECT count(*) AS n FROM (SELECT run_id, frame_index, face_id FROM observations GROUP BY ALL HAVING count(*) > 1)"
     )
     assert dupes["n"][0] == 0
+    deadline = time.monotonic() + 30  # the study's actors end with it (the head stays: the fixture stops it)
+    while _actor_pids() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _actor_pids(), "Ray actors outlived the study"
 
 
 def test_cli_ray_local(tmp_path, samples, sequential):
@@ -216,7 +221,42 @@ def test_cli_ray_local(tmp_path, samples, sequential):
     assert _counts(Store(db)) == sequential
 
 
-def test_killed_driver_resumes_without_duplicates(tmp_path, samples, settings):
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, from /proc."""
+    parents = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parents.items() if pp == p]
+        out += kids
+        todo += kids
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def cpu_hog():
+    """A process spinning on a core beside the test (#26: the faults must be handled on a loaded machine)."""
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
+    yield hog
+    hog.kill()
+    hog.wait()
+
+
+def test_killed_driver_resumes_without_duplicates(tmp_path, samples, settings, cpu_hog):
     """kill -9 of a --workers 2 study mid-way leaves committed batches; the re-run resumes and equals a clean run."""
     media = tmp_path / "media"
     media.mkdir()
@@ -239,9 +279,15 @@ def test_killed_driver_resumes_without_duplicates(tmp_path, samples, settings):
         commits += "committed" in line
         if commits >= 3:
             break
+    family = _descendants(proc.pid)
+    assert len(family) >= 2, family  # the two analysing workers (and multiprocessing's helper)
     proc.kill()
     proc.wait()
     assert commits >= 3
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in family) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in family if _alive(p)], "worker processes outlived their killed driver"
     store = Store(db)
     partial = store.query("SELECT status, observations FROM runs ORDER BY run_id")
     assert partial["status"].to_list() == ["running", "running"] and sum(partial["observations"]) > 0
