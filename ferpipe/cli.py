@@ -134,6 +134,12 @@ def process(
         "A live stream (HLS .m3u8; rtsp:// and webcam:N are always live): analysed as it "
         "plays, until it ends or Ctrl-C.",
     ),
+    device: str = typer.Option(
+        "auto",
+        "--device",
+        help="Where the ONNX models run: auto, cpu, cuda (onnxruntime-gpu) or openvino.",
+        metavar="DEVICE",
+    ),
     lsl: bool = flag("--lsl", "With --live: publish each analysed face as a Lab Streaming Layer sample."),
     lsl_markers: str | None = typer.Option(
         None,
@@ -184,7 +190,11 @@ def process(
         identification=not no_identification,
         attention_yaw_deg=attention_yaw,
         attention_pitch_deg=attention_pitch,
+        device=device,
     )
+    from .onnx import providers_for
+
+    providers_for(device)  # a device this machine lacks fails here, before anything is stored
     pipeline = Pipeline(Store(_db(db)), settings)
     if live or any(is_live(s) for s in sources or []):
         if manifest is not None or workers != 1 or ray is not None or len(sources or []) != 1:

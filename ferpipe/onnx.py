@@ -65,6 +65,47 @@ def pruned_to(model_bytes: bytes, outputs: list[str]) -> bytes:
     return model.SerializeToString()
 
 
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "openvino")
+_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "openvino": "OpenVINOExecutionProvider"}
+_EXTRAS = {"cuda": "onnxruntime-gpu (pip install 'ferpipe[cuda]') and an NVIDIA GPU with CUDA",
+           "openvino": "onnxruntime-openvino (pip install 'ferpipe[openvino]')"}  # fmt: skip
+_device = "auto"
+providers_used: dict[str, str] = {}  # model file -> the provider its session runs on (recorded with each run)
+
+
+def providers_for(device: str) -> list[str]:
+    """ONNX Runtime execution providers for a device, best first, CPU last as ONNX Runtime's fallback for any
+    operator the device lacks; ValueError naming what is missing for a device this machine cannot use."""
+    if device not in DEVICES:
+        raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
+    available = ort.get_available_providers()
+    if device == "auto":
+        best = [_PROVIDERS[d] for d in ("cuda", "openvino") if _PROVIDERS[d] in available]
+        return [*best[:1], "CPUExecutionProvider"]
+    if _PROVIDERS[device] not in available:
+        raise ValueError(f"--device {device} needs {_EXTRAS[device]}; this onnxruntime has "
+                         f"{', '.join(p.removesuffix('ExecutionProvider') for p in available)}")  # fmt: skip
+    return list(dict.fromkeys([_PROVIDERS[device], "CPUExecutionProvider"]))
+
+
+def usable_devices() -> list[str]:
+    """The devices this machine's onnxruntime can use (auto and cpu always)."""
+    available = ort.get_available_providers()
+    return ["auto", "cpu", *(d for d in ("cuda", "openvino") if _PROVIDERS[d] in available)]
+
+
+@contextlib.contextmanager
+def use_device(device: str):
+    """Sessions created inside the block run on ``device`` (the pipeline's setting; checked here)."""
+    global _device
+    providers_for(device)
+    before, _device = _device, device
+    try:
+        yield
+    finally:
+        _device = before
+
+
 def create_session(
     path: str | os.PathLike, threads: int | None = None, outputs: list[str] | None = None, arena: bool = False
 ) -> ort.InferenceSession:
@@ -85,12 +126,16 @@ def create_session(
     opts.enable_cpu_mem_arena = arena
     # no busy-waiting between ops: on small machines it starves the decode thread
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    providers = providers_for(_device)
     log.debug("ONNX session %s on %s", path.name, providers[0])
     try:
         if outputs:
-            return ort.InferenceSession(pruned_to(path.read_bytes(), outputs), sess_options=opts, providers=providers)
-        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+            session = ort.InferenceSession(pruned_to(path.read_bytes(), outputs), sess_options=opts,
+                                           providers=providers)  # fmt: skip
+        else:
+            session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        providers_used[path.name] = session.get_providers()[0]
+        return session
     except ModelError as exc:
         raise ModelError(f"{path.name}: {exc}") from None
     except Exception as exc:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...) for a bad file

@@ -24,7 +24,7 @@ from .errors import InputError
 from .expression import ExpressionModel, circumplex
 from .frames import expected_samples, iter_frames, probe
 from .ingest import DownloadProgress, Ingested, ingest, printable
-from .onnx import model_threads
+from .onnx import model_threads, providers_used, use_device
 from .people import FaceDescriptor, TrackSampler, record_samples, relink
 from .registry import default_expression_model, get_spec
 from .signals import AttentionCone, FaceMesh
@@ -106,8 +106,13 @@ class Settings:
     attention_pitch_deg: float = 20.0
     people: bool = True
     identification: bool = True
+    device: str = "auto"  # ONNX Runtime's device (ferpipe.onnx.DEVICES); recorded with the run, not part of its key
 
     def __post_init__(self) -> None:
+        from .onnx import DEVICES
+
+        if self.device not in DEVICES:
+            raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.sample_fps is not None and not 0 < self.sample_fps <= 240:
             raise ValueError(f"sample_fps must be in (0, 240], got {self.sample_fps}")
         if self.detect_every_ms < 0:
@@ -129,6 +134,7 @@ class Settings:
         """What identifies equivalent runs (batching is not part of it)."""
         d = asdict(self)
         d.pop("batch_frames")
+        d.pop("device")  # any device gives the same readings within tolerance (README, "Devices"): runs compare
         if d["detector_model"] is None:
             d.pop("detector_model")  # keys of runs made before the option existed stay equal
         if d["identification"]:
@@ -319,8 +325,9 @@ class Pipeline:
     def detector(self) -> FaceDetector:
         if self._detector is None:
             s = self.settings
-            self._detector = create_detector(s.detector, model_path=s.detector_model, min_face_size=s.min_face_size,
-                                             threads=model_threads())  # fmt: skip
+            with use_device(s.device):
+                self._detector = create_detector(s.detector, model_path=s.detector_model,
+                                                 min_face_size=s.min_face_size, threads=model_threads())  # fmt: skip
         return self._detector
 
     @property
@@ -340,7 +347,8 @@ class Pipeline:
     @property
     def model(self) -> ExpressionModel:
         if self._model is None:
-            self._model = ExpressionModel.from_name(self.settings.model, threads=model_threads())
+            with use_device(self.settings.device):
+                self._model = ExpressionModel.from_name(self.settings.model, threads=model_threads())
         return self._model
 
     def load(self) -> Pipeline:
@@ -465,11 +473,20 @@ class Pipeline:
 
     def start(self, clip: dict, reprocess: bool = False) -> RunRow:
         """The run to write a clip's analysis into (see Store.start_run); the models load first, so a broken one
-        fails before any run is recorded."""
+        fails before any run is recorded. The device the models run on is recorded with it."""
         total = expected_samples(clip["duration_s"] or 0.0, int(clip["frame_count"] or 0), self.settings.sample_fps)
         self.load()
-        return self.store.start_run(clip["clip_id"], self.settings.model, self.detector.name, self.run_key(), total,
-                                    reprocess)  # fmt: skip
+        run = self.store.start_run(clip["clip_id"], self.settings.model, self.detector.name, self.run_key(), total,
+                                   reprocess)  # fmt: skip
+        if not run.finished:
+            self.store.set_device(run.run_id, self.device_words())
+        return run
+
+    def device_words(self) -> str:
+        """Where this pipeline's models run: the device asked for, each ONNX Runtime provider in use, the mesh."""
+        used = sorted({p.removesuffix("ExecutionProvider") for p in providers_used.values()})
+        mesh = "; face mesh: LiteRT on the CPU (XNNPACK)" if self.settings.signals else ""
+        return f"{self.settings.device}: ONNX Runtime on {', '.join(used) or 'CPU'}{mesh}"
 
     def run_key(self) -> dict:
         """What identifies equivalent runs: the settings and the fingerprints of the models they use."""

@@ -200,6 +200,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE clips ADD COLUMN lsl_t0 DOUBLE;
     ALTER TABLE runs ADD COLUMN dropped_frames BIGINT;
+    ALTER TABLE runs ADD COLUMN device VARCHAR;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -1400,6 +1401,11 @@ class Store:
                 con.unregister("stream")
                 n += frame.height
         return n, added
+
+    def set_device(self, run_id: int, device: str) -> None:
+        """Where a run's models ran (pipeline.device_words), recorded with it."""
+        with self.transaction() as con:
+            con.execute("UPDATE runs SET device = ? WHERE run_id = ?", [device, int(run_id)])
 
     def set_dropped(self, run_id: int, dropped: int) -> None:
         """The frames a live run left out because the analysis was behind the stream (shown in the Library)."""

@@ -14,6 +14,7 @@ from ferpipe.errors import FerpipeError
 from ferpipe.frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, clip_kind
 from ferpipe.ingest import check_url, parse_tags
 from ferpipe.live import is_live, parse_live
+from ferpipe.onnx import usable_devices
 from ferpipe.pipeline import Settings
 from ferpipe.registry import default_expression_model, registry
 from ferpipe.uploads import upload_token
@@ -33,10 +34,16 @@ fps = c4.number_input("Analysis rate (frames/s)", 0.5, 60.0, 5.0, 0.5)
 every = c5.checkbox("Every frame")
 signals = c5.checkbox("Attention, head pose, facial actions", value=True,
                       help="Off: expressions only (faster).")  # fmt: skip
+device = c3.selectbox(
+    "Device",
+    usable_devices(),
+    help="Where the ONNX models run (auto: a GPU where one is usable, "
+    "else the CPU). Readings match the CPU's within a stated tolerance, so runs stay comparable.",
+)
 settings, tags, problem = None, {}, None
 try:
     tags = parse_tags(tags_text)
-    settings = Settings(sample_fps=None if every else float(fps), model=model, signals=signals)
+    settings = Settings(sample_fps=None if every else float(fps), model=model, signals=signals, device=device)
 except ValueError as exc:
     problem = str(exc)
 if problem:
