@@ -352,8 +352,15 @@ class Pipeline:
         return self._model
 
     def load(self) -> Pipeline:
-        """Load every model the settings use now (a broken one fails here, before any work)."""
-        _ = self.model, self.detector, self.mesh, self.descriptor
+        """Load every model the settings use now, at once on threads (ONNX Runtime, LiteRT and dlib load without
+        holding the GIL), with the tracker's solver; a broken model fails here, before any work."""
+        from .track import warm
+
+        with use_device(self.settings.device), ThreadPoolExecutor(4, thread_name_prefix="load") as pool:
+            jobs = [pool.submit(getattr, self, name) for name in ("model", "detector", "mesh", "descriptor")]
+            jobs.append(pool.submit(warm))
+            for job in jobs:
+                job.result()
         return self
 
     def ingest(self, source: str, title: str | None = None, tags: dict[str, str] | None = None,

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from .types import Detections
 
@@ -84,6 +83,8 @@ class FaceTracker:
         if not tracks or len(boxes) == 0:
             return []
         iou = iou_matrix(np.array([self._moved(t, ts) for t in tracks]), boxes)
+        from scipy.optimize import linear_sum_assignment  # imported at load time by warm(), beside the models
+
         rows, cols = linear_sum_assignment(-iou)
         return [(r, c) for r, c in zip(rows, cols, strict=False) if iou[r, c] >= self.iou_threshold]
 
@@ -145,3 +146,9 @@ class FaceTracker:
         self.next_id = int(state["next_id"])
         self.last_ms = float(state["last_ms"])
         self.tracks = [_Track(**t) for t in state["tracks"]]
+
+
+def warm() -> None:
+    """Import the assignment solver (SciPy's, about 0.3 s) now: the pipeline does it on a thread while its models
+    load, so a short clip's start-up does not wait for it."""
+    from scipy.optimize import linear_sum_assignment  # noqa: F401
