@@ -775,13 +775,11 @@ def people_split(track: int = typer.Option(..., "--track", help="A track (face) 
                  db: Path | None = DB_OPT, clip: str = CLIP_OPT) -> None:  # fmt: skip
     """This track is a person of its own (kept when the clip is processed again)."""
     store, clip_id, run_id = _clip_run(db, clip)
-    row = store.query("SELECT 1 FROM faces WHERE run_id = ? AND face_id = ?", [run_id, track])
-    if row.is_empty():
-        raise ValueError(f"clip {clip_id} has no track {track} (see `ferpipe export --what timeline`)")
-    a = store.query(
-        "SELECT timestamp_ms, x + w / 2 AS cx, y + h / 2 AS cy FROM observations WHERE run_id = ? AND face_id = ? "
-        "ORDER BY det_score DESC LIMIT 1", [run_id, track]).row(0)  # fmt: skip
-    store.add_edit(clip_id, "split", tuple(float(v) for v in a))
+    try:
+        a = store.track_anchor(run_id, track)
+    except ValueError:
+        raise ValueError(f"clip {clip_id} has no track {track} (see `ferpipe export --what timeline`)") from None
+    store.add_edit(clip_id, "split", a)
     _relinked(store, run_id, clip_id)
 
 

@@ -458,11 +458,9 @@ def export_frame(store, clip_id: str, run_id: int, fmt: str) -> tuple[pl.DataFra
         raise ValueError(f"--format must be csv, parquet, {', '.join(IMPORT_FORMATS)}, got {fmt!r}")
     tl = store.timeline_export(clip_id, run_id)
     sig = store.tool_signals(run_id)
-    if sig.width > 2:
-        keyed = store.query("SELECT face_id, timestamp_ms FROM observations WHERE run_id = ?", [int(run_id)])
+    if sig.width > 2:  # the tool's own signals, beside each reading (same face, same time)
         tl = tl.with_columns((pl.col("timestamp_s") * 1000.0).alias("_t"))
         tl = tl.join(sig.rename({"timestamp_ms": "_t"}), on=["face_id", "_t"], how="left").drop("_t")
-        del keyed
     own = [c for c in sig.columns if c not in ("face_id", "timestamp_ms")]
     clip = store.clip(clip_id)
     run = store.run(run_id)

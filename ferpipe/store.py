@@ -609,6 +609,15 @@ class Store:
             raise ValueError(f"unknown clip {ref!r} (see `ferpipe clips`)")
         raise ValueError(f"clip id prefix {ref!r} is ambiguous: {', '.join(ids.head(5).to_list())}")
 
+    def has_clip(self, clip_id: str) -> bool:
+        """Whether this exact clip id is in the library (no prefix matching)."""
+        return self.query("SELECT 1 FROM clips WHERE clip_id = ?", [clip_id]).height > 0
+
+    def clip_with_sha(self, sha256: str) -> tuple[str, str] | None:
+        """(clip id, title or id) of the library clip with this content hash, or None."""
+        row = self.query("SELECT clip_id, coalesce(title, clip_id) AS title FROM clips WHERE sha256 = ?", [sha256])
+        return (row["clip_id"][0], row["title"][0]) if row.height else None
+
     def clip(self, clip_id: str) -> dict:
         """One clip's row (clips table columns)."""
         df = self.query("SELECT * FROM clips WHERE clip_id = ?", [clip_id])
@@ -1062,6 +1071,18 @@ class Store:
         )
         if row.is_empty():
             raise ValueError(f"run {run_id} has no person {person_id}")
+        return tuple(float(v) for v in row.row(0))  # type: ignore[return-value]
+
+    def track_anchor(self, run_id: int, face_id: int) -> tuple[float, float, float]:
+        """(t_ms, x, y) of a track's most confident observation (where a split finds the track again); ValueError
+        for a track the run does not have."""
+        row = self.query(
+            """SELECT timestamp_ms, x + w / 2 AS cx, y + h / 2 AS cy FROM observations WHERE run_id = ? AND face_id = ?
+               ORDER BY det_score DESC LIMIT 1""",
+            [int(run_id), int(face_id)],
+        )
+        if row.is_empty():
+            raise ValueError(f"run {run_id} has no track {face_id} (see `ferpipe export --what timeline`)")
         return tuple(float(v) for v in row.row(0))  # type: ignore[return-value]
 
     def add_edit(self, clip_id: str, kind: str, at: tuple[float, float, float],

@@ -114,11 +114,7 @@ def _known_clip(db_path, path: Path) -> tuple[str, str] | None:
     from .registry import sha256_file
     from .store import Store
 
-    digest = sha256_file(path)
-    row = Store(db_path).query(
-        "SELECT clip_id, coalesce(title, clip_id) AS title FROM clips WHERE sha256 = ?", [digest]
-    )
-    return (row["clip_id"][0], row["title"][0]) if row.height else None
+    return Store(db_path).clip_with_sha(sha256_file(path))
 
 
 def request_settings(text: str | None):
@@ -151,7 +147,7 @@ def _stimulus_id(db_path, ref: str | None) -> str | None:
 
     if not ref:
         return None
-    if Store(db_path).query("SELECT 1 FROM clips WHERE clip_id = ?", [ref]).height == 0:
+    if not Store(db_path).has_clip(ref):
         raise ValueError(f"stimulus {ref!r} is not a clip id of the library")
     return ref
 

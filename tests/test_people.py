@@ -1,6 +1,8 @@
 """Tracks linked into people on real media, the linking rules on hand-made tracks, and corrections that survive
 reprocessing."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -134,3 +136,24 @@ def test_no_identification_stores_no_descriptor_and_still_links_people(tmp_path,
     assert not at.exception
     assert not [t for t in at.toggle if t.label == "Show face thumbnails"]
     assert any("Processed without identification" in c.value for c in at.caption)
+
+
+def test_people_split_by_the_cli_checks_the_track_and_records_the_edit(tmp_path, samples):
+    from conftest import run_cli
+
+    from ferpipe.store import Store
+
+    db = tmp_path / "split.duckdb"
+    r = run_cli("process", str(samples["single_face.mp4"]), "--db", str(db), "--model", "mini-xception", "--json")
+    assert r.returncode == 0, r.stderr
+    clip = json.loads(r.stdout.splitlines()[-1])["clip_id"]
+    store = Store(db)
+    track = int(store.faces(store.best_run(clip))["face_id"][0])
+    bad = run_cli("people", "split", "--track", "999", "--clip", clip, "--db", str(db))
+    assert bad.returncode == 1 and "has no track 999" in bad.stderr and "Traceback" not in bad.stderr
+    assert store.edits(clip).is_empty()
+    ok = run_cli("people", "split", "--track", str(track), "--clip", clip, "--db", str(db))
+    assert ok.returncode == 0, ok.stderr
+    edits = store.edits(clip)
+    t, x, y = store.track_anchor(store.best_run(clip), track)
+    assert edits["kind"].to_list() == ["split"] and (edits["t_ms"][0], edits["x"][0], edits["y"][0]) == (t, x, y)

@@ -129,8 +129,6 @@ with c2:
                   for r in tracks.iter_rows(named=True)}  # fmt: skip
         track = st.selectbox("Track that is someone else", list(labels), format_func=labels.get)
         if st.button("Make it a person of its own"):
-            a = s.query("SELECT timestamp_ms, x + w / 2, y + h / 2 FROM observations WHERE run_id = ? AND face_id = ? "
-                        "ORDER BY det_score DESC LIMIT 1", [run_id, track]).row(0)  # fmt: skip
-            s.add_edit(clip_id, "split", tuple(float(v) for v in a))
+            s.add_edit(clip_id, "split", s.track_anchor(run_id, track))
             relink(s, run_id, clip_id)
             st.rerun()
