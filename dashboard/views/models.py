@@ -9,6 +9,7 @@ from ferpipe import jobs
 from ferpipe import present as pr
 from ferpipe.figures import confusion_figure, overlay_figure
 from ferpipe.lab.baselines import baseline_results
+from ferpipe.lab.domains import DOMAIN_NAMES
 from ferpipe.lab.evaluate import saved_reports
 from ferpipe.pipeline import Settings
 from ferpipe.registry import default_expression_model, registry
@@ -77,7 +78,8 @@ domain_rows = []
 for name, spec in specs.items():
     for dom, m in (spec.extra.get("metrics", {}).get("domains") or {}).items():
         recall = m.get("per_class_recall", {})
-        domain_rows.append({"Model": name, "Dev set": dom, "Images": pr.format_value(m.get("n"), "count"),
+        domain_rows.append({"Model": name, "Dev set": DOMAIN_NAMES.get(dom, dom),
+                            "Images": pr.format_value(m.get("n"), "count"),
                             "Accuracy": pr.format_value(m.get("accuracy"), "share", 1),
                             "Macro-F1": pr.format_value(m.get("macro_f1"), "score"),
                             "ECE": pr.format_value(m.get("ece"), "score"),

@@ -163,7 +163,13 @@ def test_models_page_lists_models_and_runs(app, seeded_db, tmp_path, monkeypatch
     assert new["Model"] == "ferpipe-cnn3" and pct(new["FER+ accuracy"]) > 0.85
     domains = next(df.value for df in app.dataframe if "Dev set" in df.value.columns)
     shown = set(domains[domains["Model"] == "ferpipe-cnn3"]["Dev set"])
-    assert {"expw", "jaffe", "imfdb", "lfw_emotion", "ferplus"} <= shown
+    assert {
+        "ExpW (web photos)",
+        "JAFFE (posed, Japanese women)",
+        "IMFDB (Indian movie frames)",
+        "LFW-emotion (news photos)",
+        "FER+ (FER2013 faces, 10 annotators)",
+    } <= shown  # named, not file stems
     assert not any("None" in str(v) or "nan" in str(v) for v in models.to_numpy().ravel())
     assert len(app.get("plotly_chart")) == 1  # the confusion matrix
     base = next(df.value for df in app.dataframe if "Algorithm" in df.value.columns)  # a baseline run here wins
