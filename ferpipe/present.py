@@ -43,7 +43,22 @@ class Metric:
         return format_value(value, self.kind, self.digits)
 
 
-KINDS = ("share", "points", "seconds", "count", "rate", "effect", "p", "r", "degrees", "score", "index", "z", "text")
+KINDS = (
+    "share",
+    "points",
+    "seconds",
+    "count",
+    "rate",
+    "effect",
+    "p",
+    "r",
+    "degrees",
+    "score",
+    "index",
+    "z",
+    "change",
+    "text",
+)
 
 
 def _missing(value: object) -> bool:
@@ -88,6 +103,9 @@ def format_value(value: object, kind: str, digits: int = 0) -> str:
         return f"{round(v)}"
     if kind == "z":
         return f"{v:+.2f} SD"
+    if kind == "change":  # a derived score's change from a baseline: signed
+        text = f"{v:+.2f}"
+        return "0.00" if float(text) == 0 else text
     return f"{v:.{max(digits, 2)}f}" if abs(v) < 1000 else f"{v:,.0f}"
 
 
@@ -196,6 +214,12 @@ def level_kind(correction: str | None) -> str:
     """How a reading's level reads: a share of probability raw, points above the person's baseline when it is
     subtracted, standard deviations for z-scores."""
     return {None: "share", "subtract": "points", "z": "z"}[correction]
+
+
+def derived_kind(correction: str | None) -> str | tuple[str, int]:
+    """How valence and arousal (derived scores, -1 ... 1) read: plain raw, a signed change from the person's
+    baseline when it is subtracted, standard deviations for z-scores."""
+    return {None: ("score", 2), "subtract": "change", "z": "z"}[correction]
 
 
 def score_kind(metric: str, correction: str | None) -> str:

@@ -351,8 +351,9 @@ def summary_table(c: ClipReport, threshold: float) -> pl.DataFrame:
 def valence_table(c: ClipReport) -> pl.DataFrame:
     va = c.summary.filter(pl.col("signal").is_in(["valence", "arousal"]))
     cols = ["signal", "mean_over_people"] + ([] if c.photo else ["mean_over_time", "peak", "peak_at"])
+    kind = pr.derived_kind(c.based.baseline.correction if c.based else None)
     return pr.table(va.select(cols).with_columns(pl.col("signal") + " (derived)"),
-                    kinds={"mean_over_people": ("score", 2), "mean_over_time": ("score", 2), "peak": ("score", 2)},
+                    kinds={"mean_over_people": kind, "mean_over_time": kind, "peak": kind},
                     labels={"signal": "Signal", "peak_at": "Peak at"})  # fmt: skip
 
 

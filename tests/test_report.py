@@ -96,6 +96,8 @@ def test_scores_section_and_baseline_in_both_reports(three_clips, tmp_path):
     assert any("each person's first 3 s in view, subtracted" in t for s in secs for t in s.text)
     per = next(s for s in secs if s.heading == "Per expression")
     assert per.table["Mean over people"].str.ends_with("pts").all()
+    va = next(s for s in secs if s.heading == "Valence and arousal (derived)")  # signed changes, not plain numbers
+    assert va.table["Mean over people"].str.contains(r"^[+-]\d\.\d\d$|^0\.00$").all(), va.table
     html = render(data, "html").decode()
     assert "Scores" in html and "change from baseline" in html
     pdf = tmp_path / "r.pdf"
