@@ -25,7 +25,6 @@ import numpy as np
 import polars as pl
 
 from .errors import InputError
-from .frames import is_timeline_only  # noqa: F401  (re-exported: the clip kinds this module makes)
 from .ingest import ingest_file, printable
 from .present import possessive
 from .types import EXPRESSIONS, IMPORT_FORMATS, TOOL_NAMES, ToolTimeline
