@@ -11,7 +11,6 @@ Column tables: README, "Other tools' files".
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -27,6 +26,7 @@ import polars as pl
 from .errors import InputError
 from .ingest import ingest_file, printable
 from .present import possessive
+from .registry import sha256_file
 from .types import EXPRESSIONS, IMPORT_FORMATS, TOOL_NAMES, ToolTimeline
 
 log = logging.getLogger(__name__)
@@ -358,14 +358,6 @@ def signal_rows(tl: ToolTimeline) -> pl.DataFrame:
             .with_columns(pl.col("value").cast(pl.Float32).fill_nan(None)))  # fmt: skip
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def import_tool_file(store, path: str | os.PathLike, fmt: str, video: str | os.PathLike | None = None,
                      fps: float | None = None, title: str | None = None,
                      tags: dict[str, str] | None = None) -> ImportResult:  # fmt: skip
@@ -408,7 +400,7 @@ def import_tool_file(store, path: str | os.PathLike, fmt: str, video: str | os.P
         raise
     rows = timeline_rows(tl)
     signals = signal_rows(tl)
-    file_sha = _sha256(src)
+    file_sha = sha256_file(src)
     settings = {"imported": fmt, "tool": tool, "file": printable(src.name), "file_sha256": file_sha,
                 "signals": sorted({k for k in tl.extra if not k.startswith(FERPIPE_PREFIX)}),
                 "expressions": tl.probs is not None,
